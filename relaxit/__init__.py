@@ -1,0 +1,103 @@
+"""relaxit — gradient estimators for discrete random variables, under one interface.
+
+>>> import relaxit, torch
+>>> est = relaxit.get("gumbel_softmax", tau=0.5)
+>>> est.distribution(logits=torch.zeros(2, 3)).rsample().shape
+torch.Size([2, 3])
+
+Estimators are found through the registry (:mod:`relaxit_core.registry`), fed by the
+``relaxit`` entry-point group; ``import relaxit`` imports no method and scans no entry point:
+that happens on the first :func:`get`, :func:`build`, :func:`available` or :func:`describe`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from relaxit_core import (
+    Capability,
+    ConfigError,
+    Estimate,
+    EstimatorBase,
+    EstimatorConfig,
+    EstimatorInfo,
+    GradientEstimator,
+    ParameterError,
+    UnknownEstimatorError,
+)
+from relaxit_core.registry import registry as _registry
+from relaxit.spec import EstimatorSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "get",
+    "build",
+    "available",
+    "describe",
+    "register",
+    "schema",
+    "validate",
+    "EstimatorSpec",
+    "Capability",
+    "ConfigError",
+    "Estimate",
+    "EstimatorBase",
+    "EstimatorConfig",
+    "EstimatorInfo",
+    "GradientEstimator",
+    "ParameterError",
+    "UnknownEstimatorError",
+]
+
+
+def get(name: str, /, **config: Any) -> GradientEstimator:
+    """The estimator ``name`` with its config fields given as keywords.
+
+    >>> get("reinforce", baseline="leave_one_out").config.baseline
+    'leave_one_out'
+
+    Raises:
+        UnknownEstimatorError: no estimator of that name (the message suggests close names).
+        ConfigError: a field is invalid or unknown (pydantic's field-level detail kept).
+    """
+    return _registry.get(name, **config)
+
+
+def build(spec: Any) -> GradientEstimator:
+    """An estimator from a spec: a mapping with a ``name`` key, an :class:`EstimatorConfig`,
+    an OmegaConf/Hydra node, or the path of a JSON/YAML/TOML file holding such a mapping.
+
+    >>> build({"name": "gumbel_softmax", "tau": 0.5}).config.tau
+    0.5
+
+    Names are looked up in the registry only; nothing in a spec is imported or evaluated.
+    """
+    return _registry.build(spec)
+
+
+def validate(spec: Any) -> EstimatorConfig:
+    """The validated config of a spec (as :func:`build` takes), without building."""
+    return _registry.validate(spec)
+
+
+def available() -> list[EstimatorInfo]:
+    """Every registered estimator, sorted by name."""
+    return _registry.available()
+
+
+def describe(name: str) -> EstimatorInfo:
+    """What the registry knows of ``name``: family, capabilities, params, config schema,
+    summary and paper reference."""
+    return _registry.describe(name)
+
+
+def register(cls: type) -> type:
+    """Register an estimator class at run time (usable as a class decorator)."""
+    return _registry.register(cls)
+
+
+def schema() -> dict[str, Any]:
+    """JSON schema of every registered config: a union discriminated by ``name``."""
+    return _registry.schema()

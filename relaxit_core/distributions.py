@@ -1,0 +1,153 @@
+"""Building blocks for estimators' laws: a Pyro base class for ``logits``/``probs`` laws,
+noise samplers and numerically safe helpers.  Public API: third-party plugins may use it."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch.distributions import constraints
+from torch.distributions.utils import lazy_property
+
+__all__ = [
+    "LogitsDistribution",
+    "BinaryLogitsDistribution",
+    "CategoricalLogitsDistribution",
+    "clamp_probs",
+    "uniform_like",
+    "gumbel_like",
+    "logistic_like",
+    "as_logits",
+]
+
+
+def clamp_probs(p: torch.Tensor) -> torch.Tensor:
+    """Clamp to ``[eps, 1 - eps]`` with ``eps`` the machine epsilon of ``p``'s dtype."""
+    eps = torch.finfo(p.dtype).eps
+    return p.clamp(min=eps, max=1 - eps)
+
+
+def uniform_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """Uniform(0, 1) noise of ``shape`` in ``like``'s dtype and device, kept away from 0 and 1."""
+    return clamp_probs(torch.rand(shape, dtype=like.dtype, device=like.device))
+
+
+def gumbel_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise ``-log(E)``, ``E ~ Exp(1)`` (finite: ``E`` is clamped to ``tiny``)."""
+    e = torch.empty(shape, dtype=like.dtype, device=like.device).exponential_()
+    return -e.clamp_min(torch.finfo(like.dtype).tiny).log()
+
+
+def logistic_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """Standard logistic noise ``log U - log(1 - U)``."""
+    u = uniform_like(shape, like)
+    return u.log() - (-u).log1p()
+
+
+def as_logits(probs: torch.Tensor, event_dim: int) -> torch.Tensor:
+    """Logits of ``probs``: ``logit(p)`` for binary laws, ``log p`` for categorical ones."""
+    if event_dim == 0:
+        p = clamp_probs(probs)
+        return p.log() - (-p).log1p()
+    return clamp_probs(probs).log()
+
+
+class LogitsDistribution(TorchDistribution):
+    """Base of laws parametrised by ``logits`` or ``probs`` (exactly one).
+
+    ``param_event_dim`` is 0 for independent binary laws (``probs`` in ``[0, 1]``) and 1 for
+    laws over ``K`` categories (``probs`` on the simplex, ``logits`` normalised by
+    ``logsumexp``).  Subclasses list further hyperparameters (temperatures, flags) in
+    ``extra_attrs``; :meth:`expand` and :meth:`infer_shapes` handle them.  ``event_shape``
+    is ``()`` for binary laws and ``(K,)`` otherwise, unless a subclass overrides
+    :meth:`event_shape_for`.
+    """
+
+    param_event_dim: ClassVar[int] = 0
+    extra_attrs: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        probs: torch.Tensor | None = None,
+        logits: torch.Tensor | None = None,
+        validate_args: bool | None = None,
+        **extra: Any,
+    ):
+        if (probs is None) == (logits is None):
+            raise ValueError(
+                f"{type(self).__name__}: give exactly one of `probs` or `logits`, not "
+                + ("both" if probs is not None else "neither")
+            )
+        for key in self.extra_attrs:
+            setattr(self, key, extra.pop(key))
+        if extra:
+            raise TypeError(f"{type(self).__name__}: unexpected arguments {sorted(extra)}")
+        param = probs if probs is not None else logits
+        if self.param_event_dim and param.dim() < 1:
+            raise ValueError(f"{type(self).__name__}: `logits`/`probs` need at least one dimension (categories)")
+        if probs is not None:
+            self.probs = probs
+        else:
+            if self.param_event_dim:
+                logits = logits - logits.logsumexp(-1, keepdim=True)
+            self.logits = logits
+        self._param = param
+        shape = param.shape
+        batch_shape = shape[:-1] if self.param_event_dim else shape
+        super().__init__(batch_shape, self.event_shape_for(shape), validate_args=validate_args)
+
+    @classmethod
+    def event_shape_for(cls, param_shape: torch.Size) -> torch.Size:
+        return torch.Size(param_shape[-1:] if cls.param_event_dim else ())
+
+    @lazy_property
+    def logits(self) -> torch.Tensor:
+        return as_logits(self.probs, self.param_event_dim)
+
+    @lazy_property
+    def probs(self) -> torch.Tensor:
+        if self.param_event_dim:
+            return self.logits.softmax(-1)
+        return torch.sigmoid(self.logits)
+
+    @property
+    def param_shape(self) -> torch.Size:
+        return self._param.shape
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        batch_shape = torch.Size(batch_shape)
+        param_shape = batch_shape + self._param.shape[-1:] if self.param_event_dim else batch_shape
+        for key in ("probs", "logits"):
+            if key in self.__dict__:
+                setattr(new, key, getattr(self, key).expand(param_shape))
+        new._param = new.__dict__.get("probs", new.__dict__.get("logits"))
+        for key in self.extra_attrs:
+            setattr(new, key, getattr(self, key))
+        super(LogitsDistribution, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @classmethod
+    def infer_shapes(cls, **arg_shapes):
+        shape = torch.Size(arg_shapes.get("logits", arg_shapes.get("probs")))
+        batch_shape = shape[:-1] if cls.param_event_dim else shape
+        return batch_shape, cls.event_shape_for(shape)
+
+    def _extended(self, sample_shape: torch.Size | tuple = ()) -> torch.Size:
+        return self._extended_shape(torch.Size(sample_shape))
+
+
+class BinaryLogitsDistribution(LogitsDistribution):
+    """:class:`LogitsDistribution` of independent binary variables (``probs`` in ``[0, 1]``)."""
+
+    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
+    param_event_dim = 0
+
+
+class CategoricalLogitsDistribution(LogitsDistribution):
+    """:class:`LogitsDistribution` over ``K`` categories (last dimension of the parameter)."""
+
+    arg_constraints = {"probs": constraints.simplex, "logits": constraints.independent(constraints.real, 1)}
+    param_event_dim = 1

@@ -1,0 +1,328 @@
+"""The estimator protocol, its base class and the one shared ``estimate``."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
+
+import torch
+from pydantic import ValidationError
+
+from relaxit_core.capabilities import FAMILIES, Capability
+from relaxit_core.config import EstimatorConfig
+from relaxit_core.errors import ConfigError, ParameterError
+from relaxit_core.surrogate import score_function_surrogate
+
+__all__ = ["Estimate", "GradientEstimator", "EstimatorBase", "Objective"]
+
+Objective = Callable[[torch.Tensor], torch.Tensor]
+"""A loss: samples ``z`` of shape ``[S, *batch_shape, *event_shape]`` -> ``[S, *B]``."""
+
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class Estimate(NamedTuple):
+    """What :meth:`GradientEstimator.estimate` returns.
+
+    Attributes:
+        surrogate: shape ``B``; its forward value equals ``value`` and its ``backward()``
+            puts the estimator's gradient estimate into the distribution parameters (and
+            the Monte Carlo gradient into the objective's own parameters).
+        value: shape ``B``, detached Monte Carlo mean of ``objective(z)``.
+        samples: the samples ``z`` the objective was evaluated on (first dimension ``S``).
+    """
+
+    surrogate: torch.Tensor
+    value: torch.Tensor
+    samples: torch.Tensor
+
+
+@runtime_checkable
+class GradientEstimator(Protocol):
+    """What every estimator offers; see the contract for the exact semantics.
+
+    :class:`EstimatorBase` implements it; a third party may also implement it directly
+    on a :class:`torch.nn.Module`.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+    params: ClassVar[tuple[str, ...]]
+    Config: ClassVar[type[EstimatorConfig]]
+    config: EstimatorConfig
+
+    def distribution(self, **params: Any) -> Any: ...
+
+    def estimate(
+        self, objective: Objective, *, num_samples: int = 1, **params: Any
+    ) -> Estimate: ...
+
+
+class EstimatorBase(torch.nn.Module):
+    """Base class of estimators: config handling, argument checks and a shared ``estimate``.
+
+    A subclass declares the class attributes of the protocol (``name``, ``family``,
+    ``capabilities``, ``params``, ``Config``, and ``reference``, the paper it implements),
+    and implements :meth:`build_distribution`.  :meth:`estimate` is implemented here once
+    for both kinds of estimator and may be overridden (control variates):
+
+    - pathwise (``RSAMPLE`` in the instance's capabilities): ``rsample``, objective, mean;
+    - score function (``SCORE_FUNCTION``): ``sample``, objective, ``log_prob`` and the
+      value-preserving surrogate of :func:`relaxit_core.surrogate.score_function_surrogate`,
+      with the baseline returned by :meth:`baseline`.
+
+    Args:
+        config: an instance of ``Config``, a mapping, or ``None``; keyword arguments
+            update it.  Invalid values raise :class:`~relaxit_core.ConfigError`.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    families: ClassVar[tuple[str, ...]] = ()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    params: ClassVar[tuple[str, ...]] = ()
+    optional_params: ClassVar[tuple[str, ...]] = ()
+    """Tensor arguments that may be left out (all others are required)."""
+    exclusive_params: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    """Groups of alternative arguments of which exactly one is given; ``("logits", "probs")``
+    is a group automatically when both are in ``params``."""
+    Config: ClassVar[type[EstimatorConfig]] = EstimatorConfig
+    reference: ClassVar[str] = ""
+    """The paper (authors, year, title, venue) and equations the estimator implements."""
+    conformance_configs: ClassVar[tuple[Mapping[str, Any], ...]] = ({},)
+    """Configs (as updates of the default) that the conformance kit checks."""
+
+    config: EstimatorConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.families and "family" in cls.__dict__:
+            cls.families = (cls.family,)
+        if "exclusive_params" not in cls.__dict__ and {"logits", "probs"} <= set(cls.params):
+            cls.exclusive_params = (("logits", "probs"),)
+
+    def __init__(self, config: EstimatorConfig | Mapping[str, Any] | None = None, **kwargs: Any):
+        super().__init__()
+        self.config = self.validate_config(config, **kwargs)
+        family = getattr(self.config, "family", None)
+        if family is not None:
+            self.family = family  # instance attribute shadows the class-level default
+        self.capabilities = frozenset(self.capabilities_for(self.config))
+
+    # ----------------------------------------------------------------- configs
+    @classmethod
+    def validate_config(
+        cls, config: EstimatorConfig | Mapping[str, Any] | None = None, **kwargs: Any
+    ) -> EstimatorConfig:
+        """Validate ``config`` (updated by ``kwargs``) into a ``Config`` instance."""
+        if isinstance(config, cls.Config) and not kwargs:
+            return config
+        if isinstance(config, EstimatorConfig):
+            data: dict[str, Any] = config.model_dump()
+        elif config is None:
+            data = {}
+        elif isinstance(config, Mapping):
+            data = dict(config)
+        else:
+            raise ConfigError(
+                f"config for {cls.name!r} must be a {cls.Config.__name__}, a mapping or None, "
+                f"not {type(config).__name__}"
+            )
+        data.update(kwargs)
+        data.setdefault("name", cls.name)
+        try:
+            return cls.Config.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError.from_validation_error(exc, prefix=cls.name) from None
+
+    @classmethod
+    def capabilities_for(cls, config: EstimatorConfig) -> frozenset[Capability]:
+        """The capabilities an instance with ``config`` has (default: the class's)."""
+        return cls.capabilities
+
+    def extra_repr(self) -> str:
+        fields = self.config.model_dump(exclude={"name"})
+        return ", ".join(f"{k}={v!r}" for k, v in fields.items())
+
+    # -------------------------------------------------------------- arguments
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Check argument names against ``params``; convert numbers to tensors."""
+        allowed = self.params
+        unknown = [k for k in params if k not in allowed]
+        if unknown:
+            raise ParameterError(
+                f"{self.name}: unknown argument(s) {', '.join(map(repr, unknown))}; "
+                f"allowed: {self._describe_params()}"
+            )
+        grouped = set()
+        for group in self.exclusive_params:
+            given = [g for g in group if params.get(g) is not None]
+            grouped.update(group)
+            if len(given) != 1:
+                what = "both" if given else "neither of"
+                raise ParameterError(
+                    f"{self.name}: got {what} {' and '.join(map(repr, given or group))}; "
+                    f"give exactly one of {', '.join(map(repr, group))}"
+                )
+        missing = [
+            p for p in allowed
+            if p not in grouped and p not in self.optional_params and params.get(p) is None
+        ]
+        if missing:
+            raise ParameterError(
+                f"{self.name}: missing argument(s) {', '.join(map(repr, missing))}; "
+                f"expected {self._describe_params()}"
+            )
+        out = {}
+        for key, value in params.items():
+            if value is None:
+                continue
+            if not isinstance(value, torch.Tensor):
+                try:
+                    value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+                except (TypeError, ValueError, RuntimeError) as exc:
+                    raise ParameterError(
+                        f"{self.name}: argument {key!r} must be a tensor, got {type(value).__name__}"
+                    ) from exc
+            out[key] = value
+        return out
+
+    def _describe_params(self) -> str:
+        grouped = {p for g in self.exclusive_params for p in g}
+        parts = [" or ".join(g) for g in self.exclusive_params]
+        parts += [p + (" (optional)" if p in self.optional_params else "")
+                  for p in self.params if p not in grouped]
+        return ", ".join(parts)
+
+    def distribution(self, **params: Any) -> torch.distributions.Distribution:
+        """The law of this estimator's samples for the given tensor arguments."""
+        checked = self.check_params(params)
+        try:
+            return self.build_distribution(**checked)
+        except RuntimeError as exc:  # broadcasting failures from torch
+            shapes = {k: tuple(v.shape) for k, v in checked.items()}
+            raise ParameterError(f"{self.name}: arguments do not fit together {shapes}: {exc}") from exc
+
+    def build_distribution(self, **params: torch.Tensor) -> torch.distributions.Distribution:
+        """Build the law from checked tensor arguments (implemented by each estimator)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement build_distribution")
+
+    # --------------------------------------------------------------- estimate
+    def estimate(self, objective: Objective, *, num_samples: int = 1, **params: Any) -> Estimate:
+        """Estimate ``d/dθ E_q[objective(z)]`` with ``num_samples`` samples; see :class:`Estimate`."""
+        num_samples = self._check_num_samples(num_samples)
+        dist = self.distribution(**params)
+        if Capability.RSAMPLE in self.capabilities:
+            z = dist.rsample((num_samples,))
+            f = call_objective(objective, z, dist, self.name)
+            return Estimate(f.mean(0), f.detach().mean(0), z)
+        if Capability.SCORE_FUNCTION in self.capabilities:
+            z = dist.sample((num_samples,))
+            f = call_objective(objective, z, dist, self.name)
+            log_q = reduce_log_prob(dist.log_prob(z), f.dim())
+            surrogate = score_function_surrogate(f, log_q, self.baseline(f.detach()))
+            return Estimate(surrogate, f.detach().mean(0), z)
+        raise NotImplementedError(
+            f"{self.name} has neither RSAMPLE nor SCORE_FUNCTION; it must override estimate()"
+        )
+
+    def baseline(self, f: torch.Tensor) -> torch.Tensor | None:
+        """A baseline for the score-function surrogate, independent of each sample's own
+        score (default: none).  ``f`` is the detached objective, shape ``[S, *B]``."""
+        return None
+
+    def _check_num_samples(self, num_samples: int, minimum: int = 1) -> int:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < minimum:
+            raise ParameterError(
+                f"{self.name}: num_samples must be an integer >= {minimum}, got {num_samples!r}"
+            )
+        return num_samples
+
+    # --------------------------------------------------------- conformance
+    def example_params(
+        self,
+        batch_shape: tuple[int, ...] = (),
+        *,
+        event_size: int = 3,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+        extreme: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Example tensor arguments, used by the conformance kit and the docs.
+
+        The default serves estimators whose arguments are ``logits``/``probs``: for
+        ``family`` ``"bernoulli"`` logits of shape ``batch_shape``, otherwise of shape
+        ``batch_shape + (event_size,)``.  ``extreme=True`` gives logits of ±30.
+        Estimators with other arguments (or constraints between config and shapes)
+        override it; it is an instance method so that it can read ``self.config``.
+        """
+        if "logits" not in self.params:
+            raise NotImplementedError(f"{type(self).__name__} must implement example_params")
+        fam = self.family
+        shape = tuple(batch_shape) + (() if fam == "bernoulli" else (event_size,))
+        if extreme:
+            n = max(1, int(torch.Size(shape).numel()))
+            signs = torch.tensor([1.0, -1.0], dtype=dtype).repeat((n + 1) // 2)[:n]
+            logits = (30.0 * signs).reshape(shape)
+        else:
+            logits = torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+        return {"logits": logits.to(device)}
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the docstring."""
+        doc = inspect.getdoc(cls) or ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    @classmethod
+    def check_declaration(cls) -> None:
+        """Raise :class:`TypeError` when the class attributes break the protocol."""
+        problems = []
+        name = getattr(cls, "name", None)
+        if not isinstance(name, str) or not _SNAKE.match(name):
+            problems.append(f"name must be a snake_case string, got {name!r}")
+        for fam in cls.families or (getattr(cls, "family", None),):
+            if fam not in FAMILIES:
+                problems.append(f"family {fam!r} is not one of {FAMILIES}")
+        caps = getattr(cls, "capabilities", None)
+        if not isinstance(caps, frozenset) or not all(isinstance(c, Capability) for c in caps):
+            problems.append("capabilities must be a frozenset of Capability")
+        if not cls.params or not all(isinstance(p, str) for p in cls.params):
+            problems.append("params must be a non-empty tuple of str")
+        if not (isinstance(cls.Config, type) and issubclass(cls.Config, EstimatorConfig)):
+            problems.append("Config must subclass EstimatorConfig")
+        else:
+            field = cls.Config.model_fields.get("name")
+            if field is None or field.default != name:
+                problems.append(f"Config.name must default to {name!r}")
+        if problems:
+            raise TypeError(f"{cls.__name__}: " + "; ".join(problems))
+
+
+def call_objective(objective: Objective, z: torch.Tensor, dist: Any, name: str) -> torch.Tensor:
+    """Call ``objective(z)`` and check that it returns ``[S, *B]`` with ``B`` a prefix of the
+    law's ``batch_shape``."""
+    f = objective(z)
+    if not isinstance(f, torch.Tensor):
+        raise TypeError(f"{name}: the objective must return a tensor, got {type(f).__name__}")
+    batch = tuple(dist.batch_shape)
+    shape = tuple(f.shape)
+    if len(shape) < 1 or shape[0] != z.shape[0] or shape[1:] != batch[: len(shape) - 1]:
+        raise ValueError(
+            f"{name}: the objective returned shape {shape}; expected [S, *B] with S = "
+            f"{z.shape[0]} and B a prefix of batch_shape {batch} (reduce the trailing batch "
+            "dimensions that belong to one event, and keep the sample dimension)"
+        )
+    return f
+
+
+def reduce_log_prob(log_q: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Sum the trailing batch dimensions of ``log_q`` so that it has ``ndim`` dimensions."""
+    extra = log_q.dim() - ndim
+    if extra > 0:
+        log_q = log_q.sum(tuple(range(ndim, log_q.dim())))
+    return log_q
