@@ -92,6 +92,9 @@ class EstimatorBase(torch.nn.Module):
     Config: ClassVar[type[EstimatorConfig]] = EstimatorConfig
     reference: ClassVar[str] = ""
     """The paper (authors, year, title, venue) and equations the estimator implements."""
+    min_num_samples: int = 1
+    """The smallest ``num_samples`` that :meth:`estimate` accepts (set per instance when it
+    depends on the config, e.g. 2 for a leave-one-out baseline)."""
     conformance_configs: ClassVar[tuple[Mapping[str, Any], ...]] = ({},)
     """Configs (as updates of the default) that the conformance kit checks."""
 
@@ -234,7 +237,8 @@ class EstimatorBase(torch.nn.Module):
         score (default: none).  ``f`` is the detached objective, shape ``[S, *B]``."""
         return None
 
-    def _check_num_samples(self, num_samples: int, minimum: int = 1) -> int:
+    def _check_num_samples(self, num_samples: int, minimum: int | None = None) -> int:
+        minimum = self.min_num_samples if minimum is None else minimum
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < minimum:
             raise ParameterError(
                 f"{self.name}: num_samples must be an integer >= {minimum}, got {num_samples!r}"

@@ -421,6 +421,7 @@ def _min_samples(est) -> int:
     return int(getattr(est, "min_num_samples", 1) or 1)
 
 
+
 @_check()
 def check_estimate_contract(est, device):
     """``estimate`` returns value and surrogate of shape ``B``, equal in value; gradients reach the law's and the objective's parameters."""

@@ -18,7 +18,6 @@ from pydantic import Field
 
 import relaxit_core
 from relaxit_core import Capability as C
-from relaxit_core.errors import ParameterError
 from relaxit_core.surrogate import leave_one_out_baseline
 
 __all__ = ["ReinforceEstimator"]
@@ -27,8 +26,10 @@ _LAWS = {"bernoulli": pdist.Bernoulli, "categorical": pdist.OneHotCategorical}
 
 
 class ReinforceEstimator(relaxit_core.EstimatorBase):
-    r"""REINFORCE: the score-function gradient ``(f(z) - b) ∇θ log q(z)``, unbiased for any
-    baseline ``b`` independent of ``z`` (Williams 1992, eq. 11).
+    r"""REINFORCE score-function estimator with none, moving-average or leave-one-out baselines.
+
+    The gradient estimate is ``mean_s (f(z_s) - b_s) ∇θ log q(z_s)``, unbiased for any
+    baseline ``b_s`` independent of ``z_s`` (Williams 1992, eq. 11).
 
     Baselines:
 
@@ -86,19 +87,12 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
+        self.min_num_samples = 2 if self.config.baseline == "leave_one_out" else 1
         self.register_buffer("running_mean", torch.zeros(()))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     def build_distribution(self, logits=None, probs=None):
         return _LAWS[self.family](probs=probs, logits=logits)
-
-    def estimate(self, objective, *, num_samples=1, **params):
-        minimum = 2 if self.config.baseline == "leave_one_out" else 1
-        if num_samples < minimum:
-            raise ParameterError(
-                f"reinforce with baseline='leave_one_out' needs num_samples >= 2, got {num_samples}"
-            )
-        return super().estimate(objective, num_samples=num_samples, **params)
 
     def baseline(self, f):
         kind = self.config.baseline
