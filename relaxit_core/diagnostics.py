@@ -11,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GradientStats", "exact_expectation", "exact_gradient", "gradient_samples", "gradient_variance", "gradient_bias"]
+__all__ = ["GradientStats", "family_law", "exact_expectation", "exact_gradient", "gradient_samples", "gradient_variance", "gradient_bias"]
 
 _MAX_CONFIGS = 1 << 16
 
@@ -42,7 +42,9 @@ class GradientStats:
         return self.bias / self.stderr.clamp_min(torch.finfo(self.stderr.dtype).tiny)
 
 
-def _family_law(family: str, params: Mapping[str, torch.Tensor]):
+def family_law(family: str, params: Mapping[str, torch.Tensor]):
+    """The canonical discrete law of ``family`` (``Bernoulli`` or ``OneHotCategorical``) for
+    ``logits``/``probs`` in ``params``."""
     from pyro.distributions import Bernoulli, OneHotCategorical
 
     law = {"bernoulli": Bernoulli, "categorical": OneHotCategorical}.get(family)
@@ -88,7 +90,7 @@ def exact_expectation(
     ``objective`` maps ``[N, *batch_shape, *event_shape]`` to ``[N, *B]``; the result has
     shape ``B`` and is differentiable in ``params``.
     """
-    dist = law(**params) if law is not None else _family_law(family or "bernoulli", params)
+    dist = law(**params) if law is not None else family_law(family or "bernoulli", params)
     values, log_q = _joint_support(dist)
     f = objective(values)
     w = log_q.exp().reshape((-1,) + (1,) * (f.dim() - 1))

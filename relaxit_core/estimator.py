@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
@@ -30,7 +31,8 @@ class Estimate(NamedTuple):
         surrogate: shape ``B``; its forward value equals ``value`` and its ``backward()``
             puts the estimator's gradient estimate into the distribution parameters (and
             the Monte Carlo gradient into the objective's own parameters).
-        value: shape ``B``, detached Monte Carlo mean of ``objective(z)``.
+        value: shape ``B``, detached Monte Carlo mean of ``objective(z)`` (with
+            ``reduce="logmeanexp"``, the multi-sample bound ``log mean_s exp(objective(z)_s)``).
         samples: the samples ``z`` the objective was evaluated on (first dimension ``S``).
     """
 
@@ -57,7 +59,7 @@ class GradientEstimator(Protocol):
     def distribution(self, **params: Any) -> Any: ...
 
     def estimate(
-        self, objective: Objective, *, num_samples: int = 1, **params: Any
+        self, objective: Objective, *, num_samples: int = 1, reduce: str = "mean", **params: Any
     ) -> Estimate: ...
 
 
@@ -214,23 +216,56 @@ class EstimatorBase(torch.nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement build_distribution")
 
     # --------------------------------------------------------------- estimate
-    def estimate(self, objective: Objective, *, num_samples: int = 1, **params: Any) -> Estimate:
-        """Estimate ``d/dθ E_q[objective(z)]`` with ``num_samples`` samples; see :class:`Estimate`."""
+    reductions: ClassVar[tuple[str, ...]] = ("mean", "logmeanexp")
+    """The values of ``estimate(..., reduce=...)`` this estimator supports.  An estimator that
+    overrides :meth:`estimate` declares its own (usually ``("mean",)``)."""
+
+    def estimate(
+        self, objective: Objective, *, num_samples: int = 1, reduce: str = "mean", **params: Any
+    ) -> Estimate:
+        """Estimate the gradient of the expected objective with ``num_samples`` samples.
+
+        ``reduce="mean"`` (the default): ``objective(z)`` is a loss per sample, shape
+        ``[S, *B]``; ``value`` is its mean over samples and ``surrogate`` carries the
+        gradient estimate of ``d/dθ E_q[objective(z)]``.
+
+        ``reduce="logmeanexp"``: ``objective(z)`` returns per-sample log-weights
+        ``log w_s`` (e.g. ``log p(x, z_s) - log q(z_s)``); ``value`` is the multi-sample
+        bound ``log (1/S) Σ_s exp(log w_s)`` (IWAE, Burda et al. 2016, eq. 8) — a quantity to
+        *maximise* — and ``surrogate`` carries the gradient estimate of
+        ``d/dθ E_{z_1..S ~ q}[log (1/S) Σ_s w_s]``.  Pathwise estimators differentiate the
+        bound through the samples; score-function ones treat the ``S`` samples as one joint
+        sample (no baseline), which is unbiased; ``vimco`` adds its per-sample control variates.
+
+        See :class:`Estimate` for the returned fields.
+        """
         num_samples = self._check_num_samples(num_samples)
+        self._check_reduce(reduce)
         dist = self.distribution(**params)
         if Capability.RSAMPLE in self.capabilities:
             z = dist.rsample((num_samples,))
             f = call_objective(objective, z, dist, self.name)
-            return Estimate(f.mean(0), f.detach().mean(0), z)
+            total = reduce_samples(f, reduce)
+            return Estimate(total, total.detach(), z)
         if Capability.SCORE_FUNCTION in self.capabilities:
             z = dist.sample((num_samples,))
             f = call_objective(objective, z, dist, self.name)
             log_q = reduce_log_prob(dist.log_prob(z), f.dim())
-            surrogate = score_function_surrogate(f, log_q, self.baseline(f.detach()))
-            return Estimate(surrogate, f.detach().mean(0), z)
+            if reduce == "mean":
+                surrogate = score_function_surrogate(f, log_q, self.baseline(f.detach()))
+            else:  # one joint sample of S draws: its score is the sum of the draws' scores
+                total = reduce_samples(f, reduce)
+                surrogate = score_function_surrogate(total.unsqueeze(0), log_q.sum(0, keepdim=True))
+            return Estimate(surrogate, surrogate.detach(), z)
         raise NotImplementedError(
             f"{self.name} has neither RSAMPLE nor SCORE_FUNCTION; it must override estimate()"
         )
+
+    def _check_reduce(self, reduce: str) -> None:
+        if reduce not in self.reductions:
+            raise ParameterError(
+                f"{self.name}: reduce={reduce!r} is not supported; allowed: {', '.join(map(repr, self.reductions))}"
+            )
 
     def baseline(self, f: torch.Tensor) -> torch.Tensor | None:
         """A baseline for the score-function surrogate, independent of each sample's own
@@ -322,6 +357,15 @@ def call_objective(objective: Objective, z: torch.Tensor, dist: Any, name: str) 
             "dimensions that belong to one event, and keep the sample dimension)"
         )
     return f
+
+
+def reduce_samples(f: torch.Tensor, reduce: str) -> torch.Tensor:
+    """Reduce the sample dimension of ``f``: ``"mean"`` or ``"logmeanexp"``."""
+    if reduce == "mean":
+        return f.mean(0)
+    if reduce == "logmeanexp":
+        return f.logsumexp(0) - math.log(f.shape[0])
+    raise ValueError(f"unknown reduce {reduce!r}; allowed: 'mean', 'logmeanexp'")
 
 
 def reduce_log_prob(log_q: torch.Tensor, ndim: int) -> torch.Tensor:

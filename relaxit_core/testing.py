@@ -426,12 +426,15 @@ def _min_samples(est) -> int:
 def check_estimate_contract(est, device):
     """``estimate`` returns value and surrogate of shape ``B``, equal in value; gradients reach the law's and the objective's parameters."""
     s = max(4, _min_samples(est))
-    for b_ndim in (0, 1, 2):
+    reductions = tuple(getattr(est, "reductions", ("mean",)))
+    _assert("mean" in reductions, "every estimator supports reduce='mean'")
+    for b_ndim, reduce in [(b, "mean") for b in (0, 1, 2)] + [(1, r) for r in reductions if r != "mean"]:
         params = _params(est, (2, 3), device=device, requires_grad=True)
         d = est.distribution(**{k: v.detach() for k, v in params.items()})
         base = _objective(d, b_ndim, device=device)
         phi = torch.tensor(1.7, dtype=torch.float64, device=device, requires_grad=True)
-        out = est.estimate(lambda z: phi * base(z), num_samples=s, **params)
+        kw = {} if reduce == "mean" else {"reduce": reduce}
+        out = est.estimate(lambda z: phi * base(z), num_samples=s, **kw, **params)
         want = tuple(d.batch_shape)[:b_ndim]
         _assert(tuple(out.value.shape) == want, f"value shape {tuple(out.value.shape)}, expected {want}")
         _assert(tuple(out.surrogate.shape) == want, f"surrogate shape {tuple(out.surrogate.shape)}, expected {want}")
@@ -441,13 +444,17 @@ def check_estimate_contract(est, device):
         tol = _tol(torch.float64, float(out.value.abs().max()))
         _assert(bool(torch.allclose(out.surrogate.detach(), out.value, atol=tol, rtol=0)),
                 "surrogate's forward value must equal value")
-        again = (phi * base(out.samples.detach())).detach().mean(0)
-        _assert(bool(torch.allclose(again, out.value, atol=tol, rtol=0)), "value must be the mean objective on the returned samples")
+        f_again = (phi * base(out.samples.detach())).detach()
+        again = f_again.mean(0) if reduce == "mean" else f_again.logsumexp(0) - math.log(s)
+        _assert(bool(torch.allclose(again, out.value, atol=tol, rtol=0)),
+                f"value must be the {reduce} of the objective on the returned samples")
         out.surrogate.sum().backward()
         for k, v in _float_params(params).items():
             _assert(v.grad is not None and v.grad.shape == v.shape and bool(torch.isfinite(v.grad).all()),
                     f"gradient of {k!r} missing, misshapen or non-finite")
         _assert(phi.grad is not None, "the objective's own parameter got no gradient")
+        if reduce != "mean":
+            continue
         want_phi = out.value.sum() / phi.detach()
         _assert(bool(torch.allclose(phi.grad, want_phi, atol=tol, rtol=0)),
                 f"the objective's parameter got {phi.grad.item():.6g}, expected the Monte Carlo mean {want_phi.item():.6g}")
@@ -512,7 +519,7 @@ def check_argument_errors(est, device):
 @_check(C.UNBIASED)
 def check_unbiased(est, device):
     """The mean gradient estimate equals the exact gradient by enumeration, within 5 standard errors."""
-    from relaxit_core.diagnostics import exact_gradient, gradient_samples
+    from relaxit_core.diagnostics import exact_gradient, family_law, gradient_samples
 
     batch = (3,) if est.family == "bernoulli" else (2,)
     params = _params(est, batch, device=device, seed=3)
@@ -524,6 +531,27 @@ def check_unbiased(est, device):
     draws = 4000
     gradient_samples(est, objective, params, 8, num_samples=s)  # warm-up (moving averages, control variates)
     grads = gradient_samples(est, objective, params, draws, num_samples=s)
+    _compare_to_exact(grads, exact, "reduce='mean'")
+    if "logmeanexp" in getattr(est, "reductions", ()):
+        # the multi-sample bound over S = 2 draws: enumerate the joint law of both draws
+        s = max(2, _min_samples(est))
+
+        def joint(z):  # z: [N, S, *batch, *event] -> [N]
+            return objective(z).logsumexp(1) - math.log(s)
+
+        def law_s(**p):
+            base = law(**p) if law is not None else family_law(est.family, p)
+            return base.expand(torch.Size((s,)) + base.batch_shape)
+
+        exact_s = exact_gradient(joint, params, est.family, law=law_s)
+        leaves = {k: v.detach().unsqueeze(0).expand(draws, *v.shape).clone().requires_grad_(True) for k, v in params.items()}
+        out = est.estimate(objective, num_samples=s, reduce="logmeanexp", **leaves)
+        g = torch.autograd.grad(out.surrogate.sum(), list(leaves.values()))
+        _compare_to_exact(dict(zip(leaves, g)), exact_s, "reduce='logmeanexp'")
+
+
+def _compare_to_exact(grads, exact, what):
+    draws = next(iter(grads.values())).shape[0]
     for k, g in grads.items():
         mean = g.mean(0)
         se = g.std(0) / math.sqrt(draws)
@@ -531,7 +559,7 @@ def check_unbiased(est, device):
         slack = Z_THRESHOLD * se + _tol(torch.float64, float(exact[k].abs().max()))
         worst = (err / slack).max().item()
         _assert(bool((err <= slack).all()),
-                f"gradient of {k!r} is biased: mean {mean.flatten().tolist()} vs exact {exact[k].flatten().tolist()} "
+                f"{what}: gradient of {k!r} is biased: mean {mean.flatten().tolist()} vs exact {exact[k].flatten().tolist()} "
                 f"(standard errors {se.flatten().tolist()}; worst ratio to the 5-SE bound {worst:.2f})")
 
 
