@@ -98,6 +98,16 @@ def register(cls: type) -> type:
     return _registry.register(cls)
 
 
+def __getattr__(name: str) -> Any:
+    # ``relaxit.nn`` (the stochastic layers) is imported on first access, keeping
+    # ``import relaxit`` light.
+    if name == "nn":
+        import importlib
+
+        return importlib.import_module("relaxit.nn")
+    raise AttributeError(f"module 'relaxit' has no attribute {name!r}")
+
+
 def schema() -> dict[str, Any]:
     """JSON schema of every registered config: a union discriminated by ``name``."""
     return _registry.schema()
