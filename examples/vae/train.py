@@ -31,8 +31,6 @@ Hydra users get the same from their own config tree: the estimator node goes str
         # or: relaxit.build(cfg.estimator); or VAEConfig.model_validate(OmegaConf.to_container(cfg))
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import math
