@@ -108,3 +108,17 @@ def test_hydra_style_node_drives_the_model(train_module):
     assert relaxit.build(node.estimator).config == cfg.estimator
     model = train_module.DiscreteVAE(cfg.model, node.estimator)  # the node itself is a spec
     assert model.latent.estimator.config == cfg.estimator
+
+
+def test_omegaconf_app(train_module, capsys):
+    pytest.importorskip("omegaconf")
+    spec = importlib.util.spec_from_file_location("relaxit_example_vae_omegaconf", VAE_DIR / "omegaconf_app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        history = module.main([str(VAE_DIR / "reinforce.yaml"), *TINY, "training.max_steps_per_epoch=2"])
+    finally:
+        sys.modules.pop(spec.name, None)
+    assert history["estimator"]["name"] == "reinforce"
+    assert "estimator from the node" in capsys.readouterr().err
