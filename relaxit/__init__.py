@@ -8,6 +8,10 @@ torch.Size([2, 3])
 Estimators are found through the registry (:mod:`relaxit_core.registry`), fed by the
 ``relaxit`` entry-point group; ``import relaxit`` imports no method and scans no entry point:
 that happens on the first :func:`get`, :func:`build`, :func:`available` or :func:`describe`.
+
+:data:`EstimatorSpec` is a pydantic field type for an estimator block in your own config;
+:mod:`relaxit.nn` (imported on first access of ``relaxit.nn``) has ready-made stochastic
+layers built from such a block.
 """
 
 from __future__ import annotations

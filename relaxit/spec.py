@@ -38,7 +38,8 @@ def _custom(kind: str, message: str, loc: tuple[Any, ...], value: Any) -> Valida
 
 def _validate(value: Any) -> EstimatorConfig:
     if isinstance(value, EstimatorConfig):
-        value = value.model_dump()
+        # keep which fields were set (layers fill in an unset `family`, see relaxit.nn)
+        value = {**value.model_dump(exclude_unset=True), "name": value.name}
     elif type(value).__module__.startswith("omegaconf"):  # a Hydra/OmegaConf node
         try:
             value = registry._to_mapping(value)

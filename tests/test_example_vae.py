@@ -122,3 +122,13 @@ def test_omegaconf_app(train_module, capsys):
         sys.modules.pop(spec.name, None)
     assert history["estimator"]["name"] == "reinforce"
     assert "estimator from the node" in capsys.readouterr().err
+
+
+def test_schema_of_the_whole_file(train_module, tmp_path):
+    out = tmp_path / "vae.schema.json"
+    assert train_module.main(["--schema", str(out)]) == {}
+    schema = json.loads(out.read_text())
+    assert schema["required"] == ["estimator"]
+    text = json.dumps(schema)
+    for info in relaxit.available():
+        assert f'"const": "{info.name}"' in text

@@ -94,6 +94,15 @@ def test_multi_family_estimator_gets_the_layer_family_unless_set():
     assert rnn.DiscreteLatent({"name": "reinforce"}).estimator.family == "bernoulli"
     with pytest.raises(rnn.EstimatorFamilyError, match=r"set `family: categorical` in its config"):
         rnn.DiscreteLatent({"name": "reinforce", "family": "bernoulli"}, num_categories=3)
+    # the same through a user's config field (EstimatorSpec keeps which fields were set)
+    import pydantic
+
+    class UserConfig(pydantic.BaseModel):
+        estimator: relaxit.EstimatorSpec
+
+    user = UserConfig.model_validate({"estimator": {"name": "reinforce"}})
+    assert rnn.DiscreteLatent(user.estimator, num_categories=3).estimator.family == "categorical"
+    assert rnn.DiscreteLatent(UserConfig(estimator=user.estimator).estimator, num_categories=3).estimator.family == "categorical"
     # an explicit family that fits is kept
     layer = rnn.DiscreteLatent({"name": "reinforce", "family": "bernoulli"}, num_categories=2)
     assert layer.estimator.family == "bernoulli" and layer.binary_as_categorical

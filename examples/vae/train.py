@@ -19,6 +19,11 @@ with pathwise (``gumbel_softmax``) and score-function (``reinforce``, ``rebar``)
     out = latent(logits, objective=reconstruction_nll, num_samples=S)
     loss = (out.surrogate + latent.kl(logits)).mean()
 
+Editors validate and complete the files with a JSON schema: ``python examples/vae/train.py
+--schema vae.schema.json`` writes the schema of the whole file (``relaxit schema --output
+relaxit.schema.json`` that of an estimator block alone, for your own configs); with the YAML
+language server, put ``# yaml-language-server: $schema=vae.schema.json`` at the top of a file.
+
 The reported test metric, the negative ELBO in nats per image, is estimated with samples of
 the *discrete* posterior whatever the estimator, so runs are comparable.
 
@@ -218,10 +223,20 @@ def train(cfg: VAEConfig, *, log: Any = print) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, type=Path, help="YAML file (see gumbel.yaml)")
+    parser.add_argument("--config", type=Path, help="YAML file (see gumbel.yaml)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override entries, e.g. training.epochs=2")
     parser.add_argument("--output", type=Path, help="write the history as JSON here")
+    parser.add_argument(
+        "--schema", type=Path, metavar="PATH",
+        help="write the JSON schema of the whole config file (for YAML editors) and exit",
+    )
     args = parser.parse_args(argv)
+    if args.schema:
+        args.schema.write_text(json.dumps(VAEConfig.model_json_schema(), indent=2) + "\n")
+        print(f"wrote {args.schema}", file=sys.stderr)
+        return {}
+    if args.config is None:
+        parser.error("--config is required")
     cfg = load_config(args.config, args.set)
     print(f"estimator: {cfg.estimator!r}", file=sys.stderr)
     history = train(cfg)
