@@ -32,7 +32,7 @@ _TITLE = "EstimatorSpec"
 def _custom(kind: str, message: str, loc: tuple[Any, ...], value: Any) -> ValidationError:
     # A ValidationError raised inside a validator keeps its line errors (and their locations,
     # which pydantic prefixes with the field's own location).
-    error = InitErrorDetails(type=PydanticCustomError(kind, message.replace("{", "{{").replace("}", "}}")), loc=loc, input=value)
+    error = InitErrorDetails(type=PydanticCustomError(kind, "{message}", {"message": message}), loc=loc, input=value)
     return ValidationError.from_exception_data(_TITLE, [error])
 
 

@@ -147,6 +147,11 @@ def test_unknown_name_suggests_close_names():
     assert text.startswith("estimator.name: no estimator named 'gumbel_softmx' is registered")
 
 
+def test_names_with_braces_are_rendered_verbatim():
+    _, text = _errors({"estimator": {"name": "{weird}"}})
+    assert text.startswith("estimator.name: no estimator named '{weird}' is registered")
+
+
 def test_missing_name_and_wrong_type():
     errors, text = _errors({"estimator": {"tau": 0.5}})
     assert [e["loc"] for e in errors] == [("estimator", "name")]
