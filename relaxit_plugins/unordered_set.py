@@ -29,8 +29,6 @@ from relaxit_plugins._multisample import LAWS, call_objective, reduce_log_prob
 
 __all__ = ["UnorderedSetEstimator", "stochastic_beam_search", "leave_one_out_ratios"]
 
-_A = 5.0  # the change of variables of Kool et al.'s quadrature: u^{1/q} = v^{exp(a)}
-_MAX_EXACT_K = 12
 
 
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -80,55 +78,43 @@ def stochastic_beam_search(log_p: torch.Tensor, first: torch.Tensor, k: int):
     return idx, valid, lp
 
 
-def leave_one_out_ratios(log_p: torch.Tensor, num_points: int = 1000):
+def leave_one_out_ratios(log_p: torch.Tensor, num_points: int = 500):
     """``R(S, s) = p^{D\\s}(S\\{s}) / p(S)`` and ``R2[s, s'] = p^{D\\{s,s'}}(S\\{s,s'}) / p^{D\\s}(S\\{s})``
     (``R2[s, s] = 1``) for sets of ``k`` distinct elements with joint log-probabilities
     ``log_p`` (``[N, k]``), in float64.
 
-    ``p(S) = ∫_0^1 Π_s (1 - u^{p_s/q}) du`` (Kool et al. 2020, App. B).  Where the set's
-    probability is not tiny the integral is evaluated exactly by inclusion–exclusion,
-    ``Σ_{A⊆S} (-1)^{|A|} q / (q + p(A))``; elsewhere by Kool et al.'s trapezoid rule on
-    ``num_points`` points after the change of variables ``u^{1/q} = v^{e^5}``.
+    ``p(S) = ∫_0^1 Π_s (1 - u^{p_s/q}) du``, ``q = 1 - Σ_s p_s`` (Kool et al. 2020, App. B),
+    and the leave-one-out sets keep the same ``q``, so all are integrals of one family.
+    With ``u = exp(-e^y)`` it becomes ``∫ exp(y - e^y) Π_s (1 - exp(-c_s e^y)) dy``,
+    ``c_s = p_s / q``: a smooth, unimodal integrand on the real line for every scale of the
+    ``c_s``, integrated by the trapezoid rule on ``num_points`` points over
+    ``[min(0, -log max c) - 30, log 50]`` (truncation below ``e^{-30}`` relative).  (Kool et
+    al. use the substitution ``u^{1/q} = v^{e^5}`` on ``(0, 1)``, which loses accuracy when
+    ``p(S)`` is small or ``q`` is small.)
     """
     lp = log_p.detach().to(torch.float64)
     n, k = lp.shape
-    phi_s = lp.logsumexp(-1)  # log Σ p_s
-    log_q = torch.log(-torch.expm1(phi_s.clamp_max(-1e-300)))  # log q, q = 1 - Σ p_s
     eye = torch.eye(k, dtype=torch.bool, device=lp.device)
-    # --- trapezoid rule (Kool et al.): integrand in log space on v in (0, 1)
-    v = torch.arange(1, num_points, dtype=torch.float64, device=lp.device) / num_points
-    log_v = v.log()
-    y = torch.exp(lp.unsqueeze(-1) + _A + torch.log(-log_v))  # [N, k, M]
-    terms = _log1mexp(y)
-    integrand = terms.sum(1) + torch.expm1(_A + log_q).unsqueeze(-1) * log_v  # [N, M]
-    q_s = integrand.logsumexp(-1)  # [N]
-    without_s = integrand.unsqueeze(1) - terms  # [N, k, M]
-    q_s1 = without_s.logsumexp(-1)  # [N, k]
-    without_ss = without_s.unsqueeze(2) - terms.unsqueeze(1) * (~eye).unsqueeze(-1)  # [N, k, k, M]
-    q_s2 = without_ss.logsumexp(-1)
-    quad_r1 = (q_s1 - q_s.unsqueeze(-1)).exp()
-    quad_r2 = (q_s2 - q_s1.unsqueeze(-1)).exp()
-    if k > _MAX_EXACT_K:
-        return quad_r1, quad_r2.masked_fill(eye, 1.0)
-    # --- inclusion-exclusion where p(S) is not tiny
-    subsets = torch.arange(2**k, device=lp.device)
-    member = ((subsets.unsqueeze(-1) >> torch.arange(k, device=lp.device)) & 1).to(torch.float64)  # [2^k, k]
-    sign = 1 - 2 * (member.sum(-1) % 2)  # (-1)^{|A|}
-    q = log_q.exp().unsqueeze(-1)
-    p_a = lp.exp() @ member.T  # [N, 2^k]
-    t = sign * q / (q + p_a)
-    out = 1 - member
-    ie_s = t.sum(-1)
-    ie_s1 = t @ out  # [N, k]
-    ie_s2 = torch.einsum("na,as,at->nst", t, out, out)
-    ok = (ie_s > 1e-6) & (ie_s1 > 1e-6).all(-1) & (ie_s2 > 1e-6).flatten(1).all(-1)
-    # log(k!) + Σ log(p_s/q) approximates log p(S) where it is small
-    approx = math.lgamma(k + 1) + (lp - log_q.unsqueeze(-1)).sum(-1)
-    use = ok & (approx > math.log(1e-4))
-    ie_r1 = ie_s1 / ie_s.clamp_min(1e-300).unsqueeze(-1)
-    ie_r2 = ie_s2 / ie_s1.clamp_min(1e-300).unsqueeze(-1)
-    r1 = torch.where(use.unsqueeze(-1), ie_r1, quad_r1)
-    r2 = torch.where(use.reshape(n, 1, 1), ie_r2, quad_r2)
+    phi_s = lp.logsumexp(-1)  # log Σ p_s
+    log_q = torch.log(-torch.expm1(phi_s.clamp_max(-1e-300)))  # log q
+    log_c = lp - log_q.unsqueeze(-1)  # [N, k]
+    lo = torch.minimum(-log_c.max(-1).values, torch.zeros_like(log_q)) - 30.0
+    hi = torch.full_like(lo, math.log(50.0))
+    grid = torch.linspace(0, 1, num_points, dtype=torch.float64, device=lp.device)
+    y = lo.unsqueeze(-1) + (hi - lo).unsqueeze(-1) * grid  # [N, M]
+    terms = _log1mexp(torch.exp(log_c.unsqueeze(-1) + y.unsqueeze(1)))  # log(1 - exp(-c_s e^y)), [N, k, M]
+    log_trap = torch.zeros(num_points, dtype=torch.float64, device=lp.device)
+    log_trap[0] = log_trap[-1] = math.log(0.5)
+    integrand = y - y.exp() + terms.sum(1) + log_trap  # [N, M]
+    top = integrand.max(-1, keepdim=True).values
+    scaled = (integrand - top).exp()  # [N, M]
+    inv = (-terms).exp()  # 1 / (1 - exp(-c_s e^y)), [N, k, M]
+    # leave-one-out and leave-two-out integrals without a [N, k, k, M] tensor
+    q_s = scaled.sum(-1)
+    q_s1 = torch.einsum("nm,nsm->ns", scaled, inv)
+    q_s2 = torch.einsum("nm,nsm,ntm->nst", scaled, inv, inv)
+    r1 = q_s1 / q_s.unsqueeze(-1)
+    r2 = q_s2 / q_s1.unsqueeze(-1)
     return r1, r2.masked_fill(eye, 1.0)
 
 
@@ -144,10 +130,11 @@ class UnorderedSetEstimator(relaxit_core.EstimatorBase):
     ``ĝ = Σ_{s∈S} p(s) R(S, s) ∇θ log p(s) (f(s) - b_s)``,
     ``b_s = Σ_{s'∈S} p(s') R^{D\s}(S, s') f(s')``
 
-    (Kool et al. 2020, the unordered-set estimator with its baseline), unbiased; when ``k``
+    (Kool et al. 2020, the unordered-set estimator with its baseline; ``k = 1`` has no
+    baseline and is plain REINFORCE), unbiased; when ``k``
     covers the whole domain it is the exact gradient.  The probabilities of sets use
-    the integral of App. B (inclusion–exclusion where exact and stable, else the
-    trapezoid rule on ``integration_points`` points).
+    the integral of App. B, by the trapezoid rule on ``integration_points`` points (see
+    :func:`leave_one_out_ratios`).
 
     ``value``, and the objective's own parameters (``objective_weights``):
 
@@ -197,7 +184,7 @@ class UnorderedSetEstimator(relaxit_core.EstimatorBase):
             "(the estimate() contract) or the unbiased unordered-set weights p(s) R(S, s).",
         )
         integration_points: int = Field(
-            1000, ge=10, le=100000, description="Points of the trapezoid rule for p(S) where it is used."
+            500, ge=10, le=100000, description="Points of the trapezoid rule for the set probabilities p(S)."
         )
 
     def build_distribution(self, logits=None, probs=None):
@@ -235,7 +222,8 @@ class UnorderedSetEstimator(relaxit_core.EstimatorBase):
         p_s = torch.where(valid, lp.to(torch.float64).exp(), torch.zeros_like(r1))
         w = p_s * r1  # [n_b, k]
         fd = f.detach().to(torch.float64).reshape(k, n_b).T  # [n_b, k]
-        base = torch.einsum("nst,nt->ns", r2, p_s * fd)
+        # the baseline needs k >= 2 (it is an unordered-set estimate from the other k - 1)
+        base = torch.einsum("nst,nt->ns", r2, p_s * fd) if k > 1 else torch.zeros_like(fd)
         coef = (w * (fd - base)).T.reshape((k,) + b_shape).to(f.dtype)
         log_q = reduce_log_prob(dist.log_prob(z), nb + 1)  # [k, *B]
         score = (coef * (log_q - log_q.detach())).sum(0)
