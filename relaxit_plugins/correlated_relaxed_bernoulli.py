@@ -64,8 +64,9 @@ class _CorrelationMatrix(constraints.Constraint):
 correlation_matrix = _CorrelationMatrix()
 
 
-def check_correlation_matrix(corr: torch.Tensor) -> None:
-    """Raise :class:`ValueError` saying why ``corr`` (``[..., n, n]``) is not a correlation matrix."""
+def check_correlation_matrix(corr: torch.Tensor) -> torch.Tensor:
+    """Raise :class:`ValueError` saying why ``corr`` (``[..., n, n]``) is not a correlation
+    matrix; return its Cholesky factor (in float32 for 16-bit input) when it is one."""
     if corr.dim() < 2 or corr.shape[-1] != corr.shape[-2]:
         raise ValueError(f"corr must have shape [..., n, n], got {tuple(corr.shape)}")
     ct = _compute_dtype(corr.dtype)
@@ -79,9 +80,11 @@ def check_correlation_matrix(corr: torch.Tensor) -> None:
     off = (v.diagonal(dim1=-2, dim2=-1) - 1).abs().max()
     if off > tol:
         raise ValueError(f"corr must have a unit diagonal (max |diag - 1| = {off.item():.3g})")
-    if bool((torch.linalg.cholesky_ex(v).info != 0).any()):
+    tril, info = torch.linalg.cholesky_ex(v)
+    if bool((info != 0).any()):
         eig = torch.linalg.eigvalsh(v).min()
         raise ValueError(f"corr must be positive definite (smallest eigenvalue {eig.item():.3g})")
+    return tril
 
 
 def _ndtri_exp(log_q: torch.Tensor) -> torch.Tensor:
@@ -172,11 +175,10 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
                 f"`logits`/`probs` of shape {tuple(param.shape)}, got {tuple(corr.shape)}"
             )
         validate = validate_args if validate_args is not None else torch.distributions.Distribution._validate_args
-        if validate:
-            check_correlation_matrix(corr)
+        if validate:  # on the unexpanded matrix (torch's own check would see the expanded one)
+            self._unbroadcasted_scale_tril = check_correlation_matrix(corr)
         batch_shape = torch.broadcast_shapes(param.shape[:-1], corr.shape[:-2])
         self._unbroadcasted_corr = corr
-        self.corr = corr.expand(batch_shape + (n, n))
         param = param.expand(batch_shape + (n,))
         if probs is not None:
             self.probs = param
@@ -197,7 +199,6 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
         new._unbroadcasted_corr = self._unbroadcasted_corr
         if "_unbroadcasted_scale_tril" in self.__dict__:
             new._unbroadcasted_scale_tril = self._unbroadcasted_scale_tril
-        new.corr = self.corr.expand(batch_shape + (n, n))
         new.temperature = self.temperature
         super(CorrelatedRelaxedBernoulli, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
@@ -216,6 +217,15 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
     @lazy_property
     def probs(self) -> torch.Tensor:
         return torch.sigmoid(self.logits)
+
+    @lazy_property
+    def corr(self) -> torch.Tensor:
+        """The correlation matrix, expanded to ``batch_shape + (n, n)`` (a view).
+
+        A lazy property, so that torch's argument validation skips it: the constructor
+        checks the unexpanded matrix itself, with a message saying what is wrong."""
+        n = self.event_shape[0]
+        return self._unbroadcasted_corr.expand(self.batch_shape + (n, n))
 
     @lazy_property
     def _unbroadcasted_scale_tril(self) -> torch.Tensor:
