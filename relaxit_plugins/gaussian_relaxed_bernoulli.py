@@ -49,7 +49,8 @@ class GaussianRelaxedBernoulli(TorchDistribution):
     laws with atoms): at exactly 0 or 1 it returns the log of the atom's mass, inside the
     log of the normal density.  Atoms use ``log Φ`` (with an asymptotic left tail, so that values and
     gradients stay finite and correct at ``|loc| / σ`` of 10⁷).  16-bit parameters are computed in
-    float32 and returned in their own dtype.
+    float32 and returned in their own dtype (a 16-bit sample just below 1 can round to
+    exactly 1, and is then scored as the atom).
 
     The reparameterised gradient is ``dz/dloc = 1`` inside ``(0, 1)`` and ``0`` on the
     atoms (Yamada et al. 2020, Sec. 3).

@@ -32,6 +32,10 @@ class StraightThroughBernoulli(BinaryLogitsDistribution):
     p (1 - p)`` when the law is given by ``logits``).  ``sample`` has the same law, without
     gradient.  ``log_prob`` is the Bernoulli probability mass function of the value; nothing
     is stored on the returned tensors, so ``log_prob(z.clone())`` equals ``log_prob(z)``.
+    (Pyro's own straight-through classes return the density of a hidden relaxed sample
+    instead.)  In a Pyro program, enumerate such a site in the model, or use the plain
+    ``Bernoulli`` in the guide: Pyro's ELBO is wrong when a reparameterised site is
+    enumerated in the guide.
 
     Example:
         >>> p = torch.tensor([0.2, 0.7], requires_grad=True)
