@@ -5,7 +5,8 @@ timed against a plain torch expression computing the same sample, at batch 4096 
 interleaved round by round with ``torch.utils.benchmark.Timer.blocked_autorange``; the
 table reports the median time of each and the median of the per-round ratios
 (target: <= 1.2).  Argument validation is off (``Distribution.set_default_validate_args(False)``),
-as in production training loops; with it on, the laws also check their parameters.
+as in production training loops; ``--validate`` keeps it on (the laws then also check
+their parameters, e.g. a Cholesky factorisation of ``corr`` with a host sync).
 
     python benchmarks/binary_rsample.py            # 5 rounds
     python benchmarks/binary_rsample.py --quick    # seconds
@@ -83,9 +84,10 @@ def main(argv=None):
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--only", action="append", help="run only these methods")
+    parser.add_argument("--validate", action="store_true", help="keep argument validation on")
     args = parser.parse_args(argv)
     rounds, min_time = (1, 0.05) if args.quick else (args.rounds, 0.3)
-    torch.distributions.Distribution.set_default_validate_args(False)
+    torch.distributions.Distribution.set_default_validate_args(args.validate)
 
     rows = []
     for name, config, params, plain in cases(args.batch, args.n, args.device):
@@ -104,7 +106,7 @@ def main(argv=None):
         rows.append((name, statistics.median(t_ours), statistics.median(t_plain), statistics.median(ratios)))
 
     print(f"rsample at batch {args.batch} x {args.n} on {args.device}, {torch.get_num_threads()} threads, "
-          f"median of {rounds} interleaved round(s)\n")
+          f"median of {rounds} interleaved round(s), validation {'on' if args.validate else 'off'}\n")
     print("| method | relaxit (ms) | plain torch (ms) | ratio |")
     print("|---|---:|---:|---:|")
     for name, a, b, r in rows:
