@@ -1,0 +1,118 @@
+"""``rsample`` of the binary-gate laws vs a hand-written torch expression of the same formula.
+
+For each method, ``est.distribution(**params).rsample()`` (law construction included) is
+timed against a plain torch expression computing the same sample, at batch 4096 x 256,
+interleaved round by round with ``torch.utils.benchmark.Timer.blocked_autorange``; the
+table reports the median time of each and the median of the per-round ratios
+(target: <= 1.2).  Argument validation is off (``Distribution.set_default_validate_args(False)``),
+as in production training loops; ``--validate`` keeps it on (the laws then also check
+their parameters, e.g. a Cholesky factorisation of ``corr`` with a host sync).
+
+    python benchmarks/binary_rsample.py            # 5 rounds
+    python benchmarks/binary_rsample.py --quick    # seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import pyro  # noqa: F401  (imported first: importing pyro switches validation on)
+import torch
+import torch.nn.functional as F
+from torch.utils.benchmark import Timer
+
+import relaxit
+
+
+def cases(batch: int, n: int, device: str):
+    g = torch.Generator().manual_seed(0)
+
+    def leaf(t):
+        return t.to(device).requires_grad_(True)
+
+    logits = leaf(torch.randn(batch, n, generator=g))
+    loc = leaf(torch.rand(batch, n, generator=g))
+    a = torch.randn(n, n, generator=g, dtype=torch.float64)
+    cov = a @ a.T + n * torch.eye(n, dtype=torch.float64)
+    dg = cov.diagonal().rsqrt()
+    corr = (cov * dg[:, None] * dg[None, :]).float()
+    corr.fill_diagonal_(1.0)
+    corr = leaf(corr)
+    eps = torch.finfo(torch.float32).eps
+
+    sigma = 0.5
+    beta, gamma, zeta = 2 / 3, -0.1, 1.1
+    tau = 0.5
+
+    def plain_gaussian():
+        return (loc + sigma * torch.randn_like(loc)).clamp(0, 1)
+
+    def plain_hard_concrete():
+        u = torch.rand_like(logits).clamp(eps, 1 - eps)
+        s = torch.sigmoid((logits + u.log() - (-u).log1p()) / beta)
+        return (s * (zeta - gamma) + gamma).clamp(0, 1)
+
+    def plain_st():
+        p = torch.sigmoid(logits)
+        return torch.bernoulli(p.detach()) + (p - p.detach())
+
+    def plain_sts():
+        a = torch.exp(0.5 * F.logsigmoid(logits))
+        return torch.bernoulli(a.detach()) * a
+
+    def plain_correlated():
+        tril = torch.linalg.cholesky(corr)
+        x = torch.randn(batch, n, device=logits.device) @ tril.T
+        l = torch.special.log_ndtr(x) - torch.special.log_ndtr(-x)
+        return torch.sigmoid((logits + l) / tau).clamp(eps, 1 - eps)
+
+    return [
+        ("gaussian_relaxed_bernoulli", {"sigma": sigma}, {"loc": loc}, plain_gaussian),
+        ("hard_concrete", {"beta": beta, "gamma": gamma, "zeta": zeta}, {"log_alpha": logits}, plain_hard_concrete),
+        ("straight_through_bernoulli", {}, {"logits": logits}, plain_st),
+        ("stochastic_times_smooth", {}, {"logits": logits}, plain_sts),
+        ("correlated_relaxed_bernoulli", {"tau": tau}, {"logits": logits, "corr": corr}, plain_correlated),
+    ]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one short round per method")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--only", action="append", help="run only these methods")
+    parser.add_argument("--validate", action="store_true", help="keep argument validation on")
+    args = parser.parse_args(argv)
+    rounds, min_time = (1, 0.05) if args.quick else (args.rounds, 0.3)
+    torch.distributions.Distribution.set_default_validate_args(args.validate)
+
+    rows = []
+    for name, config, params, plain in cases(args.batch, args.n, args.device):
+        if args.only and name not in args.only:
+            continue
+        est = relaxit.get(name, **config)
+        ours = lambda est=est, params=params: est.distribution(**params).rsample()  # noqa: E731
+        ours(), plain()  # warm-up
+        t_ours, t_plain, ratios = [], [], []
+        for _ in range(rounds):
+            a = Timer("f()", globals={"f": ours}).blocked_autorange(min_run_time=min_time).median
+            b = Timer("f()", globals={"f": plain}).blocked_autorange(min_run_time=min_time).median
+            t_ours.append(a)
+            t_plain.append(b)
+            ratios.append(a / b)
+        rows.append((name, statistics.median(t_ours), statistics.median(t_plain), statistics.median(ratios)))
+
+    print(f"rsample at batch {args.batch} x {args.n} on {args.device}, {torch.get_num_threads()} threads, "
+          f"median of {rounds} interleaved round(s), validation {'on' if args.validate else 'off'}\n")
+    print("| method | relaxit (ms) | plain torch (ms) | ratio |")
+    print("|---|---:|---:|---:|")
+    for name, a, b, r in rows:
+        print(f"| {name} | {1e3 * a:.3f} | {1e3 * b:.3f} | {r:.2f}{'' if r <= 1.2 else ' (!)'} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

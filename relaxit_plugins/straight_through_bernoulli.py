@@ -1,0 +1,139 @@
+"""The straight-through Bernoulli estimator of Bengio, Léonard & Courville (2013).
+
+References:
+    Bengio, Léonard & Courville (2013), *Estimating or Propagating Gradients Through
+    Stochastic Neurons for Conditional Computation*, arXiv:1308.3432 — the
+    straight-through estimator: sample ``h = 1[u < p]`` in the forward pass and back-propagate
+    as if ``dh/dp = 1``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch.distributions import constraints, register_kl
+
+import relaxit_core
+from relaxit_core import Capability as C
+from relaxit_core.distributions import BinaryLogitsDistribution
+from relaxit_core.surrogate import straight_through
+
+__all__ = ["StraightThroughBernoulli", "StraightThroughBernoulliEstimator"]
+
+
+class StraightThroughBernoulli(BinaryLogitsDistribution):
+    r"""Bernoulli law whose ``rsample`` is exactly 0/1 with ``P(1) = p`` and whose gradient
+    is the identity to ``p`` (Bengio et al. 2013, the straight-through estimator).
+
+    ``rsample`` returns ``hard + (p - p.detach())`` with ``hard ~ Bernoulli(p)``: the
+    forward value is exactly ``hard``, and ``d rsample / d p = 1`` (so ``d/d logits =
+    p (1 - p)`` when the law is given by ``logits``).  ``sample`` has the same law, without
+    gradient.  ``log_prob`` is the Bernoulli probability mass function of the value; nothing
+    is stored on the returned tensors, so ``log_prob(z.clone())`` equals ``log_prob(z)``.
+    (Pyro's own straight-through classes return the density of a hidden relaxed sample
+    instead.)  In a Pyro program, enumerate such a site in the model, or use the plain
+    ``Bernoulli`` in the guide: Pyro's ELBO is wrong when a reparameterised site is
+    enumerated in the guide.
+
+    Example:
+        >>> p = torch.tensor([0.2, 0.7], requires_grad=True)
+        >>> d = StraightThroughBernoulli(probs=p)
+        >>> z = d.rsample((1000,))
+        >>> sorted(set(z.flatten().tolist()))
+        [0.0, 1.0]
+        >>> z.sum().backward(); p.grad  # identity: 1000 samples, each d z / d p = 1
+        tensor([1000., 1000.])
+        >>> d.log_prob(torch.tensor([1.0, 0.0])).exp()
+        tensor([0.2000, 0.3000], grad_fn=<ExpBackward0>)
+    """
+
+    support = constraints.boolean
+    has_rsample = True
+    has_enumerate_support = True
+
+    def sample(self, sample_shape=torch.Size()):
+        with torch.no_grad():
+            return torch.bernoulli(self.probs.expand(self._extended(sample_shape)))
+
+    def rsample(self, sample_shape=torch.Size()):
+        p = self.probs.expand(self._extended(sample_shape))
+        hard = torch.bernoulli(p.detach())
+        return straight_through(hard, p)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, value = torch.broadcast_tensors(self.logits, value)
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none")
+
+    def entropy(self):
+        return F.binary_cross_entropy_with_logits(self.logits, self.probs, reduction="none")
+
+    def enumerate_support(self, expand=True):
+        values = torch.arange(2, dtype=self._param.dtype, device=self._param.device)
+        values = values.view((-1,) + (1,) * len(self.batch_shape))
+        return values.expand((-1,) + self.batch_shape) if expand else values
+
+    @property
+    def mean(self):
+        return self.probs
+
+    @property
+    def mode(self):
+        return (self.probs >= 0.5).to(self.probs.dtype)
+
+    @property
+    def variance(self):
+        return self.probs * (1 - self.probs)
+
+
+@register_kl(StraightThroughBernoulli, StraightThroughBernoulli)
+def _kl_st_bernoulli(p, q):
+    """KL of the Bernoulli laws, from logits (``log p = -softplus(-logits)``)."""
+    return p.probs * (F.softplus(-q.logits) - F.softplus(-p.logits)) + (1 - p.probs) * (
+        F.softplus(q.logits) - F.softplus(p.logits)
+    )
+
+
+class StraightThroughBernoulliEstimator(relaxit_core.EstimatorBase):
+    """Straight-through Bernoulli: forward exactly ``Bernoulli(p)``, backward ``dz/dp = 1``.
+
+    Bengio et al. (2013), straight-through estimator: the hard sample ``z = 1[u < p]`` is used as is in the
+    forward pass, and the backward pass treats the threshold as the identity, so the
+    gradient reaching ``p`` is ``d objective / d z``.  Biased (exact only for objectives
+    linear in ``z``), low variance.  ``log_prob`` is the Bernoulli PMF and
+    ``enumerate_support`` gives ``0, 1``, so the law can be enumerated in a Pyro model.
+    ``estimate`` draws ``num_samples`` hard samples (one objective evaluation).
+
+    Example:
+        >>> import relaxit, torch
+        >>> est = relaxit.get("straight_through_bernoulli")
+        >>> logits = torch.zeros(4, requires_grad=True)
+        >>> out = est.estimate(lambda z: (z - 0.45).pow(2).sum(-1), num_samples=8, logits=logits)
+        >>> out.surrogate.backward(); logits.grad.shape
+        torch.Size([4])
+    """
+
+    name: ClassVar[str] = "straight_through_bernoulli"
+    family: ClassVar[str] = "bernoulli"
+    params: ClassVar[tuple[str, ...]] = ("logits", "probs")
+    capabilities: ClassVar[frozenset] = frozenset({C.RSAMPLE, C.HARD, C.LOG_PROB, C.ENUMERATE_SUPPORT, C.KL})
+    reference: ClassVar[str] = (
+        "Bengio, Léonard & Courville (2013), Estimating or Propagating Gradients Through Stochastic "
+        "Neurons for Conditional Computation, arXiv:1308.3432 (the straight-through estimator)"
+    )
+
+    class Config(relaxit_core.EstimatorConfig):
+        """Config of :class:`StraightThroughBernoulliEstimator` (no fields)."""
+
+        name: Literal["straight_through_bernoulli"] = "straight_through_bernoulli"
+
+    def build_distribution(self, logits=None, probs=None):
+        return StraightThroughBernoulli(probs=probs, logits=logits)
+
+
+@relaxit_core.hookimpl
+def relaxit_estimators():
+    return [StraightThroughBernoulliEstimator]
