@@ -332,7 +332,7 @@ def render_methods_index(infos: list[Any]) -> str:
     out.append(
         "Every registered estimator, generated from the registry when these docs were built "
         "(third-party plugins installed at that time included). See the "
-        ":doc:`capability matrix <capabilities>` to compare them."
+        ":doc:`capability matrix </generated/capabilities>` to compare them."
     )
     out += ["", ".. toctree::", "   :hidden:", ""]
     out += [f"   {info.name}" for info in infos] + [""]

@@ -67,6 +67,7 @@ def _aliases() -> dict[str, str]:
         if module and qual and module != "relaxit_core" and module.startswith("relaxit_core"):
             aliases[f"{module}.{qual}"] = f"relaxit_core.{name}"
         aliases[f"relaxit.{name}"] = f"relaxit_core.{name}"
+        aliases[name] = f"relaxit_core.{name}"
     aliases["relaxit_core.estimator.Objective"] = "relaxit_core.Objective"
     aliases["relaxit.EstimatorSpec"] = "relaxit.spec.EstimatorSpec"
     aliases["EstimatorSpec"] = "relaxit.spec.EstimatorSpec"
@@ -81,8 +82,9 @@ def _resolve_alias(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     if node.get("refdomain") != "py":
         return None
     target = node.get("reftarget", "")
-    aliases = env.app.relaxit_aliases if hasattr(env.app, "relaxit_aliases") else {}
-    alias = aliases.get(target)
+    aliases = getattr(app, "relaxit_aliases", {})
+    module = node.get("py:module") or ""
+    alias = aliases.get(target) or aliases.get(f"{module}.{target}")
     if alias is None:
         return None
     domain = env.get_domain("py")
