@@ -277,7 +277,7 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
     out.append("")
 
     instances = _instances(cls)
-    if len(instances) > 1:
+    if len({e.capabilities for e in instances}) > 1:
         out += ["Capabilities by config", "----------------------", ""]
         out.append(
             _list_table(
