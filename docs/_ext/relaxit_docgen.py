@@ -215,7 +215,7 @@ def example_code(info: Any) -> str:
         import relaxit
 
         est = relaxit.build({config!r})
-        # example tensor arguments ({', '.join(cls.params)}) for a batch of 3
+        # example tensor arguments for a batch of 3
         params = {{
             k: v.detach().requires_grad_(v.is_floating_point())
             for k, v in est.example_params((3,), generator=torch.Generator().manual_seed(0)).items()
@@ -380,7 +380,7 @@ def render_plugin_module(module: str, estimator_classes: list[type]) -> str:
     out = [title, "=" * len(title), ""]
     links = ", ".join(f":class:`{c.__qualname__} <{c.__module__}.{c.__qualname__}>`" for c in estimator_classes)
     out += [f".. automodule:: {module}", "   :members:"]
-    out += [f"   :exclude-members: {', '.join(c.__qualname__ for c in estimator_classes)}, relaxit_estimators", ""]
+    out += [f"   :exclude-members: {', '.join(c.__qualname__ for c in estimator_classes)}", ""]
     out += [f"Estimators of this module (documented on their method pages): {links}.", ""]
     return "\n".join(out)
 

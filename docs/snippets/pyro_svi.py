@@ -4,7 +4,7 @@
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import SVI, TraceGraph_ELBO
+from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
 
 import relaxit
@@ -22,7 +22,7 @@ def model(x):
         pyro.sample("x", dist.Normal((z * mu).sum(-1), 0.5), obs=x)
 
 
-def fit(spec, steps=300):
+def fit(spec, steps=100):
     """Fit the mixture with the estimator ``spec``'s law at the guide's latent site."""
     est = relaxit.build(spec)
     pyro.clear_param_store()
@@ -33,7 +33,7 @@ def fit(spec, steps=300):
         with pyro.plate("data", len(x)):
             pyro.sample("z", est.distribution(logits=logits))
 
-    svi = SVI(model, guide, Adam({"lr": 0.05}), TraceGraph_ELBO())
+    svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO())
     for _ in range(steps):
         loss = svi.step(x)
     assign = pyro.param("assign_logits").argmax(-1)
@@ -42,7 +42,8 @@ def fit(spec, steps=300):
 
 # Straight-through Gumbel-softmax: forward samples exactly one-hot (so the model's
 # OneHotCategorical scores them), gradients pathwise through the relaxed sample.
-# Score-function REINFORCE: no rsample, so Pyro forms the score-function gradient itself.
+# Score-function REINFORCE: no rsample, so Pyro forms the score-function gradient itself
+# (Rao-Blackwellised over the data plate).
 results = {}
 for spec in ({"name": "gumbel_softmax", "tau": 0.5, "hard": True},
              {"name": "reinforce", "family": "categorical"}):

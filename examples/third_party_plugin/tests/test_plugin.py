@@ -21,7 +21,7 @@ def test_a_good_baseline_lowers_the_variance():
         return 2.0 + (z - 0.45).pow(2).sum(-1)
 
     exact = exact_gradient(f, {"logits": logits}, "bernoulli")["logits"]
-    n = 20000
+    n = 5000
     variances = {}
     for b in (0.0, 2.6):
         g = gradient_samples(ConstantBaselineReinforce(baseline=b), f, {"logits": logits}, n)["logits"]
