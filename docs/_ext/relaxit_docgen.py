@@ -24,6 +24,7 @@ import json
 import re
 import textwrap
 import traceback
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -334,6 +335,8 @@ def render_methods_index(infos: list[Any]) -> str:
         "(third-party plugins installed at that time included). See the "
         ":doc:`capability matrix </generated/capabilities>` to compare them."
     )
+    if not infos:
+        return "\n".join(out + ["", "**No estimator is registered in the environment that built these docs.**", ""])
     out += ["", ".. toctree::", "   :hidden:", ""]
     out += [f"   {info.name}" for info in infos] + [""]
     out.append(
@@ -369,7 +372,8 @@ def render_matrix(infos: list[Any]) -> str:
         row += ["●" if fam == info.family else ("○" if fam in info.families else "") for fam in FAMILIES]
         row += ["✓" if c in default_caps else ("(✓)" if c in class_caps else "") for c in caps]
         rows.append(row)
-    out.append(_list_table(["estimator", *FAMILIES, *caps], rows))
+    if rows:
+        out.append(_list_table(["estimator", *FAMILIES, *caps], rows))
     return "\n".join(out)
 
 
@@ -448,6 +452,13 @@ def _on_builder_inited(app: Any) -> None:
     from sphinx.util import logging
 
     log = logging.getLogger(__name__)
+    from relaxit_core.registry import registry
+
+    with warnings.catch_warnings():  # reported below as Sphinx warnings (errors under -W)
+        warnings.simplefilter("ignore")
+        failed = registry.failed_plugins
+    for plugin, why in sorted(failed.items()):
+        log.warning("relaxit_docgen: plugin %r is missing from these docs: %s", plugin, why)
     try:
         pages = generate(run=app.config.relaxit_docgen_run_examples)
     except Exception as exc:  # noqa: BLE001 - fail the build with the example's traceback
