@@ -8,6 +8,10 @@ torch.Size([2, 3])
 Estimators are found through the registry (:mod:`relaxit_core.registry`), fed by the
 ``relaxit`` entry-point group; ``import relaxit`` imports no method and scans no entry point:
 that happens on the first :func:`get`, :func:`build`, :func:`available` or :func:`describe`.
+
+:data:`EstimatorSpec` is a pydantic field type for an estimator block in your own config;
+:mod:`relaxit.nn` (imported on first access of ``relaxit.nn``) has ready-made stochastic
+layers built from such a block.
 """
 
 from __future__ import annotations
@@ -96,6 +100,16 @@ def describe(name: str) -> EstimatorInfo:
 def register(cls: type) -> type:
     """Register an estimator class at run time (usable as a class decorator)."""
     return _registry.register(cls)
+
+
+def __getattr__(name: str) -> Any:
+    # ``relaxit.nn`` (the stochastic layers) is imported on first access, keeping
+    # ``import relaxit`` light.
+    if name == "nn":
+        import importlib
+
+        return importlib.import_module("relaxit.nn")
+    raise AttributeError(f"module 'relaxit' has no attribute {name!r}")
 
 
 def schema() -> dict[str, Any]:

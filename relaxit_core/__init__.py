@@ -26,7 +26,7 @@ from relaxit_core.errors import (
 )
 from relaxit_core.estimator import Estimate, EstimatorBase, GradientEstimator, Objective
 from relaxit_core.hookspecs import hookimpl, hookspec
-from relaxit_core.registry import EstimatorInfo, Registry, registry
+from relaxit_core.registry import EstimatorInfo, Registry
 
 __all__ = [
     "Capability",
@@ -38,7 +38,6 @@ __all__ = [
     "Objective",
     "EstimatorInfo",
     "Registry",
-    "registry",
     "hookimpl",
     "hookspec",
     "RelaxitError",

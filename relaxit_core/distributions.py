@@ -88,14 +88,21 @@ class LogitsDistribution(TorchDistribution):
             raise ValueError(f"{type(self).__name__}: `logits`/`probs` need at least one dimension (categories)")
         if probs is not None:
             self.probs = probs
+        elif self.param_event_dim:
+            self._raw_logits = logits  # normalised lazily: sampling does not need it
         else:
-            if self.param_event_dim:
-                logits = logits - logits.logsumexp(-1, keepdim=True)
             self.logits = logits
         self._param = param
         shape = param.shape
         batch_shape = shape[:-1] if self.param_event_dim else shape
         super().__init__(batch_shape, self.event_shape_for(shape), validate_args=validate_args)
+        if self._validate_args and "_raw_logits" in self.__dict__:
+            if not torch._is_all_true(self.arg_constraints["logits"].check(logits)):
+                raise ValueError(
+                    f"Expected parameter logits ({type(logits).__name__} of shape {tuple(logits.shape)}) "
+                    f"of distribution {self!r} to satisfy the constraint {self.arg_constraints['logits']}, "
+                    f"but found invalid values:\n{logits}"
+                )
 
     @classmethod
     def event_shape_for(cls, param_shape: torch.Size) -> torch.Size:
@@ -103,7 +110,15 @@ class LogitsDistribution(TorchDistribution):
 
     @lazy_property
     def logits(self) -> torch.Tensor:
+        if "_raw_logits" in self.__dict__:
+            raw = self._raw_logits
+            return raw - raw.logsumexp(-1, keepdim=True)
         return as_logits(self.probs, self.param_event_dim)
+
+    @property
+    def unnormalized_logits(self) -> torch.Tensor:
+        """The logits as given (categorical laws normalise them lazily), or ``logits``."""
+        return self.__dict__["_raw_logits"] if "_raw_logits" in self.__dict__ else self.logits
 
     @lazy_property
     def probs(self) -> torch.Tensor:
@@ -119,10 +134,10 @@ class LogitsDistribution(TorchDistribution):
         new = self._get_checked_instance(type(self), _instance)
         batch_shape = torch.Size(batch_shape)
         param_shape = batch_shape + self._param.shape[-1:] if self.param_event_dim else batch_shape
-        for key in ("probs", "logits"):
+        for key in ("probs", "logits", "_raw_logits"):
             if key in self.__dict__:
                 setattr(new, key, getattr(self, key).expand(param_shape))
-        new._param = new.__dict__.get("probs", new.__dict__.get("logits"))
+        new._param = getattr(new, "probs" if "probs" in self.__dict__ else "unnormalized_logits")
         for key in self.extra_attrs:
             setattr(new, key, getattr(self, key))
         super(LogitsDistribution, new).__init__(batch_shape, self.event_shape, validate_args=False)

@@ -50,7 +50,7 @@ class GumbelSoftmax(CategoricalLogitsDistribution):
     extra_attrs = ("temperature",)
 
     def _soft(self, sample_shape):
-        logits = self._param if "logits" in self.__dict__ else self.logits
+        logits = self.unnormalized_logits
         g = gumbel_like(self._extended(sample_shape), logits)
         return ((logits + g) / self.temperature).softmax(-1)
 
