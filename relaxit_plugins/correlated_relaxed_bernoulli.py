@@ -119,7 +119,8 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
     r"""Relaxed multivariate Bernoulli on ``[0, 1]^n`` with a Gaussian copula (Wang & Yin 2020).
 
     Args:
-        probs / logits: ``[..., n]`` marginal probabilities (exactly one of them).
+        probs: ``[..., n]`` marginal probabilities (give this or ``logits``).
+        logits: ``[..., n]`` marginal log-odds (give this or ``probs``).
         corr: ``[..., n, n]`` correlation matrix ``R`` of the latent Gaussian (symmetric,
             positive definite, unit diagonal; checked when validation is on, with a message
             saying which property fails).

@@ -37,7 +37,7 @@ class IndecaterEstimator(relaxit_core.EstimatorBase):
     Cost (the knob is ``num_samples``): ``N`` evaluations for the samples themselves (the
     ``value`` and the objective's own gradient, and to learn which dimensions the objective
     reduces), then ``N · D · C`` evaluations in **one** batched objective call (run
-    without building a graph); :meth:`objective_evaluations` returns the total
+    without building a graph); ``objective_evaluations(num_samples, num_variables, num_categories)`` returns the total
     ``N (1 + D C)``.  Use it where ``D · C`` is moderate; for large ``D`` prefer ``rodeo``
     or ``arms`` at equal cost.
 
