@@ -68,9 +68,10 @@ class GumbelRaoCategorical(OneHotStraightThrough):
     ``log_prob`` is the categorical PMF of the one-hot value.
 
     Example:
-        >>> d = GumbelRaoCategorical(logits=torch.zeros(4), temperature=0.5, num_conditional=10)
-        >>> d.rsample((2,)).sum(-1)
-        tensor([1., 1.], grad_fn=<SumBackward1>)
+        >>> d = GumbelRaoCategorical(logits=torch.zeros(4, requires_grad=True), temperature=0.5, num_conditional=10)
+        >>> z = d.rsample((2,))
+        >>> z.sum(-1).tolist(), z.requires_grad
+        ([1.0, 1.0], True)
     """
 
     extra_attrs = ("temperature", "num_conditional")

@@ -37,9 +37,10 @@ class ReinMaxCategorical(OneHotStraightThrough):
     ``log_prob`` is the categorical PMF of the one-hot value.
 
     Example:
-        >>> d = ReinMaxCategorical(logits=torch.zeros(4), temperature=1.0)
-        >>> d.rsample((2,)).sum(-1)
-        tensor([1., 1.], grad_fn=<SumBackward1>)
+        >>> d = ReinMaxCategorical(logits=torch.zeros(4, requires_grad=True), temperature=1.0)
+        >>> z = d.rsample((2,))
+        >>> z.sum(-1).tolist(), z.requires_grad
+        ([1.0, 1.0], True)
     """
 
     extra_attrs = ("temperature",)

@@ -37,9 +37,10 @@ class StraightThroughCategorical(OneHotStraightThrough):
     ``log_prob`` is the categorical PMF of the one-hot value.
 
     Example:
-        >>> d = StraightThroughCategorical(logits=torch.zeros(4))
-        >>> d.rsample((2,)).sum(-1)
-        tensor([1., 1.], grad_fn=<SumBackward1>)
+        >>> d = StraightThroughCategorical(logits=torch.zeros(4, requires_grad=True))
+        >>> z = d.rsample((2,))
+        >>> z.sum(-1).tolist(), z.requires_grad
+        ([1.0, 1.0], True)
     """
 
     def _surrogate(self, hard, noise):
