@@ -61,7 +61,7 @@ class DecoupledSTGumbelSoftmax(OneHotStraightThrough):
     extra_attrs = ("temperature", "tau_forward")
 
     def _surrogate(self, hard, noise):
-        return ((self.logits + noise) * (1.0 / self.temperature)).softmax(-1)
+        return ((self.raw_logits + noise) * (1.0 / self.temperature)).softmax(-1)
 
 
 class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):

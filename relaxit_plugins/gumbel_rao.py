@@ -77,10 +77,10 @@ class GumbelRaoCategorical(OneHotStraightThrough):
     extra_attrs = ("temperature", "num_conditional")
 
     def _surrogate(self, hard, noise):
-        theta = self.logits  # θ + G_m = (θ - D θ) - log(E + E_i p (1 - D)), see conditional_gumbel
-        base = theta.detach()
-        base = base - base.logsumexp(-1, keepdim=True)
-        x = (theta - hard * base) - _log_term(base, hard, self.num_conditional)
+        # θ + G_m, see conditional_gumbel (θ unnormalised: X_i = logsumexp θ - log E_i)
+        theta = self.raw_logits
+        log_p = theta.detach().log_softmax(-1)
+        x = (theta - hard * log_p) - _log_term(log_p, hard, self.num_conditional)
         return (x * (1.0 / self.temperature)).softmax(-1).mean(0)
 
 

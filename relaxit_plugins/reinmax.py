@@ -46,7 +46,7 @@ class ReinMaxCategorical(OneHotStraightThrough):
     extra_attrs = ("temperature",)
 
     def _surrogate(self, hard, noise):
-        theta = self.logits
+        theta = self.raw_logits  # the surrogates are invariant to a shift of θ
         pi0 = self.probs
         pi1 = 0.5 * (hard + (theta.detach() / self.temperature).softmax(-1))
         return 2.0 * softmax_jacobian_surrogate(pi1, theta) - 0.5 * softmax_jacobian_surrogate(pi0, theta)
