@@ -90,8 +90,11 @@ class OneHotStraightThrough(TorchDistribution):
         self._param = param
         super().__init__(param.shape[:-1], param.shape[-1:], validate_args=validate_args)
         if logits is not None and self._validate_args:
-            # torch validates only parameters present in __dict__; `logits` is lazy here
-            if not bool(self.arg_constraints["logits"].check(logits).all()):
+            # torch validates only parameters present in __dict__; `logits` is lazy here.  A NaN
+            # makes the sum NaN, so one reduction screens the common case (a NaN sum may also
+            # come from +inf and -inf, which the full check then accepts).
+            total = logits.sum()
+            if bool(total != total) and not bool(self.arg_constraints["logits"].check(logits).all()):
                 raise ValueError(
                     f"Expected parameter logits ({type(logits).__name__} of shape {tuple(logits.shape)}) of "
                     f"distribution {type(self).__name__} to satisfy the constraint {self.arg_constraints['logits']}"
