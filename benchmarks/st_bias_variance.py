@@ -24,7 +24,7 @@ Usage::
     python benchmarks/st_bias_variance.py --out results/st_bias_variance        # ~ minutes
     python benchmarks/st_bias_variance.py --out /tmp/stbv --quick               # seconds
 
-Writes ``bias_variance.png``, ``bias_variance.md`` (the table, also printed) and
+``--replot`` redraws the figure and table from an earlier run's JSON.  Writes ``bias_variance.png``, ``bias_variance.md`` (the table, also printed) and
 ``bias_variance.json`` under ``--out``.
 """
 
@@ -160,11 +160,12 @@ def plot(rows, path: Path, exact_norm: float) -> None:
     for r in rows:
         groups.setdefault(r["label"], []).append(r)
     markers = iter("os^v<>Dph*")
+    colors = iter(plt.get_cmap("tab10").colors)
     for lab, rs in groups.items():
         xs = [r["variance"] for r in rs]
         ys = [max(r["bias"], r["bias_noise_floor"]) for r in rs]
         marker = next(markers)
-        (line,) = ax.plot(xs, ys, marker=marker, label=lab, linewidth=1.2, markersize=6)
+        (line,) = ax.plot(xs, ys, marker=marker, color=next(colors), label=lab, linewidth=1.2, markersize=6)
         for r, x, y in zip(rs, xs, ys):
             if r["bias"] < 2 * r["bias_noise_floor"]:  # consistent with zero bias: open marker at the floor
                 ax.plot([x], [y], marker=marker, markersize=11, markerfacecolor="none",
@@ -192,7 +193,14 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="few temperatures and draws (seconds)")
     parser.add_argument("--draws", type=int, default=None, help="gradient estimates per configuration")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--replot", action="store_true", help="redraw the plot and table from --out's JSON")
     args = parser.parse_args(argv)
+    if args.replot:
+        data = json.loads((args.out / "bias_variance.json").read_text())
+        norm = torch.tensor(data["exact_gradient"]).norm().item()
+        plot(data["rows"], args.out / "bias_variance.png", norm)
+        (args.out / "bias_variance.md").write_text(table(data["rows"], norm) + "\n")
+        return
     n = args.draws or (1000 if args.quick else 10000)
     taus = (0.5, 1.0, 2.0) if args.quick else (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
     args.out.mkdir(parents=True, exist_ok=True)
