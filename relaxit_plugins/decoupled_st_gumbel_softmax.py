@@ -37,8 +37,8 @@ from torch.distributions import constraints
 
 import relaxit_core
 from relaxit_core import Capability as C
-from relaxit_core.distributions import as_logits
-from relaxit_plugins._straight_through_categorical import OneHotStraightThrough
+from relaxit_core.distributions import as_logits, gumbel_like
+from relaxit_plugins._straight_through_categorical import OneHotStraightThrough, one_hot_argmax
 
 __all__ = ["DecoupledSTGumbelSoftmax", "DecoupledSTGumbelSoftmaxEstimator"]
 
@@ -62,6 +62,14 @@ class DecoupledSTGumbelSoftmax(OneHotStraightThrough):
 
     def _surrogate(self, hard, noise):
         return ((self.raw_logits + noise) * (1.0 / self.temperature)).softmax(-1)
+
+    def rsample(self, sample_shape=torch.Size()):
+        # as the base class, but the perturbed logits ℓ + g are formed once, with gradient
+        logits = self.raw_logits
+        x = logits + gumbel_like(self._extended_shape(torch.Size(sample_shape)), logits)
+        hard = one_hot_argmax(x.detach())
+        soft = (x * (1.0 / self.temperature)).softmax(-1)
+        return hard + (soft - soft.detach())
 
 
 class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):

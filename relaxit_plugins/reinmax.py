@@ -15,7 +15,7 @@ from pydantic import Field
 
 import relaxit_core
 from relaxit_core import Capability as C
-from relaxit_plugins._straight_through_categorical import OneHotStraightThrough, softmax_jacobian_surrogate
+from relaxit_plugins._straight_through_categorical import OneHotStraightThrough
 
 __all__ = ["ReinMaxCategorical", "ReinMaxEstimator"]
 
@@ -31,8 +31,8 @@ class ReinMaxCategorical(OneHotStraightThrough):
     3. ``π₂ = 2 π₁ - π₀ / 2``; return ``D + π₂ - stop_gradient(π₂)``.
 
     So the gradient of ``f(D)`` is ``(2 (diag(π₁) - π₁π₁ᵀ) - ½ (diag(π₀) - π₀π₀ᵀ)) ∇f(D)``.
-    The softmax Jacobians are applied through the linear surrogate
-    ``π ⊙ (θ - <π, θ>)`` (same Jacobian, no extra softmax).
+    The backward pass applies the two (symmetric) softmax Jacobians in closed form,
+    ``J(π) g = π ⊙ (g - <π, g>)``, instead of differentiating through two softmaxes.
 
     ``log_prob`` is the categorical PMF of the one-hot value.
 
@@ -46,10 +46,35 @@ class ReinMaxCategorical(OneHotStraightThrough):
     extra_attrs = ("temperature",)
 
     def _surrogate(self, hard, noise):
-        theta = self.raw_logits  # the surrogates are invariant to a shift of θ
-        pi0 = self.probs
-        pi1 = 0.5 * (hard + (theta.detach() / self.temperature).softmax(-1))
-        return 2.0 * softmax_jacobian_surrogate(pi1, theta) - 0.5 * softmax_jacobian_surrogate(pi0, theta)
+        theta = self.raw_logits  # the gradient is invariant to a shift of θ
+        with torch.no_grad():
+            pi0 = theta.softmax(-1) if "probs" not in self.__dict__ else self.probs
+            pi1 = 0.5 * (hard + (theta / self.temperature).softmax(-1))
+        return _ReinMaxBackward.apply(theta, pi0.expand_as(pi1), pi1)
+
+
+class _ReinMaxBackward(torch.autograd.Function):
+    """Value 0; backward ``g -> 2 J(π₁) g - ½ J(π₀) g`` with ``J(π) g = π ⊙ (g - <π, g>)``
+    (Algorithm 2, lines 4-6, in closed form; ``J`` is symmetric)."""
+
+    @staticmethod
+    def forward(ctx, theta, pi0, pi1):
+        ctx.save_for_backward(pi0, pi1)
+        ctx.theta_shape = theta.shape
+        return torch.zeros_like(pi1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        pi0, pi1 = ctx.saved_tensors
+        t1 = pi1 * grad
+        t0 = pi0 * grad
+        r1 = torch.addcmul(t1, pi1, t1.sum(-1, keepdim=True), value=-1.0)
+        r0 = torch.addcmul(t0, pi0, t0.sum(-1, keepdim=True), value=-1.0)
+        g = 2.0 * r1 - 0.5 * r0
+        shape = ctx.theta_shape
+        if g.shape != shape:  # sum over the sample dimensions theta was broadcast along
+            g = g.sum_to_size(shape)
+        return g, None, None
 
 
 class ReinMaxEstimator(relaxit_core.EstimatorBase):
