@@ -22,24 +22,13 @@ from torch.distributions.utils import lazy_property
 
 from relaxit_core.distributions import as_logits, gumbel_like
 
-__all__ = ["OneHotStraightThrough", "one_hot_argmax", "softmax_jacobian_surrogate"]
+__all__ = ["OneHotStraightThrough", "one_hot_argmax"]
 
 
 def one_hot_argmax(x: torch.Tensor) -> torch.Tensor:
     """The one-hot encoding of ``argmax(x, -1)`` in ``x``'s dtype (no gradient)."""
     index = x.argmax(-1, keepdim=True)
     return torch.zeros_like(x).scatter_(-1, index, 1.0)
-
-
-def softmax_jacobian_surrogate(pi: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """``pi * (theta - <pi, theta>)`` with ``pi`` held constant.
-
-    Its Jacobian in ``theta`` is ``diag(pi) - pi pi^T``, the Jacobian of ``softmax`` at the
-    point where it equals ``pi``: the backward pass of ``softmax(stop_gradient(log pi - theta)
-    + theta)`` (Liu et al. 2023, Algorithm 2, line 4) without computing a softmax.
-    """
-    pi = pi.detach()
-    return pi * (theta - (pi * theta).sum(-1, keepdim=True))
 
 
 class OneHotStraightThrough(TorchDistribution):
