@@ -2,9 +2,9 @@
 
 References:
     Paulus, Maddison & Krause (2021), *Rao-Blackwellizing the Straight-Through Gumbel-Softmax
-    Gradient Estimator*, ICLR — eq. (6) (ST-GS), eq. (8) and Theorem 1 (the estimator
-    ``E[∇_ST-GS | D]`` and its variance reduction), eq. (9) (the Monte Carlo version with
-    ``K`` conditional draws), Appendix / Sec. 3.2 (sampling Gumbels conditioned on the argmax).
+    Gradient Estimator*, ICLR — the Gumbel-Rao estimator ``E[∇_ST-GS | D]``, its variance
+    reduction (Theorem 1), its Monte Carlo version with ``K`` conditional draws, and the
+    sampling of Gumbels conditioned on the argmax.
     Maddison, Tarlow & Minka (2014), *A* Sampling*, NeurIPS (truncated Gumbels; the max of
     Gumbels with locations θ is ``Gumbel(logsumexp θ)`` independent of the argmax).
 """
@@ -38,7 +38,7 @@ def conditional_gumbel(logits: torch.Tensor, hard: torch.Tensor, num: int) -> to
     ``logits`` (normalised here by ``logsumexp``) and ``hard = D`` one-hot have shape
     ``[..., K]``; returns ``[num, ..., K]`` without gradient.  With ``E_j`` i.i.d. ``Exp(1)``,
     ``θ`` the normalised logits and ``p = exp(θ)``, the perturbed logits ``X = θ + G`` given
-    ``D = e_i`` are (Paulus et al. 2021, Sec. 3.2; Maddison et al. 2014):
+    ``D = e_i`` are (Paulus et al. 2021; Maddison et al. 2014):
 
     - ``X_i = -log E_i`` (the maximum is ``Gumbel(logsumexp θ) = Gumbel(0)``, independent of ``D``);
     - ``X_j = -log(E_i + E_j / p_j) = θ_j - log(E_j + E_i p_j)`` for ``j ≠ i`` (a Gumbel with
@@ -58,8 +58,8 @@ class GumbelRaoCategorical(OneHotStraightThrough):
     Forward: ``D = one_hot(argmax(θ + g))``.  Backward: the gradient of
     ``(1/M) Σ_m softmax((θ + G_m) / τ)``, ``G_1..G_M`` i.i.d. draws of the Gumbel noise
     conditioned on ``argmax(θ + G) = D`` (:func:`conditional_gumbel`), taken in ``θ`` with the
-    noise held fixed — a Monte Carlo estimate of ``E[∇_ST-GS | D]`` (Paulus et al. 2021,
-    eqs. 8-9), vectorised over the ``M = num_conditional`` draws.
+    noise held fixed — a Monte Carlo estimate of ``E[∇_ST-GS | D]`` (Paulus et al. 2021),
+    vectorised over the ``M = num_conditional`` draws.
 
     The paper writes the derivative as a total derivative through ``θ`` and ``G_m``; we hold
     the noise fixed, which is what makes the estimator the conditional expectation of ST-GS
@@ -89,7 +89,7 @@ class GumbelRaoEstimator(relaxit_core.EstimatorBase):
 
     Forward: ``D ~ Categorical(softmax(logits))``, exactly one-hot (Gumbel-max).  Backward:
     ``∂/∂θ (1/M) Σ_m softmax((θ + G_m)/τ)`` with ``G_m`` Gumbel noise drawn conditionally
-    on the sampled ``D`` (eq. 9).  Its expectation equals that of ST-GS
+    on the sampled ``D``.  Its expectation equals that of ST-GS
     (``gumbel_softmax`` with ``hard=True``) at the same ``τ``, with lower variance
     (Theorem 1); biased for the discrete objective like ST-GS.  One objective evaluation per
     sample (the ``M`` conditional draws cost only softmaxes); ``num_samples`` samples are
@@ -112,7 +112,7 @@ class GumbelRaoEstimator(relaxit_core.EstimatorBase):
     )
     reference: ClassVar[str] = (
         "Paulus, Maddison & Krause (2021), Rao-Blackwellizing the Straight-Through "
-        "Gumbel-Softmax Gradient Estimator, ICLR, eqs. 6, 8-9 and Theorem 1"
+        "Gumbel-Softmax Gradient Estimator, ICLR, the Gumbel-Rao estimator and Theorem 1"
     )
     conformance_configs = ({}, {"num_conditional": 1, "tau": 0.05})
 

@@ -2,8 +2,8 @@
 
 References:
     Liu, Zhao, Gao, Chen & Liu (2023), *Bridging Discrete and Backpropagation:
-    Straight-Through and Beyond*, NeurIPS — Algorithm 2 (ReinMax), eqs. (3)-(8) (ST as a
-    first-order approximation, ReinMax as Heun's method), Sec. 5 (the temperature τ).
+    Straight-Through and Beyond*, NeurIPS — Algorithm 2 (ReinMax); the analysis of ST as a
+    first-order (forward Euler) approximation and of ReinMax as Heun's method.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class ReinMaxEstimator(relaxit_core.EstimatorBase):
     ``J(π) = diag(π) - π πᵀ``, ``π₀ = softmax(θ)`` and ``π₁ = (D + softmax(θ / τ)) / 2``.
     It approximates ``f(e_i) - f(e_j)`` by the trapezoidal (Heun) rule instead of ST's
     forward-Euler step, so at ``τ = 1`` its expectation is exact for objectives quadratic
-    in each one-hot variable (Liu et al. 2023, Sec. 4); otherwise it is biased.
+    in each one-hot variable (Heun's rule is exact for quadratics; the tests check it); otherwise it is biased.
     One objective evaluation per sample; ``num_samples`` samples are averaged.
 
     Example:
@@ -105,7 +105,7 @@ class ReinMaxEstimator(relaxit_core.EstimatorBase):
     )
     reference: ClassVar[str] = (
         "Liu, Zhao, Gao, Chen & Liu (2023), Bridging Discrete and Backpropagation: "
-        "Straight-Through and Beyond, NeurIPS, Algorithm 2 and eqs. 3-8"
+        "Straight-Through and Beyond, NeurIPS, Algorithm 2"
     )
     conformance_configs = ({}, {"tau": 0.1})
 

@@ -7,7 +7,7 @@ References:
     the identity on the probabilities).
     For categorical variables in this form (forward ``D ~ Categorical(π)``, backward through
     ``π = softmax(θ)``): Jang, Gu & Poole (2017), ICLR, Sec. 2.2 and Fig. 1 ("ST"), and
-    Liu et al. (2023), NeurIPS, eq. (3).
+    Liu et al. (2023), NeurIPS (ST as a first-order approximation).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class StraightThroughCategoricalEstimator(relaxit_core.EstimatorBase):
     reference: ClassVar[str] = (
         "Bengio, Léonard & Courville (2013), Estimating or Propagating Gradients Through "
         "Stochastic Neurons for Conditional Computation, arXiv:1308.3432, Sec. 4; categorical "
-        "form as in Jang et al. (2017), Sec. 2.2, and Liu et al. (2023), eq. 3"
+        "form as in Jang et al. (2017), Sec. 2.2, and Liu et al. (2023)"
     )
     conformance_configs = ({},)
 
