@@ -1,0 +1,135 @@
+"""Decoupled straight-through Gumbel-softmax: separate forward and backward temperatures.
+
+References:
+    Shah, Yan, Mozer & Liu (2024), *Improving Discrete Optimisation Via Decoupled
+    Straight-Through Gumbel-Softmax*, arXiv:2410.13331 (v2: *... Decoupled Straight-Through
+    Estimator*) — the forward temperature ``τ_f`` controls the stochasticity of the forward
+    (hard) sample, i.e. exploration, and the backward temperature ``τ_b`` the dispersion of
+    the gradient over categories.
+    Jang, Gu & Poole (2017), ICLR — eq. (1) Gumbel-max, eq. (2) Gumbel-softmax, Sec. 2.2 ST-GS.
+
+What ``tau_forward`` changes
+----------------------------
+An argmax is invariant to a positive scaling, so ``argmax((θ + g)/τ_f)`` does not depend on
+``τ_f``: a forward temperature written that way has no effect at all (the bug this module
+avoids).  Here ``τ_f`` tempers the *logits* of the forward sample, as the paper's
+"forward-pass stochasticity" requires:
+
+- forward: ``D = one_hot(argmax(θ/τ_f + g))``, exactly one-hot with law
+  ``Categorical(softmax(θ/τ_f))`` — ``τ_f < 1`` sharpens it (less exploration), ``τ_f > 1``
+  flattens it; at ``τ_f = 1`` (the default) it is ``Categorical(softmax(θ))``;
+- backward: the gradient of ``softmax((θ/τ_f + g)/τ_b)``, with the same noise ``g``:
+  ST-GS at temperature ``τ_b`` for the tempered logits (it carries the chain factor ``1/τ_f``).
+
+With ``τ_f = 1`` the estimator equals ``gumbel_softmax`` with ``hard=True, tau=τ_b``.  The
+law's ``logits``/``probs``, ``log_prob`` (the PMF of the hard value), ``enumerate_support``
+and KL are those of ``Categorical(softmax(θ/τ_f))``, the law the samples actually have, and
+``estimate`` estimates the gradient of ``E_{D ~ Categorical(softmax(θ/τ_f))}[f(D)]``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field
+from torch.distributions import constraints
+
+import relaxit_core
+from relaxit_core import Capability as C
+from relaxit_core.distributions import as_logits, gumbel_like
+from relaxit_plugins._straight_through_categorical import OneHotStraightThrough, one_hot_argmax
+
+__all__ = ["DecoupledSTGumbelSoftmax", "DecoupledSTGumbelSoftmaxEstimator"]
+
+
+class DecoupledSTGumbelSoftmax(OneHotStraightThrough):
+    r"""One-hot ``Categorical(softmax(logits))`` with an ST-GS ``rsample`` at backward temperature ``temperature``.
+
+    This law takes the *forward-law* logits ``ℓ = θ / τ_f`` (the estimator divides the user's
+    logits by ``τ_f``): forward ``D = one_hot(argmax(ℓ + g))``, backward the gradient of
+    ``softmax((ℓ + g) / τ_b)``; ``rsample = D + (y_b - stop_gradient(y_b))``.
+    ``tau_forward`` is kept for the record only (it is already in ``logits``).
+
+    Example:
+        >>> d = DecoupledSTGumbelSoftmax(logits=torch.zeros(4, requires_grad=True), temperature=2.0, tau_forward=0.5)
+        >>> z = d.rsample((2,))
+        >>> z.sum(-1).tolist(), z.requires_grad
+        ([1.0, 1.0], True)
+    """
+
+    extra_attrs = ("temperature", "tau_forward")
+
+    def _surrogate(self, hard, noise):
+        return ((self.raw_logits + noise) * (1.0 / self.temperature)).softmax(-1)
+
+    def rsample(self, sample_shape=torch.Size()):
+        # as the base class, but the perturbed logits ℓ + g are formed once, with gradient
+        logits = self.raw_logits
+        x = logits + gumbel_like(self._extended_shape(torch.Size(sample_shape)), logits)
+        hard = one_hot_argmax(x.detach())
+        soft = (x * (1.0 / self.temperature)).softmax(-1)
+        return hard + (soft - soft.detach())
+
+
+class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
+    r"""Decoupled ST-GS (Shah et al. 2024): forward temperature τ_f tempers the one-hot sample's law, backward temperature τ_b the ST-GS gradient.
+
+    Forward: ``D = one_hot(argmax(θ/τ_f + g))``, exactly one-hot with law
+    ``Categorical(softmax(θ/τ_f))`` (``Categorical(softmax(θ))`` at the default ``τ_f = 1``).
+    Backward: the gradient of ``softmax((θ/τ_f + g)/τ_b)`` with the same Gumbel noise ``g``.
+    ``log_prob`` is the PMF of the hard value under ``Categorical(softmax(θ/τ_f))``.  Biased.
+    See the module docstring for why ``τ_f`` acts on the law (an argmax ignores a temperature).
+    One objective evaluation per sample; ``num_samples`` samples are averaged.
+
+    Example:
+        >>> import relaxit, torch
+        >>> est = relaxit.get("decoupled_st_gumbel_softmax", tau_forward=1.0, tau_backward=2.0)
+        >>> logits = torch.zeros(2, 5, requires_grad=True)
+        >>> out = est.estimate(lambda z: z[..., 0].sum(-1), num_samples=4, logits=logits)
+        >>> out.samples.shape, out.value.shape
+        (torch.Size([4, 2, 5]), torch.Size([]))
+    """
+
+    name: ClassVar[str] = "decoupled_st_gumbel_softmax"
+    family: ClassVar[str] = "categorical"
+    params: ClassVar[tuple[str, ...]] = ("logits", "probs")
+    capabilities: ClassVar[frozenset] = frozenset(
+        {C.RSAMPLE, C.LOG_PROB, C.HARD, C.ENUMERATE_SUPPORT, C.KL}
+    )
+    reference: ClassVar[str] = (
+        "Shah, Yan, Mozer & Liu (2024), Improving Discrete Optimisation Via Decoupled "
+        "Straight-Through Gumbel-Softmax, arXiv:2410.13331; Jang, Gu & Poole (2017), ICLR, "
+        "eqs. 1-2 and Sec. 2.2"
+    )
+    conformance_configs = ({}, {"tau_forward": 0.5, "tau_backward": 2.0})
+
+    class Config(relaxit_core.EstimatorConfig):
+        """Config of :class:`DecoupledSTGumbelSoftmaxEstimator`."""
+
+        name: Literal["decoupled_st_gumbel_softmax"] = "decoupled_st_gumbel_softmax"
+        tau_forward: float = Field(
+            1.0, gt=0, le=1e3,
+            description="Forward temperature τ_f: hard samples follow Categorical(softmax(logits/τ_f)).",
+        )
+        tau_backward: float = Field(
+            1.0, gt=0, le=1e3,
+            description="Backward temperature τ_b of the Gumbel-softmax whose gradient is used.",
+        )
+
+    def build_distribution(self, logits=None, probs=None):
+        tau_f = self.config.tau_forward
+        if tau_f != 1.0:
+            if logits is None:
+                if torch.distributions.Distribution._validate_args and not bool(constraints.simplex.check(probs).all()):
+                    raise ValueError(f"{self.name}: `probs` must lie on the simplex")
+                logits = as_logits(probs, 1)
+            logits, probs = logits / tau_f, None
+        return DecoupledSTGumbelSoftmax(
+            probs=probs, logits=logits, temperature=self.config.tau_backward, tau_forward=tau_f
+        )
+
+
+@relaxit_core.hookimpl
+def relaxit_estimators():
+    return [DecoupledSTGumbelSoftmaxEstimator]
