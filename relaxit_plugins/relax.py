@@ -38,8 +38,9 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
     discrete models, with a learned scale ``η``): ``σ_λ`` is ``sigmoid(z/λ)`` or
     ``softmax(z/λ)`` and ``r_ρ`` is a one-hidden-layer tanh network of width ``hidden``
     applied to each coordinate of ``2 σ(z) - 1`` (Bernoulli) or ``2 softmax(z) - 1``
-    (categorical) with shared weights and summed over every coordinate the objective
-    reduces — so it works for any shape.  Its output layer starts at zero, so an untrained
+    (categorical) with shared weights and averaged over every coordinate the objective
+    reduces — so it works for any shape, and its scale (hence its learning rate) does not
+    grow with the number of coordinates.  Its output layer starts at zero, so an untrained
     RELAX is REBAR with ``η = eta``, ``λ = tau``.  ``relaxation=False`` drops the
     ``η f(σ_λ(z))`` term (``c_φ = r_ρ``, as in the paper's toy problem).
 
@@ -110,12 +111,12 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
         self.b2 = torch.nn.Parameter(torch.zeros(()))
 
     def network(self, z: torch.Tensor, keep_ndim: int) -> torch.Tensor:
-        """``r_ρ(z)``: the per-coordinate network summed over all dimensions from ``keep_ndim`` on."""
+        """``r_ρ(z)``: the per-coordinate network averaged over all dimensions from ``keep_ndim`` on."""
         dt = z.dtype
         x = 2 * (torch.sigmoid(z) if self.family == "bernoulli" else z.softmax(-1)) - 1
         h = torch.tanh(x.unsqueeze(-1) * self.w1.to(dt) + self.b1.to(dt))
         r = h @ self.w2.to(dt) + self.b2.to(dt)
-        return r.sum(tuple(range(keep_ndim, r.dim()))) if r.dim() > keep_ndim else r
+        return r.mean(tuple(range(keep_ndim, r.dim()))) if r.dim() > keep_ndim else r
 
     def build_distribution(self, logits):
         return law(self.family, logits)
