@@ -109,7 +109,7 @@ def fmt(x: float) -> str:
 
 def run_variance(args):
     unbiased, relaxed = bernoulli_variants()
-    problems = [(1, t, th) for t in (0.45, 0.499) for th in args.thetas] + [(200, t, 0.0) for t in (0.45, 0.499)]
+    problems = [(1, t, th) for t in (0.45, 0.499) for th in args.thetas] + [(200, t, 0.0) for t in args.t_200]
     print("## Gradient variance of one estimate (d/dθ E[mean_i (b_i - t)^2])\n")
     print("| dim | t | θ | estimator | S | tuned | mean grad | exact | variance | ± s.e. | reference | z |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -246,10 +246,10 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if args.quick:
-        args.draws, args.draws_200, args.tune_steps, args.thetas = 20000, 200, 40, [0.0]
-        args.rounds, args.min_time, args.time_batch, args.replicas = 2, 0.02, 8, 64
+        args.draws, args.draws_200, args.tune_steps, args.thetas, args.t_200 = 10000, 100, 30, [0.0], [0.45]
+        args.rounds, args.min_time, args.time_batch, args.replicas = 1, 0.01, 8, 64
     else:
-        args.draws, args.draws_200, args.tune_steps, args.thetas = 200000, 4000, 300, [-2.0, 0.0, 2.0]
+        args.draws, args.draws_200, args.tune_steps, args.thetas, args.t_200 = 200000, 4000, 300, [-2.0, 0.0, 2.0], [0.45, 0.499]
         args.rounds, args.min_time, args.time_batch, args.replicas = 7, 0.2, 64, 256
     torch.manual_seed(args.seed)
     t0 = time.time()

@@ -26,7 +26,7 @@ def check_even(name: str, num_samples: int) -> int:
     return num_samples
 
 
-def antithetic_pairs(name: str, objective, num_samples: int, logits: torch.Tensor):
+def antithetic_pairs(name: str, objective, num_samples: int, logits: torch.Tensor, dist=None):
     """Draw ``P = num_samples / 2`` uniforms ``u`` and evaluate the objective once on
     ``[b; b̃]``, ``b = 1[u < σ(logits)]``, ``b̃ = 1[1 - u < σ(logits)]`` (both
     ``Bernoulli(σ(logits))``; written as ``logit u < logits`` and ``-logit u < logits``
@@ -41,7 +41,7 @@ def antithetic_pairs(name: str, objective, num_samples: int, logits: torch.Tenso
     b = (lu < theta).to(theta.dtype)
     b_anti = (-lu < theta).to(theta.dtype)
     samples = torch.cat([b, b_anti])
-    f = call_objective(objective, samples, pdist.Bernoulli(logits=theta), name)
+    f = call_objective(objective, samples, dist if dist is not None else pdist.Bernoulli(logits=theta), name)
     f_b, f_anti = f.split(pairs)
     return samples, f, f_b, f_anti, b, b_anti, lu
 

@@ -104,6 +104,7 @@ def relaxed_cv_estimate(
     eta: torch.Tensor | None,
     network: Callable[[torch.Tensor, int], torch.Tensor] | None,
     learned: Sequence[torch.Tensor],
+    dist=None,
 ) -> Estimate:
     """The REBAR / RELAX estimate (Grathwohl et al. 2018, eq. 8, Algorithms 1-2).
 
@@ -128,7 +129,7 @@ def relaxed_cv_estimate(
     One objective call on ``[b; σ_λ(z); σ_λ(z̃)]`` (``3S`` samples), or on ``b`` alone
     (``S`` samples) without the relaxation term.
     """
-    dist = law(family, logits)
+    dist = law(family, logits) if dist is None else dist
     theta = logits.detach().requires_grad_(True)
     wants_grad = torch.is_grad_enabled() and (logits.requires_grad or any(p.requires_grad for p in learned))
     if not wants_grad:  # nothing to differentiate: just the Monte Carlo value

@@ -71,9 +71,9 @@ class ArmEstimator(relaxit_core.EstimatorBase):
     def estimate(self, objective, *, num_samples=2, reduce="mean", **params):
         num_samples = check_even(self.name, self._check_num_samples(num_samples))
         self._check_reduce(reduce)
-        self.distribution(**params)
+        dist = self.distribution(**params)
         logits = self.check_params(params)["logits"]
-        samples, f, f_b, f_anti, _, _, lu = antithetic_pairs(self.name, objective, num_samples, logits)
+        samples, f, f_b, f_anti, _, _, lu = antithetic_pairs(self.name, objective, num_samples, logits, dist)
         u = torch.sigmoid(lu)
         diff = trail((f_anti - f_b).detach(), lu.dim())
         g_hat = (diff * (u - 0.5)).mean(0)

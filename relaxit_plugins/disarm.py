@@ -74,9 +74,9 @@ class DisarmEstimator(relaxit_core.EstimatorBase):
     def estimate(self, objective, *, num_samples=2, reduce="mean", **params):
         num_samples = check_even(self.name, self._check_num_samples(num_samples))
         self._check_reduce(reduce)
-        self.distribution(**params)
+        dist = self.distribution(**params)
         logits = self.check_params(params)["logits"]
-        samples, f, f_b, f_anti, b, b_anti, lu = antithetic_pairs(self.name, objective, num_samples, logits)
+        samples, f, f_b, f_anti, b, b_anti, lu = antithetic_pairs(self.name, objective, num_samples, logits, dist)
         theta = logits.detach()
         diff = trail((f_b - f_anti).detach(), lu.dim())
         sign = 1 - 2 * b_anti  # (-1)^{b̃}

@@ -103,13 +103,13 @@ class RebarEstimator(relaxit_core.EstimatorBase):
     def estimate(self, objective, *, num_samples=1, reduce="mean", **params):
         num_samples = self._check_num_samples(num_samples)
         self._check_reduce(reduce)
-        self.distribution(**params)  # argument checks and validation
+        dist = self.distribution(**params)  # argument checks and validation
         logits = self.check_params(params)["logits"]
         learned = [self.eta, self.log_tau] if self.config.learn else []
         return relaxed_cv_estimate(
             self.name, "bernoulli", objective, num_samples, logits,
             tau=self.log_tau.to(logits.dtype).exp(), eta=self.eta.to(logits.dtype),
-            network=None, learned=learned,
+            network=None, learned=learned, dist=dist,
         )
 
 

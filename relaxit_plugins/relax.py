@@ -124,7 +124,7 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
     def estimate(self, objective, *, num_samples=1, reduce="mean", **params):
         num_samples = self._check_num_samples(num_samples)
         self._check_reduce(reduce)
-        self.distribution(**params)  # argument checks and validation
+        dist = self.distribution(**params)  # argument checks and validation
         logits = self.check_params(params)["logits"]
         dt = logits.dtype
         relax = self.config.relaxation
@@ -134,7 +134,7 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
         return relaxed_cv_estimate(
             self.name, self.family, objective, num_samples, logits,
             tau=self.log_tau.to(dt).exp(), eta=self.eta.to(dt) if relax else None,
-            network=self.network, learned=learned,
+            network=self.network, learned=learned, dist=dist,
         )
 
 
