@@ -127,7 +127,8 @@ def relaxed_cv_estimate(
     the ``|B|`` surrogate elements so that ``surrogate.sum().backward()`` delivers it once.
 
     One objective call on ``[b; σ_λ(z); σ_λ(z̃)]`` (``3S`` samples), or on ``b`` alone
-    (``S`` samples) without the relaxation term.
+    (``S`` samples) without the relaxation term or when nothing needs a gradient (under
+    ``torch.no_grad()``, or neither ``logits`` nor a learned parameter requires one).
     """
     dist = law(family, logits) if dist is None else dist
     theta = logits.detach().requires_grad_(True)
