@@ -134,6 +134,7 @@ def run_variance(args):
             est = type(est0)(est0.config)
             tuned = tune(est, obj, dim, theta, args.tune_steps, replicas=args.replicas if dim == 1 else max(1, args.replicas // 16))
             s = est.min_num_samples
+            gradient_samples(est, obj, params, 64, num_samples=s)  # warm-up: moving averages see earlier calls
             g = gradient_samples(est, obj, params, draws_n, num_samples=s)["logits"]
             var, se, mean = variance_stats(g)
             vid = variant_id(est)
