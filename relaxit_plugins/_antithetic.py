@@ -1,0 +1,62 @@
+"""Shared pieces of ARM and DisARM: antithetic Bernoulli pairs from one uniform draw.
+
+Not a plugin (declares no estimator); :mod:`relaxit_plugins.arm` and
+:mod:`relaxit_plugins.disarm` use it.
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as pdist
+import torch
+
+from relaxit_core.distributions import logistic_like
+from relaxit_core.errors import ParameterError
+from relaxit_core.estimator import call_objective
+
+__all__ = ["antithetic_pairs", "check_even"]
+
+
+def check_even(name: str, num_samples: int) -> int:
+    """ARM and DisARM spend ``num_samples`` evaluations on ``num_samples / 2`` antithetic pairs."""
+    if num_samples % 2:
+        raise ParameterError(
+            f"{name}: num_samples counts objective evaluations, two per antithetic pair; "
+            f"it must be even, got {num_samples}"
+        )
+    return num_samples
+
+
+def antithetic_pairs(name: str, objective, num_samples: int, logits: torch.Tensor, dist=None):
+    """Draw ``P = num_samples / 2`` uniforms ``u`` and evaluate the objective once on
+    ``[b; b̃]``, ``b = 1[u < σ(logits)]``, ``b̃ = 1[1 - u < σ(logits)]`` (both
+    ``Bernoulli(σ(logits))``; written as ``logit u < logits`` and ``-logit u < logits``
+    to stay exact at large ``|logits|``).
+
+    Returns ``(samples, f, f_b, f_anti, b, b_anti, lu)`` with ``samples`` ``[2P, *batch]``,
+    ``f`` the objective ``[2P, *B]`` and ``lu = logit u`` ``[P, *batch]``.
+    """
+    pairs = num_samples // 2
+    theta = logits.detach()
+    lu = logistic_like(torch.Size((pairs,)) + theta.shape, theta)
+    b = (lu < theta).to(theta.dtype)
+    b_anti = (-lu < theta).to(theta.dtype)
+    samples = torch.cat([b, b_anti])
+    f = call_objective(objective, samples, dist if dist is not None else pdist.Bernoulli(logits=theta), name)
+    f_b, f_anti = f.split(pairs)
+    return samples, f, f_b, f_anti, b, b_anti, lu
+
+
+def trail(x: torch.Tensor, ndim: int) -> torch.Tensor:
+    """``x`` with singleton dimensions appended up to ``ndim`` dimensions."""
+    return x.reshape(x.shape + (1,) * (ndim - x.dim()))
+
+
+def attach(f: torch.Tensor, logits: torch.Tensor, g_hat: torch.Tensor) -> torch.Tensor:
+    """``mean_s f + Σ (logits - logits.detach()) ĝ`` reduced to the objective's batch shape:
+    forward value ``mean_s f``, gradient ``ĝ`` to ``logits`` and ``mean_s ∂f/∂φ`` to the
+    objective's own parameters."""
+    b_nd = f.dim() - 1
+    term = (logits - logits.detach()) * g_hat.detach()
+    if term.dim() > b_nd:
+        term = term.sum(tuple(range(b_nd, term.dim())))
+    return f.mean(0) + term

@@ -1,0 +1,90 @@
+"""DisARM: antithetic ARM with the augmentation integrated out (Bernoulli, multi-dimensional).
+
+References:
+    Dong, Mnih & Tucker (2020), *DisARM: An Antithetic Gradient Estimator for Binary Latent
+    Variables*, NeurIPS — eq. (5) (univariate) and Sec. 4, eq. (7) (multivariate DisARM).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+
+import relaxit_core
+from relaxit_core import Capability as C
+from relaxit_core.estimator import Estimate
+from relaxit_plugins._antithetic import antithetic_pairs, attach, check_even, trail
+
+__all__ = ["DisarmEstimator"]
+
+
+class DisarmEstimator(relaxit_core.EstimatorBase):
+    r"""DisARM: unbiased antithetic estimator for independent Bernoulli variables, lower variance than ARM.
+
+    With logits ``φ``, one uniform vector ``u`` and the antithetic pair
+    ``b = 1[u < σ(φ)]``, ``b̃ = 1[1 - u < σ(φ)]``, the multivariate DisARM estimate of
+    ``∂/∂φ_i E[f(b)]`` is (Dong et al. 2020, eq. 7)::
+
+        ĝ_i = 1/2 (f(b) - f(b̃)) (-1)^{b̃_i} 1[b_i != b̃_i] σ(|φ_i|)
+
+    ARM's estimate with ``u`` integrated out given the pair (Rao-Blackwellised), so its
+    variance never exceeds ARM's.  For one dimension it is ``(f(1) - f(0)) σ(|φ|) / 2``
+    when ``b != b̃`` and 0 otherwise: at ``φ = 0`` the pair always differs and the
+    estimate is exact (zero variance).
+
+    ``num_samples`` counts objective evaluations and must be even (``>= 2``): it gives
+    ``num_samples / 2`` independent pairs, evaluated in one batched objective call, and the
+    estimate is the mean of their DisARM estimates.  The returned samples are the ``b`` of
+    every pair followed by their ``b̃``; ``value`` is the mean of the objective over all of
+    them.  The law is ``Bernoulli(logits)`` (``log_prob`` is the PMF).
+
+    Example:
+        >>> import relaxit, torch
+        >>> est = relaxit.get("disarm")
+        >>> logits = torch.zeros(1, requires_grad=True)
+        >>> out = est.estimate(lambda z: (z - 0.45).pow(2).sum(-1), num_samples=2, logits=logits)
+        >>> out.surrogate.backward(); logits.grad  # exact for one dimension at φ = 0
+        tensor([0.0250])
+    """
+
+    name: ClassVar[str] = "disarm"
+    family: ClassVar[str] = "bernoulli"
+    params: ClassVar[tuple[str, ...]] = ("logits",)
+    capabilities: ClassVar[frozenset] = frozenset(
+        {C.SCORE_FUNCTION, C.LOG_PROB, C.KL, C.ENUMERATE_SUPPORT, C.UNBIASED, C.HARD}
+    )
+    reference: ClassVar[str] = (
+        "Dong, Mnih & Tucker (2020), DisARM: An Antithetic Gradient Estimator for Binary "
+        "Latent Variables, NeurIPS, eq. 5 and 7"
+    )
+    min_num_samples = 2
+    reductions: ClassVar[tuple[str, ...]] = ("mean",)
+
+    class Config(relaxit_core.EstimatorConfig):
+        """Config of :class:`DisarmEstimator` (no options)."""
+
+        name: Literal["disarm"] = "disarm"
+
+    def build_distribution(self, logits):
+        import pyro.distributions as pdist
+
+        return pdist.Bernoulli(logits=logits)
+
+    def estimate(self, objective, *, num_samples=2, reduce="mean", **params):
+        num_samples = check_even(self.name, self._check_num_samples(num_samples))
+        self._check_reduce(reduce)
+        dist = self.distribution(**params)
+        logits = self.check_params(params)["logits"]
+        samples, f, f_b, f_anti, b, b_anti, lu = antithetic_pairs(self.name, objective, num_samples, logits, dist)
+        theta = logits.detach()
+        diff = trail((f_b - f_anti).detach(), lu.dim())
+        sign = 1 - 2 * b_anti  # (-1)^{b̃}
+        g_hat = (0.5 * diff * sign * (b != b_anti).to(theta.dtype) * torch.sigmoid(theta.abs())).mean(0)
+        surrogate = attach(f, logits, g_hat)
+        return Estimate(surrogate, f.mean(0).detach(), samples)
+
+
+@relaxit_core.hookimpl
+def relaxit_estimators():
+    return [DisarmEstimator]
