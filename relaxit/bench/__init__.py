@@ -8,7 +8,7 @@ cost?"::
     relaxit bench --preset paper --workers 8          # larger models, more steps, 3 seeds
     relaxit bench --preset shi2022 --data ~/data/binarized_mnist.npz
     relaxit bench --config my_run.yaml                # the whole run from a file
-    relaxit bench --config bench-results/config.json  # reproduce a run exactly
+    relaxit bench --config bench-out/config.json  # reproduce a run exactly
 
 Tasks (:mod:`relaxit.bench.tasks`): ``toy`` and ``toy-categorical`` (the REBAR/RELAX toy
 ``E[(z - t)^2]``: bias and variance against the exact gradient by enumeration, and training
@@ -19,7 +19,7 @@ step) and ``subset`` (select k of n features; estimators of the ``subset`` famil
 Estimators are chosen from the registry by family (:mod:`relaxit.bench.selection`) and
 built with :func:`relaxit.build`: a third-party plugin is benchmarked by being installed.
 
-Outputs (``--output``, default ``bench-results/``): ``results.json`` (versions, seeds,
+Outputs (``--output``, default ``bench-out/``): ``results.json`` (versions, seeds,
 config, notes, per-run metrics, curves and timings), ``results.csv``, ``report.md``
 (tables and plots), PNG plots, and ``config.json``, the resolved config that reproduces the
 run (same seeds, same numbers on the same software and device).

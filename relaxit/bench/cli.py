@@ -62,7 +62,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, metavar="N", help="training steps of every task")
     p.add_argument("--num-samples", "-K", type=_int_list, metavar="K1,K2", help="samples per estimate() call")
     p.add_argument("--seeds", type=_int_list, metavar="S1,S2", help="seeds (one run each)")
-    p.add_argument("--output", "-o", metavar="DIR", help="output directory (default: bench-results)")
+    p.add_argument("--output", "-o", metavar="DIR", help="output directory (default: bench-out)")
     p.add_argument("--workers", "-j", type=int, metavar="N", help="parallel processes / Ray tasks (default 1)")
     p.add_argument("--backend", choices=("local", "ray"), help="local process pool (default) or Ray")
     p.add_argument("--ray-address", metavar="ADDR", help="Ray cluster address (default: start a local Ray)")

@@ -118,11 +118,11 @@ class ToyTask(_TaskBase):
     name: Literal["toy", "toy-categorical"]
     steps: int = Field(500, ge=1, description="Training steps per run.")
     lr: float = Field(0.01, gt=0, description="Adam learning rate.")
-    target: float = Field(0.499, description="The target t (0.499 in RELAX's Fig. 1, 0.45 in REBAR's).")
+    target: float = Field(0.45, description="The target t (0.45 in REBAR's Sec. 6.1, 0.499 in RELAX's Fig. 1).")
     dim: int = Field(1, ge=1, le=12, description="Number of Bernoulli variables (toy).")
     categories: int = Field(4, ge=2, le=64, description="Number of categories (toy-categorical).")
     bias_draws: int = Field(
-        4000, ge=2, description="Independent gradient estimates for bias and variance at the initial logits (0)."
+        20000, ge=2, description="Independent gradient estimates for bias and variance at the initial logits (0)."
     )
     variance_draws: int = Field(256, ge=2, description="Gradient estimates per checkpoint for the variance curve.")
 
@@ -181,7 +181,7 @@ class BenchConfig(_Frozen):
     estimators: list[str] | None = Field(
         None, description="Only estimators with these registry names (applied to automatic selection)."
     )
-    output: str = Field("bench-results", description="Output directory.")
+    output: str = Field("bench-out", description="Output directory.")
     workers: int = Field(1, ge=1, description="Parallel worker processes (local backend) or concurrent Ray tasks.")
     backend: Literal["local", "ray"] = Field("local", description="Where runs execute: a local process pool, or Ray.")
     ray_address: str | None = Field(None, description="Ray cluster address ('auto', 'ray://host:10001'); local Ray when null.")

@@ -14,9 +14,10 @@ __all__ = ["PRESETS", "preset"]
 _DEFAULT: dict[str, Any] = {
     "preset": "default",
     "seeds": [0],
+    "workers": 2,
     "tasks": [
-        {"name": "toy", "steps": 300, "num_samples": [2], "checkpoints": 6, "bias_draws": 4000},
-        {"name": "toy-categorical", "steps": 300, "num_samples": [2], "checkpoints": 6, "bias_draws": 4000},
+        {"name": "toy", "steps": 300, "num_samples": [2], "checkpoints": 6},
+        {"name": "toy-categorical", "steps": 300, "num_samples": [2], "checkpoints": 6},
         {
             "name": "vae-bernoulli",
             "steps": 500,
@@ -48,8 +49,17 @@ _PAPER: dict[str, Any] = {
     "preset": "paper",
     "seeds": [0, 1, 2],
     "tasks": [
-        {"name": "toy", "steps": 2000, "num_samples": [1, 2], "checkpoints": 20, "bias_draws": 20000},
-        {"name": "toy-categorical", "steps": 2000, "num_samples": [1, 2], "checkpoints": 20, "bias_draws": 20000},
+        {"name": "toy", "steps": 2000, "num_samples": [1, 2], "checkpoints": 20, "bias_draws": 100000},
+        {
+            "name": "toy",
+            "label": "toy-t0.499",
+            "target": 0.499,
+            "steps": 2000,
+            "num_samples": [1, 2],
+            "checkpoints": 20,
+            "bias_draws": 100000,
+        },
+        {"name": "toy-categorical", "steps": 2000, "num_samples": [1, 2], "checkpoints": 20, "bias_draws": 100000},
         {
             "name": "vae-bernoulli",
             "steps": 10000,

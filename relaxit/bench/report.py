@@ -216,11 +216,13 @@ def plot_task(results: list[dict[str, Any]], task: str, out: Path) -> list[str]:
             lo, hi = min(finals), sorted(finals)[int(0.9 * (len(finals) - 1))]
             pad = 0.05 * (hi - lo + 1e-9)
             axes[0].set_ylim(lo - pad, hi + 4 * pad)
-    axes[1].legend(fontsize=7, loc="upper right", ncol=1 if len(groups) <= 12 else 2)
+    handles, labels = axes[0].get_legend_handles_labels()
+    legend = fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                        ncol=1 if len(groups) <= 20 else 2)
     fig.suptitle(f"{task}: {title} vs step and vs wall time (mean over seeds)")
     fig.tight_layout()
     name = f"{task}_curves.png"
-    fig.savefig(out / name, dpi=110)
+    fig.savefig(out / name, dpi=110, bbox_extra_artists=(legend,), bbox_inches="tight")
     plt.close(fig)
     files.append(name)
 
@@ -234,10 +236,10 @@ def plot_task(results: list[dict[str, Any]], task: str, out: Path) -> list[str]:
     ax.set_ylabel("gradient variance")
     ax.set_title(f"{task}: gradient variance w.r.t. {what}", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="best", ncol=1 if len(groups) <= 12 else 2)
+    legend = ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=1 if len(groups) <= 20 else 2)
     fig.tight_layout()
     name = f"{task}_grad_var.png"
-    fig.savefig(out / name, dpi=110)
+    fig.savefig(out / name, dpi=110, bbox_extra_artists=(legend,), bbox_inches="tight")
     plt.close(fig)
     files.append(name)
     return files

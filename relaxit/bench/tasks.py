@@ -333,7 +333,7 @@ def run_vae(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
         curves["test_neg_elbo"].append(neg_elbo)
         curves["test_neg_iwae"].append(neg_iwae)
         curves["grad_var"].append(var)
-        curves["train_loss"].append(float(torch.stack(segment).mean()) if segment else float("nan"))
+        curves["train_loss"].append(float(torch.stack(segment).mean()) if segment else None)
         segment.clear()
 
     record(0)
@@ -359,7 +359,7 @@ def run_vae(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
             "test_neg_elbo": curves["test_neg_elbo"][-1],
             "test_neg_iwae": curves["test_neg_iwae"][-1],
             "grad_var": curves["grad_var"][-1],
-            "train_loss": curves["train_loss"][-1],
+            "train_loss": curves["train_loss"][-1],  # None when no step was taken
         },
         "curves": curves,
         "train_s": timer.total,
