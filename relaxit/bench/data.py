@@ -38,12 +38,28 @@ def load_dataset(data: str) -> tuple[np.ndarray, np.ndarray]:
 @lru_cache(maxsize=1)
 def load_digits_binary() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 digits, binarised (``pixel > 8``), fixed 1437/360 split."""
-    from sklearn.datasets import load_digits
-
-    x = (load_digits().data > 8).astype(np.float32)
+    x = (_digits_pixels() > 8).astype(np.float32)
     perm = np.random.RandomState(0).permutation(len(x))
     n_test = 360
     return x[perm[n_test:]], x[perm[:n_test]]
+
+
+def _digits_pixels() -> np.ndarray:
+    """The 1,797 x 64 pixel values of scikit-learn's bundled ``digits.csv.gz``, read
+    directly when the file is found (importing :mod:`sklearn.datasets` costs seconds), else
+    through :func:`sklearn.datasets.load_digits`; the values are the same."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            data = np.loadtxt(path, delimiter=",")
+            if data.shape == (1797, 65):
+                return data[:, :-1]
+    from sklearn.datasets import load_digits
+
+    return load_digits().data
 
 
 def _binarise(x: np.ndarray) -> np.ndarray:

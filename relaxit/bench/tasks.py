@@ -54,7 +54,10 @@ class _Timer:
 
 
 def _fork_rng(device: torch.device):
-    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.random.fork_rng(devices=[index])
+    return torch.random.fork_rng(devices=[])
 
 
 def _build(spec: dict[str, Any], device: torch.device) -> nn.Module:
