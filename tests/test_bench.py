@@ -147,6 +147,18 @@ def test_explicit_estimators_are_validated_through_the_registry():
     assert p.runs[0].estimator["family"] == "categorical"
 
 
+def test_vae_iwae_objective(tmp_path):
+    """objective='iwae' trains through estimate(reduce='logmeanexp') with the model's own
+    log-weights; relaxations without HARD samples are skipped with a note."""
+    task = {"name": "vae-bernoulli", **TINY_VAE, "latents": 4, "encoder": [8], "decoder": [8], "objective": "iwae",
+            "estimators": [{"name": "reinforce"}, {"estimator": {"name": "relaxed_bernoulli"}, "optional": True},
+                           {"name": "relaxed_bernoulli", "hard": True}]}
+    out = run({"tasks": [task], "output": str(tmp_path), "progress": False}, quiet=True)
+    assert {r["label"] for r in out["results"]} == {"reinforce", "relaxed_bernoulli(hard=true)"}
+    assert all(r["reduce"] == "logmeanexp" and not r.get("error") for r in out["results"])
+    assert any("HARD" in n for n in out["notes"])
+
+
 # ------------------------------------------------------------ data and shi2022
 def test_mnist_loader_formats(tmp_path):
     rng = np.random.RandomState(0)

@@ -219,10 +219,10 @@ def plot_task(results: list[dict[str, Any]], task: str, out: Path) -> list[str]:
     handles, labels = axes[0].get_legend_handles_labels()
     legend = fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
                         ncol=1 if len(groups) <= 20 else 2)
-    fig.suptitle(f"{task}: {title} vs step and vs wall time (mean over seeds)")
+    sup = fig.suptitle(f"{task}: {title} vs step and vs wall time (mean over seeds)")
     fig.tight_layout()
     name = f"{task}_curves.png"
-    fig.savefig(out / name, dpi=110, bbox_extra_artists=(legend,), bbox_inches="tight")
+    fig.savefig(out / name, dpi=110, bbox_extra_artists=(legend, sup), bbox_inches="tight")
     plt.close(fig)
     files.append(name)
 
@@ -256,13 +256,16 @@ def plot_bias_variance(results: list[dict[str, Any]], out: Path) -> str | None:
         return None
     fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.8), squeeze=False)
     for ax, task in zip(axes[0], tasks):
+        points: dict[tuple[float, float], list[str]] = {}
         for i, (label, rs) in enumerate(_curve_groups(results, task).items()):
             var = statistics.fmean(r["metrics"]["variance"] for r in rs)
-            bias = statistics.fmean(r["metrics"]["bias"] for r in rs)
+            bias = max(statistics.fmean(r["metrics"]["bias"] for r in rs), 1e-12)
             z = statistics.fmean(r["metrics"]["bias_z"] for r in rs)
             st = _style(i)
-            ax.scatter([var], [max(bias, 1e-12)], color=st["color"], marker="o" if z > 5 else "x", s=40)
-            ax.annotate(label, (var, max(bias, 1e-12)), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            ax.scatter([var], [bias], color=st["color"], marker="o" if z > 5 else "x", s=40)
+            points.setdefault((var, bias), []).append(label)  # identical estimates share a label
+        for (var, bias), labels in points.items():
+            ax.annotate(" = ".join(labels), (var, bias), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("gradient variance at the initial logits")

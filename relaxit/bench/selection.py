@@ -145,6 +145,8 @@ def _probe(spec: dict[str, Any], family: str, num_samples: int, task: Any) -> tu
         reduce = "mean" if wants == "elbo" else "logmeanexp"
     if reduce not in reductions:
         return f"does not support reduce={reduce!r} (supports {tuple(reductions)})", reduce
+    if reduce == "logmeanexp" and "hard" not in {str(c) for c in getattr(est, "capabilities", ())}:
+        return "the IWAE objective needs exactly discrete (HARD) samples", reduce
     minimum = getattr(est, "min_num_samples", 1)
     if num_samples < minimum:
         return f"needs num_samples >= {minimum}, the task uses K = {num_samples}", reduce
