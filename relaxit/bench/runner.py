@@ -208,12 +208,14 @@ def _execute_pool(runs, order, workers, display, results) -> None:
         futures = {pool.submit(_pool_run, asdict(runs[i])): i for i in order}
         pending = set(futures)
         while pending:
-            _drain(queue, by_id, display, 0.2)
+            # Finished runs first, so that their display slots are free for the next ones.
             for fut in [f for f in pending if f.done()]:
                 pending.discard(fut)
                 i = futures[fut]
                 results[i] = fut.result()
                 display.finish(runs[i], results[i])
+            if pending:
+                _drain(queue, by_id, display, 0.2)
 
 
 def _execute_ray(runs, order, workers, address, display, results) -> None:
@@ -235,11 +237,12 @@ def _execute_ray(runs, order, workers, address, display, results) -> None:
     pending = list(refs)
     try:
         while pending:
-            _drain(queue, by_id, display, 0.2)
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
             for ref in ready:
                 i = refs[ref]
                 results[i] = ray.get(ref)
                 display.finish(runs[i], results[i])
+            if pending:
+                _drain(queue, by_id, display, 0.2)
     finally:
         queue.shutdown()
