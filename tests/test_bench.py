@@ -83,6 +83,14 @@ def test_cli_help_lists_every_option(capsys):
         assert option in text
 
 
+def test_cli_rejects_bad_input(tmp_path, capsys):
+    assert main(["bench", "--steps", "0", "--output", str(tmp_path)]) == 2
+    assert "steps" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["bench", "--device", "cuda", "--output", str(tmp_path)]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
 def test_default_preset_selects_every_fitting_estimator():
     """The default suite trains every registered estimator whose families fit a task
     (estimators that need other arguments or more samples are skipped with a note)."""

@@ -73,6 +73,16 @@ def _as_config(config: BenchConfig | Mapping[str, Any] | str | Path) -> BenchCon
     return BenchConfig.model_validate(dict(config))
 
 
+def _check_device(device: str) -> None:
+    import torch
+
+    dev = torch.device(device)  # raises on a malformed name
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r} requested but MPS is not available")
+
+
 def plan(config: BenchConfig | Mapping[str, Any] | str | Path):
     """The resolved config, the runs and the notes of ``config`` (nothing is run)."""
     from relaxit.bench.selection import resolve
@@ -98,8 +108,10 @@ def run(
 
     stream = stream or sys.stdout
     t0 = time.perf_counter()
+    cfg0 = _as_config(config)
+    _check_device(cfg0.device)
     started = _dt.datetime.now().isoformat(timespec="seconds")
-    the_plan = plan(config)
+    the_plan = plan(cfg0)
     cfg = the_plan.config
     if not quiet:
         for note in the_plan.notes:

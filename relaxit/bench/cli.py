@@ -124,6 +124,11 @@ def _run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         print(f"relaxit bench: invalid config:\n{exc}", file=sys.stderr)
         return 2
+    try:
+        bench._check_device(cfg.device)
+    except (ValueError, RuntimeError) as exc:
+        print(f"relaxit bench: error: {exc}", file=sys.stderr)
+        return 2
     command = "relaxit " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "relaxit bench"
     if args.dry_run:
         the_plan = bench.plan(cfg)
