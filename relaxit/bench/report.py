@@ -136,7 +136,7 @@ def _text_table(header: list[str], body: list[list[str]]) -> str:
 
 
 def _md_table(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = ["| " + " | ".join(c.replace("|", "\\|") for c in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
     return "\n".join(lines)
 
@@ -250,6 +250,7 @@ def plot_bias_variance(results: list[dict[str, Any]], out: Path) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     tasks = sorted({r["task"] for r in results if kind_of(r["task_name"]) == "toy" and not r.get("error")})
     if not tasks:
@@ -268,6 +269,9 @@ def plot_bias_variance(results: list[dict[str, Any]], out: Path) -> str | None:
             ax.annotate(" = ".join(labels), (var, bias), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.margins(x=0.25, y=0.1)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("gradient variance at the initial logits")
         ax.set_ylabel("|mean estimate - exact gradient|")
         ax.set_title(f"{task}: bias vs variance (o: bias > 5 s.e., x: consistent with 0)", fontsize=9)
