@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("matplotlib")
-pytest.importorskip("sklearn")
-pytest.importorskip("tqdm")
+import importlib.util  # noqa: E402
+
+# Checked without importing, so that the DDP test's spawned processes (which import this
+# module to find their target) stay light.
+_missing = [m for m in ("matplotlib", "sklearn", "tqdm") if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(bool(_missing), reason=f"the bench extra is not installed ({_missing}): pip install 'relaxit[bench]'")
 
 import relaxit  # noqa: E402
 import relaxit_core  # noqa: E402
