@@ -92,6 +92,13 @@ def _run_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+@command
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    from relaxit.bench.cli import add_parser
+
+    add_parser(sub)
+
+
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     widths[-1] = 0

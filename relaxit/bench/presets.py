@@ -1,0 +1,135 @@
+"""Named bench configs: ``default`` (minutes on a laptop), ``paper`` (larger, several
+seeds) and ``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1).
+
+Each preset is a plain mapping, the same thing a ``--config`` file holds.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+__all__ = ["PRESETS", "preset"]
+
+_DEFAULT: dict[str, Any] = {
+    "preset": "default",
+    "seeds": [0],
+    "workers": 2,
+    "tasks": [
+        {"name": "toy", "steps": 300, "num_samples": [2], "checkpoints": 6},
+        {"name": "toy-categorical", "steps": 300, "num_samples": [2], "checkpoints": 6},
+        {
+            "name": "vae-bernoulli",
+            "steps": 400,
+            "num_samples": [2],
+            "latents": 16,
+            "encoder": [128],
+            "decoder": [128],
+            "checkpoints": 4,
+            "variance_draws": 8,
+            "eval_samples": 32,
+        },
+        {
+            "name": "vae-categorical",
+            "steps": 400,
+            "num_samples": [2],
+            "latents": 8,
+            "categories": 8,
+            "encoder": [128],
+            "decoder": [128],
+            "checkpoints": 4,
+            "variance_draws": 8,
+            "eval_samples": 32,
+        },
+        {"name": "subset", "steps": 300, "num_samples": [2], "checkpoints": 6},
+    ],
+}
+
+_PAPER: dict[str, Any] = {
+    "preset": "paper",
+    "seeds": [0, 1, 2],
+    "tasks": [
+        {"name": "toy", "steps": 2000, "num_samples": [1, 2], "checkpoints": 20, "bias_draws": 100000},
+        {
+            "name": "toy",
+            "label": "toy-t0.499",
+            "target": 0.499,
+            "steps": 2000,
+            "num_samples": [1, 2],
+            "checkpoints": 20,
+            "bias_draws": 100000,
+        },
+        {"name": "toy-categorical", "steps": 2000, "num_samples": [1, 2], "checkpoints": 20, "bias_draws": 100000},
+        {
+            "name": "vae-bernoulli",
+            "steps": 10000,
+            "num_samples": [1, 2],
+            "latents": 64,
+            "encoder": [256, 256],
+            "decoder": [256, 256],
+            "checkpoints": 20,
+            "variance_draws": 32,
+            "eval_samples": 256,
+        },
+        {
+            # Jang et al. (2017) use 20 ten-way categorical latents.
+            "name": "vae-categorical",
+            "steps": 10000,
+            "num_samples": [1, 2],
+            "latents": 20,
+            "categories": 10,
+            "encoder": [256, 256],
+            "decoder": [256, 256],
+            "checkpoints": 20,
+            "variance_draws": 32,
+            "eval_samples": 256,
+        },
+        {"name": "subset", "steps": 2000, "num_samples": [2, 4], "features": 50, "k": 5, "checkpoints": 20},
+    ],
+}
+
+_SHI2022_ESTIMATORS = [
+    {"estimator": {"name": "reinforce", "baseline": "leave_one_out"}, "label": "rloo", "optional": True},
+    {"estimator": {"name": "disarm"}, "label": "disarm", "optional": True},
+    {"estimator": {"name": "arms"}, "label": "arms", "optional": True},
+    {"estimator": {"name": "double_cv"}, "label": "double_cv", "optional": True},
+    {"estimator": {"name": "relax"}, "label": "relax", "optional": True},
+    {"estimator": {"name": "rodeo"}, "label": "rodeo", "optional": True},
+]
+
+_SHI2022: dict[str, Any] = {
+    # Shi, Zhou, Hwang, Titsias & Mackey (2022), Gradient Estimation with Discrete Stein
+    # Operators, NeurIPS, Table 1: VAE with 200 Bernoulli latents, encoder 784-200-200-200,
+    # decoder 200-200-784, batch 100, Adam 1e-3, K = 2 and 3.  On the embedded 8x8 digits the
+    # input has 64 pixels instead of 784; --data PATH trains on a local binarised MNIST.
+    "preset": "shi2022",
+    "seeds": [0, 1, 2],
+    "tasks": [
+        {
+            "name": "vae-bernoulli",
+            "steps": 5000,
+            "num_samples": [2, 3],
+            "latents": 200,
+            "encoder": [200, 200],
+            "decoder": [200],
+            "activation": "leaky_relu",
+            "batch_size": 100,
+            "lr": 1e-3,
+            "checkpoints": 10,
+            "variance_draws": 16,
+            "eval_samples": 100,
+            "test_size": 1000,
+            "estimators": _SHI2022_ESTIMATORS,
+        }
+    ],
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"default": _DEFAULT, "paper": _PAPER, "shi2022": _SHI2022}
+
+
+def preset(name: str) -> dict[str, Any]:
+    """A deep copy of the preset ``name``."""
+    try:
+        return copy.deepcopy(PRESETS[name])
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None

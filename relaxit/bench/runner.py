@@ -1,0 +1,248 @@
+"""Executing the run grid: in this process, in a local process pool, or on Ray.
+
+Runs are independent; every run fixes its own seed and torch thread count, so its numbers
+do not depend on the backend, the number of workers or the order of execution.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from relaxit.bench.selection import Run
+
+__all__ = ["execute"]
+
+
+# ----------------------------------------------------------------- progress display
+class Progress:
+    """An overall bar (steps of all runs, with ETA) and one bar per running run, on a
+    terminal; one summary line per finished run in any case (unless disabled)."""
+
+    def __init__(self, runs: list[Run], enabled: bool, stream=None):
+        from tqdm.auto import tqdm
+
+        self._tqdm = tqdm
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.bars_on = enabled and getattr(self.stream, "isatty", lambda: False)()
+        self.total_runs = len(runs)
+        self.finished = 0
+        self.overall = tqdm(
+            total=sum(r.task["steps"] for r in runs),
+            desc=f"bench: {len(runs)} runs",
+            unit="step",
+            position=0,
+            disable=not self.bars_on,
+            file=self.stream,
+            dynamic_ncols=True,
+        )
+        self.bars: dict[str, Any] = {}
+        self.steps: dict[str, int] = {}
+        self.free_slots: list[int] = []
+        self.next_slot = 1
+        self.done_ids: set[str] = set()
+
+    def start(self, run: Run) -> None:
+        if run.run_id in self.bars:
+            return
+        slot = self.free_slots.pop(0) if self.free_slots else self.next_slot
+        if slot == self.next_slot:
+            self.next_slot += 1
+        self.bars[run.run_id] = self._tqdm(
+            total=run.task["steps"],
+            desc=run.run_id,
+            unit="step",
+            position=slot,
+            leave=False,
+            disable=not self.bars_on,
+            file=self.stream,
+            dynamic_ncols=True,
+        )
+        self.bars[run.run_id].slot = slot
+        self.steps[run.run_id] = 0
+
+    def update(self, run: Run, step: int) -> None:
+        self.start(run)
+        delta = step - self.steps[run.run_id]
+        if delta > 0:
+            self.bars[run.run_id].update(delta)
+            self.overall.update(delta)
+            self.steps[run.run_id] = step
+
+    def finish(self, run: Run, result: dict[str, Any]) -> None:
+        self.update(run, run.task["steps"])
+        bar = self.bars.pop(run.run_id)
+        self.free_slots.append(bar.slot)
+        self.free_slots.sort()
+        bar.close()
+        self.finished += 1
+        self.done_ids.add(run.run_id)
+        if self.enabled:
+            self._tqdm.write(f"[{self.finished}/{self.total_runs}] {summary_line(result)}", file=self.stream)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.overall.close()
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    if result.get("error"):
+        return f"{result['run_id']}: FAILED: {result['error'].strip().splitlines()[-1]}"
+    m, t = result["metrics"], result["timing"]
+    keys = [k for k in ("test_neg_elbo", "test_neg_iwae", "exact_loss", "bias", "test_mse", "recovered", "grad_var") if k in m]
+    shown = ", ".join(f"{k} {m[k]:.4g}" for k in keys)
+    return f"{result['run_id']}: {shown}; {t['ms_per_step']:.2f} ms/step, {t['wall_s']:.1f} s"
+
+
+# --------------------------------------------------------------------- one run
+def _safe_run(run: dict[str, Any], report: Callable[[str, int], None]) -> dict[str, Any]:
+    from relaxit.bench.tasks import run_task
+
+    t0 = time.perf_counter()
+    try:
+        report("start", 0)
+        return run_task(run, lambda step: report("step", step))
+    except Exception:  # noqa: BLE001 - a failing run is reported, the others go on
+        return {
+            "run_id": run["run_id"],
+            "task": run["task_id"],
+            "task_name": run["task"]["name"],
+            "label": run["label"],
+            "estimator": run["estimator"],
+            "num_samples": run["num_samples"],
+            "seed": run["seed"],
+            "reduce": run["reduce"],
+            "error": traceback.format_exc(),
+            "timing": {"steps": run["task"]["steps"], "wall_s": time.perf_counter() - t0},
+        }
+
+
+_QUEUE = None
+
+
+def _init_worker(queue) -> None:
+    global _QUEUE
+    _QUEUE = queue
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+
+def _pool_run(run: dict[str, Any]) -> dict[str, Any]:
+    queue = _QUEUE
+    return _safe_run(run, lambda kind, step: queue.put((run["run_id"], kind, step)))
+
+
+def _ray_run(run: dict[str, Any], queue) -> dict[str, Any]:
+    def report(kind: str, step: int) -> None:
+        if queue is not None:
+            try:
+                queue.put_nowait((run["run_id"], kind, step))
+            except Exception:  # noqa: BLE001 - progress is best effort
+                pass
+
+    return _safe_run(run, report)
+
+
+# ------------------------------------------------------------------- backends
+def execute(
+    runs: list[Run],
+    *,
+    workers: int = 1,
+    backend: str = "local",
+    ray_address: str | None = None,
+    progress: bool = True,
+    stream=None,
+) -> list[dict[str, Any]]:
+    """Run every run and return the results in the order of ``runs``."""
+    order = sorted(range(len(runs)), key=lambda i: -runs[i].cost())
+    display = Progress(runs, progress, stream)
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        if backend == "ray":
+            _execute_ray(runs, order, workers, ray_address, display, results)
+        elif workers <= 1 or len(runs) <= 1:
+            for i in order:
+                run = runs[i]
+                display.start(run)
+                results[i] = _safe_run(asdict(run), lambda kind, step, run=run: display.update(run, step))
+                display.finish(run, results[i])
+        else:
+            _execute_pool(runs, order, workers, display, results)
+    finally:
+        display.close()
+    return [results[i] for i in range(len(runs))]
+
+
+def _drain(queue, by_id: dict[str, Run], display: Progress, timeout: float) -> None:
+    import queue as queue_mod
+
+    block = True
+    while True:
+        try:
+            run_id, kind, step = queue.get(block=block, timeout=timeout if block else None)
+        except (queue_mod.Empty, Exception):  # noqa: BLE001 - Ray's Empty is its own class
+            return
+        block = False
+        run = by_id.get(run_id)
+        if run is not None and run_id not in display.done_ids:
+            display.update(run, step)
+
+
+def _execute_pool(runs, order, workers, display, results) -> None:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("spawn")  # fork after torch's thread pools start is unsafe
+    queue = ctx.Queue()
+    by_id = {r.run_id: r for r in runs}
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(runs)), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+    ) as pool:
+        futures = {pool.submit(_pool_run, asdict(runs[i])): i for i in order}
+        pending = set(futures)
+        while pending:
+            # Finished runs first, so that their display slots are free for the next ones.
+            for fut in [f for f in pending if f.done()]:
+                pending.discard(fut)
+                i = futures[fut]
+                results[i] = fut.result()
+                display.finish(runs[i], results[i])
+            if pending:
+                _drain(queue, by_id, display, 0.2)
+
+
+def _execute_ray(runs, order, workers, address, display, results) -> None:
+    try:
+        import ray
+        from ray.util.queue import Queue
+    except ImportError as exc:
+        raise RuntimeError("the Ray backend needs Ray: pip install 'relaxit[ray]'") from exc
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    queue = Queue()
+    remote = ray.remote(num_cpus=1)(_ray_run)
+    by_id = {r.run_id: r for r in runs}
+    refs = {remote.remote(asdict(runs[i]), queue): i for i in order}
+    pending = list(refs)
+    try:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+            for ref in ready:
+                i = refs[ref]
+                results[i] = ray.get(ref)
+                display.finish(runs[i], results[i])
+            if pending:
+                _drain(queue, by_id, display, 0.2)
+    finally:
+        queue.shutdown()

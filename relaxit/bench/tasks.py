@@ -1,0 +1,493 @@
+"""The bench tasks: ``toy`` / ``toy-categorical``, ``vae-bernoulli`` / ``vae-categorical``
+and ``subset``.  Each trains one estimator (built with :func:`relaxit.build`) and
+returns a JSON-ready result with final metrics, curves at the checkpoints and timings.
+
+Randomness: every run starts from ``torch.manual_seed(seed)``, so runs with the same seed
+share their model initialisation (common random numbers across estimators); evaluations
+and gradient-variance probes run under :func:`torch.random.fork_rng` on a copy of the model,
+so they never change the training trajectory.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["DiscreteVAE", "run_task", "TASKS"]
+
+Progress = Callable[[int], None]
+
+
+def _checkpoints(steps: int, n: int) -> list[int]:
+    return sorted({round(i * steps / n) for i in range(n + 1)})
+
+
+class _Timer:
+    """Accumulated wall time of training steps (synchronising CUDA only at the boundaries)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.total = 0.0
+        self._t0: float | None = None
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> None:
+        self._sync()
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        self._sync()
+        if self._t0 is not None:
+            self.total += time.perf_counter() - self._t0
+            self._t0 = None
+        return self.total
+
+
+def _fork_rng(device: torch.device):
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.random.fork_rng(devices=[index])
+    return torch.random.fork_rng(devices=[])
+
+
+def _build(spec: dict[str, Any], device: torch.device) -> nn.Module:
+    import relaxit
+
+    return relaxit.build(spec).to(device)
+
+
+# --------------------------------------------------------------------------- toy
+def _toy_objective(task: dict[str, Any]) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable]:
+    t = task["target"]
+    if task["name"] == "toy":
+        def f(z: torch.Tensor) -> torch.Tensor:
+            return (z - t).pow(2).sum(-1)
+
+        def init(device):
+            return torch.zeros(task["dim"], device=device)
+    else:
+        def f(z: torch.Tensor) -> torch.Tensor:
+            c = torch.linspace(0, 1, z.shape[-1], dtype=z.dtype, device=z.device)
+            return ((z * c).sum(-1) - t).pow(2)
+
+        def init(device):
+            return torch.zeros(task["categories"], device=device)
+    return f, init
+
+
+def run_toy(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    from relaxit_core.diagnostics import exact_expectation, gradient_bias, gradient_variance
+
+    task, device = run["task"], torch.device(run["device"])
+    family = "bernoulli" if task["name"] == "toy" else "categorical"
+    K = run["num_samples"]
+    est = _build(run["estimator"], device)
+    f, init = _toy_objective(task)
+    logits = init(device).requires_grad_(True)
+
+    def exact(lg: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(exact_expectation(f, {"logits": lg.detach()}, family))
+
+    # Bias and variance at the initial logits against the exact gradient (enumeration).
+    with _fork_rng(device):
+        stats = gradient_bias(
+            copy.deepcopy(est), f, {"logits": logits.detach()}, task["bias_draws"], num_samples=K, family=family
+        )["logits"]
+    exact_grad = stats.mean - stats.bias
+    z = stats.z_scores().abs().max()
+    optimum = _toy_optimum(task)
+    opt = torch.optim.Adam([logits, *est.parameters()], lr=task["lr"])
+    timer = _Timer(device)
+    checkpoints = set(_checkpoints(task["steps"], task["checkpoints"]))
+    curves: dict[str, list[float]] = {"step": [], "time": [], "loss": [], "gap": [], "grad_var": [], "prob": []}
+
+    def record(step: int) -> None:
+        with _fork_rng(device):
+            var = gradient_variance(
+                copy.deepcopy(est), f, {"logits": logits.detach()}, task["variance_draws"], num_samples=K
+            )["logits"].total_variance
+        loss = exact(logits)
+        curves["step"].append(step)
+        curves["time"].append(timer.total)
+        curves["loss"].append(loss)
+        curves["gap"].append(loss - optimum)
+        curves["grad_var"].append(float(var))
+        curves["prob"].append(float(_toy_prob(logits.detach(), family)))
+
+    record(0)
+    for step in range(1, task["steps"] + 1):
+        timer.start()
+        out = est.estimate(f, num_samples=K, logits=logits)
+        opt.zero_grad(set_to_none=True)
+        out.surrogate.sum().backward()
+        opt.step()
+        timer.stop()
+        if step in checkpoints:
+            record(step)
+            progress(step)
+    return {
+        "metrics": {
+            "exact_loss": curves["loss"][-1],
+            "loss_gap": curves["gap"][-1],
+            "final_prob": curves["prob"][-1],
+            "bias": float(stats.bias.norm()),
+            "bias_z": float(z),
+            "relative_bias": float(stats.bias.norm() / exact_grad.norm().clamp_min(1e-30)),
+            "variance": float(stats.total_variance),
+            "exact_grad_norm": float(exact_grad.norm()),
+            "grad_var": curves["grad_var"][-1],
+        },
+        "curves": curves,
+        "train_s": timer.total,
+    }
+
+
+def _toy_optimum(task: dict[str, Any]) -> float:
+    t = task["target"]
+    if task["name"] == "toy":
+        return task["dim"] * min(t * t, (1 - t) ** 2)
+    c = torch.linspace(0, 1, task["categories"], dtype=torch.float64)
+    return float(((c - t) ** 2).min())
+
+
+def _toy_prob(logits: torch.Tensor, family: str) -> torch.Tensor:
+    """Probability of the better value: z = 0 (bernoulli, mean over variables) or of
+    the best category."""
+    if family == "bernoulli":
+        return torch.sigmoid(-logits).mean()
+    return logits.softmax(-1).max()
+
+
+# --------------------------------------------------------------------------- VAE
+def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    act = {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2), "tanh": nn.Tanh}[activation]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+class DiscreteVAE(nn.Module):
+    """A VAE with ``latents`` Bernoulli or one-hot categorical latents whose encoder gradient
+    comes from a relaxit estimator (a submodule, so its own parameters and buffers train and
+    synchronise with the model, e.g. under ``DistributedDataParallel``).
+
+    ``forward(x)`` returns the training loss (a scalar):
+
+    - ``reduce="mean"``: ``E_q[-log p(x|z)]`` through ``estimator.estimate`` plus the
+      analytic ``KL(q(z|x) || p(z))`` of the discrete laws (uniform prior), i.e. the
+      negative ELBO;
+    - ``reduce="logmeanexp"``: minus the ``K``-sample importance-weighted bound, with
+      log-weights ``log p(x|z) + log p(z) - log q(z|x)`` of the discrete laws.
+    """
+
+    def __init__(
+        self,
+        estimator: nn.Module,
+        x_dim: int,
+        latents: int,
+        categories: int | None = None,
+        encoder: tuple[int, ...] = (128,),
+        decoder: tuple[int, ...] = (128,),
+        activation: str = "leaky_relu",
+        num_samples: int = 1,
+        reduce: str = "mean",
+        train_mean: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.estimator = estimator
+        self.latents, self.categories = latents, categories
+        self.num_samples, self.reduce = num_samples, reduce
+        width = latents * (categories or 1)
+        self.encoder = _mlp([x_dim, *encoder, width], activation)
+        self.decoder = _mlp([width, *decoder, x_dim], activation)
+        if train_mean is not None:  # decoder output bias at the data's log-odds
+            with torch.no_grad():
+                self.decoder[-1].bias.copy_(torch.logit(train_mean.clamp(1e-3, 1 - 1e-3)))
+
+    @property
+    def family(self) -> str:
+        return "bernoulli" if self.categories is None else "categorical"
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.encoder(x)
+        return logits if self.categories is None else logits.view(*x.shape[:-1], self.latents, self.categories)
+
+    def log_lik(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x|z)``, shape ``[S, B]``."""
+        h = z if self.categories is None else z.flatten(-2)
+        logits = self.decoder(h)
+        return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+
+    def kl(self, logits: torch.Tensor) -> torch.Tensor:
+        """``KL(q(z|x) || p(z))`` of the discrete laws, uniform prior; shape ``[B]``."""
+        if self.categories is None:
+            q = torch.sigmoid(logits)
+            kl = q * F.logsigmoid(logits) + (1 - q) * F.logsigmoid(-logits) + math.log(2)
+            return kl.sum(-1)
+        logq = logits.log_softmax(-1)
+        return (logq.exp() * logq).sum(-1).add(math.log(self.categories)).sum(-1)
+
+    def discrete_law(self, logits: torch.Tensor):
+        from relaxit_core.diagnostics import family_law
+
+        return family_law(self.family, {"logits": logits})
+
+    def log_weights(self, z: torch.Tensor, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """``log p(x|z) + log p(z) - log q(z|x)`` with the discrete laws, shape ``[S, B]``."""
+        log_prior = -self.latents * math.log(self.categories or 2)
+        log_q = self.discrete_law(logits).log_prob(z).sum(-1)
+        return self.log_lik(z, x) + log_prior - log_q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.encode(x)
+        if self.reduce == "mean":
+            out = self.estimator.estimate(lambda z: -self.log_lik(z, x), num_samples=self.num_samples, logits=logits)
+            return (out.surrogate + self.kl(logits)).mean()
+        out = self.estimator.estimate(
+            lambda z: self.log_weights(z, x, logits),
+            num_samples=self.num_samples,
+            reduce="logmeanexp",
+            logits=logits,
+        )
+        return -out.surrogate.mean()
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, num_samples: int, chunk: int = 500) -> tuple[float, float]:
+        """Test ``(-ELBO, -IWAE bound)`` per example (nats), with samples of the discrete laws."""
+        neg_elbo = neg_iwae = 0.0
+        for xb in x.split(chunk):
+            logits = self.encode(xb)
+            z = self.discrete_law(logits).sample((num_samples,))
+            ll = self.log_lik(z, xb)
+            neg_elbo += float((self.kl(logits) - ll.mean(0)).sum())
+            logw = self.log_weights(z, xb, logits)
+            neg_iwae -= float((logw.logsumexp(0) - math.log(num_samples)).sum())
+        return neg_elbo / len(x), neg_iwae / len(x)
+
+
+def _encoder_grad_variance(model: DiscreteVAE, x: torch.Tensor, draws: int) -> float:
+    """Mean over encoder parameters of the variance of ``draws`` independent gradient
+    estimates of the loss on the batch ``x`` (a copy of the model; its estimator state is
+    discarded)."""
+    probe = copy.deepcopy(model)
+    params = list(probe.encoder.parameters())
+    grads = []
+    for _ in range(draws):
+        loss = probe(x)
+        g = torch.autograd.grad(loss, params, allow_unused=True)
+        grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).flatten() for gi, p in zip(g, params)]))
+    return float(torch.stack(grads).var(0, unbiased=True).mean())
+
+
+def run_vae(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    from relaxit.bench.data import load_dataset
+
+    task, device = run["task"], torch.device(run["device"])
+    train_np, test_np = load_dataset(task["data"])
+    train = torch.as_tensor(train_np, device=device)
+    test = torch.as_tensor(test_np, device=device)
+    if task.get("test_size"):
+        test = test[: task["test_size"]]
+    categories = task["categories"] if task["name"] == "vae-categorical" else None
+    est = _build(run["estimator"], device)
+    model = DiscreteVAE(
+        est,
+        x_dim=train.shape[1],
+        latents=task["latents"],
+        categories=categories,
+        encoder=tuple(task["encoder"]),
+        decoder=tuple(task["decoder"]),
+        activation=task["activation"],
+        num_samples=run["num_samples"],
+        reduce=run["reduce"],
+        train_mean=train.mean(0),
+    ).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=task["lr"])
+    gen = torch.Generator(device="cpu").manual_seed(run["seed"])
+    bs = min(task["batch_size"], len(train))
+    probe_x = train[:bs]
+    timer = _Timer(device)
+    checkpoints = set(_checkpoints(task["steps"], task["checkpoints"]))
+    curves: dict[str, list[float]] = {
+        "step": [], "time": [], "test_neg_elbo": [], "test_neg_iwae": [], "grad_var": [], "train_loss": []
+    }
+    segment: list[torch.Tensor] = []
+
+    def record(step: int) -> None:
+        with _fork_rng(device):
+            neg_elbo, neg_iwae = model.evaluate(test, task["eval_samples"])
+            var = _encoder_grad_variance(model, probe_x, task["variance_draws"])
+        curves["step"].append(step)
+        curves["time"].append(timer.total)
+        curves["test_neg_elbo"].append(neg_elbo)
+        curves["test_neg_iwae"].append(neg_iwae)
+        curves["grad_var"].append(var)
+        curves["train_loss"].append(float(torch.stack(segment).mean()) if segment else None)
+        segment.clear()
+
+    record(0)
+    perm = torch.randperm(len(train), generator=gen).to(device)
+    pos = 0
+    for step in range(1, task["steps"] + 1):
+        if pos + bs > len(train):
+            perm, pos = torch.randperm(len(train), generator=gen).to(device), 0
+        x = train[perm[pos: pos + bs]]
+        pos += bs
+        timer.start()
+        loss = model(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        timer.stop()
+        segment.append(loss.detach())
+        if step in checkpoints:
+            record(step)
+            progress(step)
+    return {
+        "metrics": {
+            "test_neg_elbo": curves["test_neg_elbo"][-1],
+            "test_neg_iwae": curves["test_neg_iwae"][-1],
+            "grad_var": curves["grad_var"][-1],
+            "train_loss": curves["train_loss"][-1],  # None when no step was taken
+        },
+        "curves": curves,
+        "train_s": timer.total,
+    }
+
+
+# ------------------------------------------------------------------------- subset
+def _subset_data(task: dict[str, Any], device: torch.device):
+    """Generated regression data (fixed by the task config, not by the run seed): ``k`` of
+    ``features`` standard-normal features carry weights of random sign and size 1..2."""
+    g = torch.Generator().manual_seed(12345)
+    n, k, N = task["features"], task["k"], task["train_size"]
+    truth = torch.randperm(n, generator=g)[:k]
+    w = torch.zeros(n)
+    w[truth] = (1 + torch.rand(k, generator=g)) * torch.where(torch.rand(k, generator=g) < 0.5, -1.0, 1.0)
+    x = torch.randn(2 * N, n, generator=g)
+    y = x @ w + task["noise"] * torch.randn(2 * N, generator=g)
+    return x[:N].to(device), y[:N].to(device), x[N:].to(device), y[N:].to(device), truth.to(device)
+
+
+def run_subset(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    from relaxit_core.diagnostics import gradient_variance
+
+    task, device = run["task"], torch.device(run["device"])
+    K = run["num_samples"]
+    x, y, x_test, y_test, truth = _subset_data(task, device)
+    est = _build(run["estimator"], device)
+    logits = torch.zeros(task["features"], device=device, requires_grad=True)
+    weights = torch.zeros(task["features"], device=device, requires_grad=True)
+    opt = torch.optim.Adam([logits, weights, *est.parameters()], lr=task["lr"])
+
+    def f(z: torch.Tensor) -> torch.Tensor:
+        pred = torch.einsum("...n,bn->...b", z * weights, x)
+        return (pred - y).pow(2).mean(-1)
+
+    def f_detached(z: torch.Tensor) -> torch.Tensor:
+        pred = torch.einsum("...n,bn->...b", z * weights.detach(), x)
+        return (pred - y).pow(2).mean(-1)
+
+    def test_mse() -> tuple[float, float]:
+        with torch.no_grad():
+            chosen = logits.topk(task["k"]).indices
+            mask = torch.zeros_like(logits).scatter_(0, chosen, 1.0)
+            mse = float((x_test @ (mask * weights) - y_test).pow(2).mean())
+            recovered = float(torch.isin(chosen, truth).float().mean())
+        return mse, recovered
+
+    timer = _Timer(device)
+    checkpoints = set(_checkpoints(task["steps"], task["checkpoints"]))
+    curves: dict[str, list[float]] = {"step": [], "time": [], "test_mse": [], "recovered": [], "grad_var": []}
+
+    def record(step: int) -> None:
+        with _fork_rng(device):
+            var = gradient_variance(
+                copy.deepcopy(est), f_detached, {"logits": logits.detach()}, task["variance_draws"], num_samples=K
+            )["logits"].total_variance
+        mse, recovered = test_mse()
+        curves["step"].append(step)
+        curves["time"].append(timer.total)
+        curves["test_mse"].append(mse)
+        curves["recovered"].append(recovered)
+        curves["grad_var"].append(float(var))
+
+    record(0)
+    for step in range(1, task["steps"] + 1):
+        timer.start()
+        out = est.estimate(f, num_samples=K, logits=logits)
+        opt.zero_grad(set_to_none=True)
+        out.surrogate.sum().backward()
+        opt.step()
+        timer.stop()
+        if step in checkpoints:
+            record(step)
+            progress(step)
+    return {
+        "metrics": {
+            "test_mse": curves["test_mse"][-1],
+            "recovered": curves["recovered"][-1],
+            "grad_var": curves["grad_var"][-1],
+        },
+        "curves": curves,
+        "train_s": timer.total,
+    }
+
+
+TASKS: dict[str, Callable[[dict[str, Any], Progress], dict[str, Any]]] = {
+    "toy": run_toy,
+    "toy-categorical": run_toy,
+    "vae-bernoulli": run_vae,
+    "vae-categorical": run_vae,
+    "subset": run_subset,
+}
+
+
+def run_task(run: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
+    """Execute one run (a :class:`relaxit.bench.selection.Run` as a dict) and return its
+    JSON-ready result."""
+    import random
+
+    import numpy as np
+
+    progress = progress or (lambda step: None)
+    torch.set_num_threads(run["threads"])
+    torch.manual_seed(run["seed"])
+    random.seed(run["seed"])
+    np.random.seed(run["seed"] % 2**32)
+    t0 = time.perf_counter()
+    out = TASKS[run["task"]["name"]](run, progress)
+    wall = time.perf_counter() - t0
+    steps = run["task"]["steps"]
+    return {
+        "run_id": run["run_id"],
+        "task": run["task_id"],
+        "task_name": run["task"]["name"],
+        "label": run["label"],
+        "estimator": run["estimator"],
+        "num_samples": run["num_samples"],
+        "seed": run["seed"],
+        "reduce": run["reduce"],
+        "metrics": out["metrics"],
+        "curves": out["curves"],
+        "timing": {
+            "steps": steps,
+            "train_s": out["train_s"],
+            "ms_per_step": 1000 * out["train_s"] / steps,
+            "wall_s": wall,
+        },
+    }
