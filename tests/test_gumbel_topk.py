@@ -189,3 +189,12 @@ def test_k_larger_than_n_is_an_error():
     est = relaxit.get("gumbel_topk", k=5)
     with pytest.raises(ValueError):
         est.distribution(logits=torch.zeros(3))
+
+
+def test_feature_selection_example_recovers_the_informative_features():
+    import pathlib
+    import runpy
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "feature_selection.py"
+    main = runpy.run_path(str(path))["main"]
+    assert main(["--steps", "300"]) == 0
