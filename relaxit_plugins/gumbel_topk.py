@@ -1,0 +1,460 @@
+r"""Gumbel top-k: k-subsets drawn without replacement, relaxed to soft k-hot vectors.
+
+The discrete law.  Perturb the logits with i.i.d. standard Gumbel noise, ``s = logits + g``,
+and keep the ``k`` largest: the indices, in decreasing order of ``s``, are ``k`` draws
+*without replacement* from ``softmax(logits)`` (Kool, van Hoof & Welling 2019, *Stochastic
+Beams and Where to Find Them*, ICML, Sec. 2 and eq. 3; Vieira 2014).  The k-hot vector of
+those indices is therefore the unordered set ``S`` of a Plackett–Luce ordering, with
+
+.. math::
+    P(S) = \sum_{\sigma \in \mathrm{perm}(S)} \prod_{j=1}^{k}
+           \frac{p_{\sigma_j}}{1 - \sum_{l < j} p_{\sigma_l}}
+         = \prod_{i \in S} p_i \sum_{\sigma} \prod_{j=1}^{k}
+           \frac{1}{\bar p + \sum_{l \ge j} p_{\sigma_l}},
+    \qquad \bar p = \sum_{i \notin S} p_i .
+
+The relaxation.  Xie & Ermon (2019, *Reparameterizable Subset Sampling via Continuous
+Relaxations*, IJCAI, Sec. 3.2, eqs. 6–7) relax the top-k of ``s`` by ``k`` successive
+softmaxes, a loop over ``k``.  We use the k-independent relaxation of the same top-k
+operator: a temperature-smoothed threshold,
+
+.. math::
+    y_i = \sigma\!\left(\frac{s_i}{\tau} - \nu\right), \qquad
+    \nu \text{ such that } \sum_i y_i = k ,
+
+the entropy-regularised top-k (the limited multi-label projection of Amos, Xu & Kolter
+2019, *The Limited Multi-Label Projection Layer*, eqs. 2–4: ``y = argmax <s/τ, y> + H_b(y)``
+over ``{0 ≤ y ≤ 1, Σ y = k}``).  Like Xie & Ermon's, ``y`` lies in the convex hull of the
+k-hot vectors (``0 ≤ y_i ≤ 1``, ``Σ y = k``) and tends to the k-hot top-k of ``s`` as
+``τ → 0``.  ``ν`` is found by safeguarded Newton steps (a fixed number, no host sync) from
+a closed-form start, and its gradient comes from the implicit function theorem
+(Amos et al. 2019, Sec. 3): ``dν/dx_j = σ'_j / Σ_i σ'_i``.  Cost: one ``topk`` and a
+fixed number of elementwise passes, independent of ``k``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from functools import lru_cache
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import Field
+from pyro.distributions import TorchDistribution
+from torch.distributions import constraints
+from torch.autograd.function import once_differentiable
+from torch.distributions.utils import lazy_property
+
+import relaxit_core
+from relaxit_core import Capability as C
+from relaxit_core.distributions import as_logits, gumbel_like
+from relaxit_core.errors import ParameterError
+from relaxit_core.surrogate import straight_through
+
+__all__ = [
+    "GumbelTopK",
+    "StraightThroughGumbelTopK",
+    "GumbelTopKEstimator",
+    "relaxed_topk",
+    "hard_topk",
+    "k_hot",
+    "relaxed_k_hot",
+    "MAX_LOG_PROB_K",
+]
+
+MAX_LOG_PROB_K = 7
+"""The largest ``k`` for which the hard law claims ``log_prob``: it sums ``k!`` orderings."""
+
+NEWTON_STEPS = 6
+"""Safeguarded Newton steps of the threshold solver (tested to reach the rounding level of
+the dtype from the closed-form start over temperatures, k and n; see the tests)."""
+
+
+# ----------------------------------------------------------------------------- constraints
+class _KHot(constraints.Constraint):
+    """Vectors in ``{0, 1}^n`` with exactly ``k`` ones."""
+
+    is_discrete = True
+    event_dim = 1
+
+    def __init__(self, k: int):
+        self.k = k
+        super().__init__()
+
+    def check(self, value):
+        binary = (value == 0) | (value == 1)
+        return binary.all(-1) & (value.sum(-1) == self.k)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(k={self.k})"
+
+
+class _RelaxedKHot(constraints.Constraint):
+    """The convex hull of the k-hot vectors: ``0 <= y_i <= 1`` and ``sum y = k`` (up to rounding)."""
+
+    event_dim = 1
+
+    def __init__(self, k: int):
+        self.k = k
+        super().__init__()
+
+    def check(self, value):
+        n = value.shape[-1]
+        tol = max(1e-3, 32 * n * torch.finfo(value.dtype).eps) * max(1, self.k)
+        inside = ((value >= 0) & (value <= 1)).all(-1)
+        return inside & ((value.sum(-1) - self.k).abs() <= tol)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(k={self.k})"
+
+
+k_hot = _KHot
+relaxed_k_hot = _RelaxedKHot
+
+
+# ------------------------------------------------------------------------------- operators
+def hard_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-hot vector of the ``k`` largest entries of ``scores`` along the last dimension
+    (exactly ``k`` ones, ties broken by ``torch.topk``); no gradient."""
+    index = scores.detach().topk(k, dim=-1, sorted=False).indices
+    return torch.zeros_like(scores).scatter_(-1, index, 1.0)
+
+
+def _solve_threshold(x: torch.Tensor, k: int, steps: int):
+    """Solve ``Σ_i σ(x_i - ν) = k`` for ``ν`` (``x`` detached, ``1 <= k < n``).
+
+    Returns ``ν`` (shape ``x.shape[:-1] + (1,)``), the indices of the top ``k`` entries of
+    ``x`` and ``sgn`` (``-1`` on those entries, ``+1`` elsewhere).  The residual is evaluated
+    as ``Σ_rest σ(z_i) - Σ_top σ(-z_i)``, ``z = x - ν``, so that saturated entries add
+    small terms with full relative precision instead of ones and zeros.
+
+    Method: a bracket ``[lo, hi]`` that always holds the root, a closed-form start, and
+    safeguarded Newton steps (a fixed number, no host sync).  Each step takes the longer of
+    two steps that both point to the root: Newton on the convex ``Σ_i e^{x_i}/(e^{x_i}+t) - k``
+    in ``t = e^{±ν}`` (monotone, never past the root) and Newton on ``log Σ_i σ(z_i) = log k``
+    (resp. on the complement ``log Σ_i σ(-z_i) = log(n - k)``), exact where the sum is a
+    single exponential; the result is clamped to the bracket, which shrinks at every step.
+    """
+    n = x.shape[-1]
+    vals, idx = x.topk(k + 1, dim=-1)  # sorted, largest first
+    idx = idx[..., :k]
+    xk, xk1 = vals[..., k - 1: k], vals[..., k: k + 1]
+    sgn = torch.ones_like(x).scatter_(-1, idx, -1.0)
+    # Bracket.  σ(z) <= e^z gives Σσ <= k at ν = LSE(x) - log k; σ(-z) <= e^{-z} gives
+    # Σσ >= k at ν = log(n-k) - LSE(-x).  Counting: Σσ <= k at x_(k) + log(n-k), >= k at x_(k+1) - log k.
+    hi = torch.minimum(xk + math.log(n - k), x.logsumexp(-1, keepdim=True) - math.log(k))
+    lo = torch.maximum(xk1 - math.log(k), math.log(n - k) - (-x).logsumexp(-1, keepdim=True))
+    # Closed-form start, exact when the top k are far above ν and the rest far below:
+    # Σ_rest e^{x_i - ν} = Σ_top e^{ν - x_i}  =>  ν = (LSE_rest(x) - LSE_top(-x)) / 2.
+    lse_top = (-vals[..., :k]).logsumexp(-1, keepdim=True)
+    lse_rest = x.masked_fill(sgn < 0, float("-inf")).logsumexp(-1, keepdim=True)
+    nu = torch.minimum(torch.maximum(0.5 * (lse_rest - lse_top), lo), hi)
+    sx = sgn * x
+    tiny = torch.finfo(x.dtype).tiny
+    for _ in range(steps):  # a fixed count: no data-dependent host sync
+        a = torch.sigmoid(torch.addcmul(sx, sgn, nu, value=-1.0))  # σ(z) off the top, σ(-z) on it
+        f = torch.linalg.vecdot(sgn, a).unsqueeze(-1)  # Σ_i σ(z_i) - k; f > 0: ν below the root
+        slope = (a.sum(-1) - torch.linalg.vecdot(a, a)).unsqueeze(-1).clamp_min(tiny)  # -df/dν
+        lo = torch.where(f >= 0, nu, lo)
+        hi = torch.where(f <= 0, nu, hi)
+        safe = f.sign() * (f.abs() / slope).log1p()
+        s_in, s_out = k + f, (n - k) - f  # Σσ(z) and Σσ(-z)
+        log_step = torch.where(f > 0, (f / k).log1p() * s_in, -(-f / (n - k)).log1p() * s_out) / slope
+        step = torch.where(log_step.abs() > safe.abs(), log_step, safe)
+        nu = torch.minimum(torch.maximum(nu + step, lo), hi)
+    return nu, idx, sgn
+
+
+class _RelaxedTopK(torch.autograd.Function):
+    """``y = σ(x - ν(x))`` with the implicit-function gradient ``dν/dx_j = σ'_j / Σ_i σ'_i``."""
+
+    @staticmethod
+    def forward(ctx, x, k, steps):
+        nu, idx, sgn = _solve_threshold(x, k, steps)
+        z = x - nu
+        a = torch.sigmoid(sgn * z)
+        d = a - a * a  # σ'(z), accurate where saturated
+        ctx.save_for_backward(d)
+        ctx.mark_non_differentiable(idx)
+        return torch.sigmoid(z), idx
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, grad_idx):
+        (d,) = ctx.saved_tensors
+        gd = grad_y * d
+        total = d.sum(-1, keepdim=True).clamp_min(torch.finfo(d.dtype).tiny)
+        return gd - d * (gd.sum(-1, keepdim=True) / total), None, None
+
+
+def _relaxed_topk(scores: torch.Tensor, k: int, tau: float, steps: int = NEWTON_STEPS):
+    """``(soft, top_k_indices)``: the soft k-hot of :func:`relaxed_topk` and the indices of the hard top k."""
+    n = scores.shape[-1]
+    if not 1 <= k <= n:
+        raise ValueError(f"relaxed_topk: need 1 <= k <= n, got k={k}, n={n}")
+    x = scores / tau
+    if k == n:
+        idx = torch.arange(n, device=x.device).expand(x.shape)
+        return torch.ones_like(x) + 0 * x, idx
+    return _RelaxedTopK.apply(x, k, steps)
+
+
+def relaxed_topk(scores: torch.Tensor, k: int, tau: float = 1.0, *, steps: int = NEWTON_STEPS) -> torch.Tensor:
+    r"""The soft k-hot vector ``y_i = σ(s_i/τ - ν)`` with ``Σ_i y_i = k`` (see the module docstring).
+
+    Differentiable in ``scores``: the gradient of ``ν`` is that of the exact root (implicit
+    function theorem), so ``dy_i/ds_j = σ'_i (δ_ij - σ'_j / Σ_l σ'_l) / τ`` (first order only).
+
+    Example:
+        >>> y = relaxed_topk(torch.tensor([3.0, 1.0, 0.0, -2.0]), k=2, tau=0.5)
+        >>> round(y.sum().item(), 5), y.argsort(descending=True)[:2].tolist()
+        (2.0, [0, 1])
+    """
+    return _relaxed_topk(scores, k, tau, steps)[0]
+
+
+@lru_cache(maxsize=None)
+def _permutations(k: int) -> tuple[tuple[int, ...], ...]:
+    return tuple(itertools.permutations(range(k)))
+
+
+def set_log_prob(logits: torch.Tensor, value: torch.Tensor, k: int) -> torch.Tensor:
+    r"""``log P(S)``: the probability that ``k`` draws without replacement from
+    ``softmax(logits)`` give the set ``S`` of the k-hot ``value`` (in any order).
+
+    Exact: sums the Plackett–Luce probabilities of the ``k!`` orderings of ``S`` in log
+    space (module docstring), so its cost is ``O(k! k)`` per set.
+    """
+    logits, value = torch.broadcast_tensors(logits - logits.logsumexp(-1, keepdim=True), value)
+    in_set = value > 0.5
+    index = value.detach().topk(k, dim=-1).indices  # the k members, in any order (the sum is symmetric)
+    log_p = logits.gather(-1, index)  # [..., k]
+    neg_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+    log_rest = torch.where(in_set, neg_inf, logits).logsumexp(-1)  # log p̄
+    perms = torch.tensor(_permutations(k), device=logits.device)  # [k!, k]
+    ordered = log_p[..., perms]  # [..., k!, k]
+    # log of the remaining mass before each draw: p̄ + Σ_{l >= j} p_{σ_l}
+    suffix = ordered.flip(-1).logcumsumexp(-1).flip(-1)
+    log_den = torch.logaddexp(suffix, log_rest[..., None, None])
+    return log_p.sum(-1) + (-log_den.sum(-1)).logsumexp(-1)
+
+
+# -------------------------------------------------------------------------------- the laws
+class GumbelTopK(TorchDistribution):
+    r"""Soft k-hot relaxation of ``k`` draws without replacement from ``softmax(logits)``.
+
+    ``rsample``: ``y = relaxed_topk(logits + g, k, τ)``, ``g`` i.i.d. Gumbel (module
+    docstring); ``0 ≤ y_i ≤ 1``, ``Σ y = k``.  ``sample`` returns the same relaxed sample
+    without gradient.
+
+    No ``log_prob``: the density of the soft sample on the ``(n-1)``-dimensional slice
+    ``{Σ y = k}`` has no tractable form, so this law serves ``rsample`` and ``estimate()``
+    but cannot be a latent site of a Pyro ELBO (use :class:`StraightThroughGumbelTopK`,
+    whose ``log_prob`` is the PMF of the hard set, or score the hard set yourself).
+
+    Args:
+        logits: ``[..., n]`` unnormalised log-probabilities, or
+        probs: ``[..., n]`` probabilities on the simplex (converted with ``log``, never
+            used as logits).
+        k: subset size, ``1 <= k <= n``.
+        temperature: ``τ > 0``.
+
+    Example:
+        >>> d = GumbelTopK(logits=torch.zeros(2, 6), k=3, temperature=0.5)
+        >>> y = d.rsample((4,))
+        >>> y.shape, bool(torch.allclose(y.sum(-1), torch.tensor(3.0)))
+        (torch.Size([4, 2, 6]), True)
+    """
+
+    arg_constraints = {"probs": constraints.simplex, "logits": constraints.independent(constraints.real, 1)}
+    has_rsample = True
+
+    def __init__(self, probs=None, logits=None, *, k: int, temperature: float = 1.0, validate_args=None):
+        if (probs is None) == (logits is None):
+            raise ValueError(f"{type(self).__name__}: give exactly one of `probs` or `logits`")
+        param = probs if probs is not None else logits
+        if param.dim() < 1:
+            raise ValueError(f"{type(self).__name__}: `logits`/`probs` need a last dimension of items")
+        n = param.shape[-1]
+        if not 1 <= int(k) <= n:
+            raise ValueError(f"{type(self).__name__}: need 1 <= k <= n, got k={k} with n={n} items")
+        if probs is not None:
+            self.probs = probs
+        else:
+            self.logits = logits - logits.logsumexp(-1, keepdim=True)
+        self._param = param
+        self.k = int(k)
+        self.temperature = float(temperature)
+        super().__init__(param.shape[:-1], param.shape[-1:], validate_args=validate_args)
+
+    @lazy_property
+    def logits(self):
+        return as_logits(self.probs, 1)
+
+    @lazy_property
+    def probs(self):
+        return self.logits.softmax(-1)
+
+    @constraints.dependent_property(is_discrete=False, event_dim=1)
+    def support(self):
+        return _RelaxedKHot(self.k)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(type(self), _instance)
+        batch_shape = torch.Size(batch_shape)
+        shape = batch_shape + self.event_shape
+        for key in ("probs", "logits"):
+            if key in self.__dict__:
+                setattr(new, key, getattr(self, key).expand(shape))
+        new._param = new.__dict__.get("logits", new.__dict__.get("probs"))
+        new.k, new.temperature = self.k, self.temperature
+        super(GumbelTopK, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @classmethod
+    def infer_shapes(cls, **arg_shapes):
+        shape = torch.Size(arg_shapes.get("logits", arg_shapes.get("probs")))
+        return shape[:-1], shape[-1:]
+
+    def _scores(self, sample_shape):
+        logits = self.logits
+        shape = self._extended_shape(torch.Size(sample_shape))
+        return logits + gumbel_like(shape, logits)
+
+    def rsample(self, sample_shape=torch.Size()):
+        return relaxed_topk(self._scores(sample_shape), self.k, self.temperature)
+
+    def sample(self, sample_shape=torch.Size()):
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+
+class StraightThroughGumbelTopK(GumbelTopK):
+    r"""Exactly k-hot samples: the Gumbel top-k set (``k`` draws without replacement from
+    ``softmax(logits)``, Kool et al. 2019), with the gradient of the soft k-hot relaxation
+    (straight-through: the forward value is exactly the k-hot vector).
+
+    ``log_prob(value)`` is the probability mass ``P(S)`` of the unordered set ``S`` of a
+    k-hot ``value`` (module docstring), computed exactly by summing the Plackett–Luce
+    probabilities of its ``k!`` orderings; it is available for ``k <= MAX_LOG_PROB_K``
+    (7) and raises ``NotImplementedError`` beyond.  ``enumerate_support`` lists the
+    ``C(n, k)`` k-hot vectors in lexicographic order of their index sets.
+
+    Example:
+        >>> d = StraightThroughGumbelTopK(logits=torch.zeros(5), k=2, temperature=0.5)
+        >>> x = d.rsample((3,))
+        >>> x.sum(-1).tolist(), round(d.log_prob(x[0]).exp().item(), 4)
+        ([2.0, 2.0, 2.0], 0.1)
+    """
+
+    @constraints.dependent_property(is_discrete=True, event_dim=1)
+    def support(self):
+        return _KHot(self.k)
+
+    @property
+    def has_enumerate_support(self):
+        return self.k <= MAX_LOG_PROB_K
+
+    def rsample(self, sample_shape=torch.Size()):
+        soft, idx = _relaxed_topk(self._scores(sample_shape), self.k, self.temperature)
+        hard = torch.zeros_like(soft).scatter_(-1, idx, 1.0)
+        return straight_through(hard, soft)
+
+    def sample(self, sample_shape=torch.Size()):
+        with torch.no_grad():
+            return hard_topk(self._scores(sample_shape), self.k)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        if self.k > MAX_LOG_PROB_K:
+            raise NotImplementedError(
+                f"log_prob of a {self.k}-subset sums {self.k}! orderings; it is offered for k <= {MAX_LOG_PROB_K}"
+            )
+        return set_log_prob(self.logits, value, self.k)
+
+    def enumerate_support(self, expand=True):
+        n = self.event_shape[0]
+        idx = torch.combinations(torch.arange(n, device=self._param.device), self.k)  # [C, k]
+        values = torch.zeros(idx.shape[0], n, dtype=self._param.dtype, device=self._param.device)
+        values.scatter_(-1, idx, 1.0)
+        values = values.view((-1,) + (1,) * len(self.batch_shape) + (n,))
+        return values.expand((-1,) + self.batch_shape + (n,)) if expand else values
+
+    @property
+    def mean(self):
+        raise NotImplementedError("the inclusion probabilities of a Gumbel top-k set have no closed form")
+
+
+# ---------------------------------------------------------------------------- estimator
+class GumbelTopKEstimator(relaxit_core.EstimatorBase):
+    """Gumbel top-k relaxation of a k-subset (k draws without replacement), pathwise; ``hard=True`` is straight-through.
+
+    Samples ``s = logits + g`` (Gumbel), the top ``k`` of ``s`` form the subset (Kool et al.
+    2019, eq. 3); the relaxed k-hot is ``y = σ(s/τ - ν)`` with ``Σ y = k`` (the
+    k-independent, entropy-regularised top-k; Xie & Ermon 2019 relax the same operator by
+    ``k`` successive softmaxes).  ``hard=True`` forwards exactly the k-hot vector and
+    back-propagates through ``y``.  One objective evaluation per sample; biased for the
+    discrete objective.
+
+    ``log_prob`` (``LOG_PROB``) is claimed only with ``hard=True`` and ``k <= 7``: the
+    exact probability of the unordered set.  The soft law has no ``log_prob`` (see
+    :class:`GumbelTopK`).
+
+    Example:
+        >>> import relaxit, torch
+        >>> est = relaxit.get("gumbel_topk", k=2, hard=True)
+        >>> logits = torch.zeros(3, 6, requires_grad=True)
+        >>> out = est.estimate(lambda z: (z * torch.arange(6.0)).sum(-1), num_samples=4, logits=logits)
+        >>> out.samples.sum(-1).unique().tolist(), out.value.shape
+        ([2.0], torch.Size([3]))
+    """
+
+    name: ClassVar[str] = "gumbel_topk"
+    family: ClassVar[str] = "subset"
+    params: ClassVar[tuple[str, ...]] = ("logits", "probs")
+    capabilities: ClassVar[frozenset] = frozenset({C.RSAMPLE, C.HARD, C.LOG_PROB, C.ENUMERATE_SUPPORT})
+    reference: ClassVar[str] = (
+        "Kool, van Hoof & Welling (2019), Stochastic Beams and Where to Find Them, ICML, Sec. 2, eq. 3 "
+        "(Gumbel top-k); Xie & Ermon (2019), Reparameterizable Subset Sampling via Continuous Relaxations, "
+        "IJCAI, Sec. 3.2; Amos, Xu & Kolter (2019), The Limited Multi-Label Projection Layer, eqs. 2-4"
+    )
+    conformance_configs = ({}, {"hard": True}, {"k": 2, "tau": 0.05, "hard": True}, {"k": 8, "hard": True})
+
+    class Config(relaxit_core.EstimatorConfig):
+        """Config of :class:`GumbelTopKEstimator`."""
+
+        name: Literal["gumbel_topk"] = "gumbel_topk"
+        k: int = Field(1, ge=1, le=1_000_000, description="Subset size: the number of draws without replacement.")
+        tau: float = Field(1.0, gt=0, le=1e3, description="Temperature of the relaxed k-hot vector.")
+        hard: bool = Field(False, description="Straight-through: forward exactly k-hot, backward soft.")
+
+    @classmethod
+    def capabilities_for(cls, config):
+        if not config.hard:
+            return frozenset({C.RSAMPLE})
+        if config.k > MAX_LOG_PROB_K:
+            return frozenset({C.RSAMPLE, C.HARD})
+        return cls.capabilities
+
+    def build_distribution(self, logits=None, probs=None):
+        param = logits if logits is not None else probs
+        if param.dim() < 1 or param.shape[-1] < self.config.k:
+            raise ParameterError(
+                f"{self.name}: k={self.config.k} needs at least k items in the last dimension, "
+                f"got shape {tuple(param.shape)}"
+            )
+        law = StraightThroughGumbelTopK if self.config.hard else GumbelTopK
+        return law(probs=probs, logits=logits, k=self.config.k, temperature=self.config.tau)
+
+    def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
+                       generator=None, extreme=False):
+        return super().example_params(batch_shape, event_size=max(event_size, self.config.k + 2), dtype=dtype,
+                                      device=device, generator=generator, extreme=extreme)
+
+
+@relaxit_core.hookimpl
+def relaxit_estimators():
+    return [GumbelTopKEstimator]
