@@ -36,10 +36,17 @@ class GradientStats:
         return self.variance.sum()
 
     def z_scores(self) -> torch.Tensor:
-        """``bias / stderr`` elementwise (``bias`` must be set)."""
+        """``bias / stderr`` elementwise (``bias`` must be set).
+
+        The standard error is floored at the rounding error of the mean (64 machine epsilons
+        of its magnitude), so an estimator with zero variance (e.g. DisARM in one dimension,
+        IndeCateR with one variable) that is exact up to rounding gets a z-score near zero,
+        not an astronomically large one."""
         if self.bias is None:
             raise ValueError("z_scores needs bias: use gradient_bias()")
-        return self.bias / self.stderr.clamp_min(torch.finfo(self.stderr.dtype).tiny)
+        eps = torch.finfo(self.stderr.dtype).eps
+        floor = (64 * eps * (self.mean.abs() + (self.mean - self.bias).abs())).clamp_min(torch.finfo(self.stderr.dtype).tiny)
+        return self.bias / torch.maximum(self.stderr, floor)
 
 
 def family_law(family: str, params: Mapping[str, torch.Tensor]):

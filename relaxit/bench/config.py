@@ -92,6 +92,10 @@ class _TaskBase(_Frozen):
             "boolean and choice config fields (e.g. hard=true, baseline=leave_one_out)."
         ),
     )
+    variant_fields: list[str] | None = Field(
+        None,
+        description="Config fields that variants may change (null = every boolean and choice field).",
+    )
 
     @model_validator(mode="before")
     @classmethod

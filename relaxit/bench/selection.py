@@ -92,15 +92,16 @@ def _fill(spec: dict[str, Any], family: str, k: int | None) -> dict[str, Any]:
     return spec
 
 
-def _variants(name: str, family: str, k: int | None) -> list[dict[str, Any]]:
-    """The default config and one-at-a-time changes of its boolean and choice fields."""
+def _variants(name: str, family: str, k: int | None, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """The default config and one-at-a-time changes of its boolean and choice fields
+    (only those named in ``only`` when given)."""
     import relaxit
     from relaxit_core import ConfigError
 
     base = _fill({"name": name}, family, k)
     out = [base]
     for fname, finfo in _config_fields(name).items():
-        if fname in ("name", *_TASK_FILLED_FIELDS):
+        if fname in ("name", *_TASK_FILLED_FIELDS) or (only is not None and fname not in only):
             continue
         ann = finfo.annotation
         if ann is bool:
@@ -197,7 +198,7 @@ def resolve(config: BenchConfig) -> Plan:
                     continue
                 if config.estimators and name not in config.estimators:
                     continue
-                specs = _variants(name, family, k) if task.variants else [_fill({"name": name}, family, k)]
+                specs = _variants(name, family, k, task.variant_fields) if task.variants else [_fill({"name": name}, family, k)]
                 entries.extend((s, None, True, True) for s in specs)
         else:
             for entry in task.estimators:
