@@ -58,6 +58,8 @@ __all__ = [
     "GumbelTopKEstimator",
     "relaxed_topk",
     "hard_topk",
+    "KHot",
+    "RelaxedKHot",
     "k_hot",
     "relaxed_k_hot",
     "MAX_LOG_PROB_K",
@@ -72,7 +74,7 @@ the dtype from the closed-form start over temperatures, k and n; see the tests).
 
 
 # ----------------------------------------------------------------------------- constraints
-class _KHot(constraints.Constraint):
+class KHot(constraints.Constraint):
     """Vectors in ``{0, 1}^n`` with exactly ``k`` ones."""
 
     is_discrete = True
@@ -90,7 +92,7 @@ class _KHot(constraints.Constraint):
         return f"{type(self).__name__}(k={self.k})"
 
 
-class _RelaxedKHot(constraints.Constraint):
+class RelaxedKHot(constraints.Constraint):
     """The convex hull of the k-hot vectors: ``0 <= y_i <= 1`` and ``sum y = k`` (up to rounding)."""
 
     event_dim = 1
@@ -109,8 +111,8 @@ class _RelaxedKHot(constraints.Constraint):
         return f"{type(self).__name__}(k={self.k})"
 
 
-k_hot = _KHot
-relaxed_k_hot = _RelaxedKHot
+k_hot = KHot
+relaxed_k_hot = RelaxedKHot
 
 
 # ------------------------------------------------------------------------------- operators
@@ -298,7 +300,7 @@ class GumbelTopK(TorchDistribution):
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def support(self):
-        return _RelaxedKHot(self.k)
+        return RelaxedKHot(self.k)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(type(self), _instance)
@@ -351,7 +353,7 @@ class StraightThroughGumbelTopK(GumbelTopK):
 
     @constraints.dependent_property(is_discrete=True, event_dim=1)
     def support(self):
-        return _KHot(self.k)
+        return KHot(self.k)
 
     @property
     def has_enumerate_support(self):
