@@ -30,19 +30,11 @@ def grid(n: int):
     return torch.stack([x1, x2, 1 - x1 - x2], -1), 0.5 / n**2
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="laplace_bridge.png")
-    parser.add_argument("--resolution", type=int, default=300)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args(argv)
-    import matplotlib
-
-    matplotlib.use("Agg")
+def draw(n: int):
+    """Draw the figure on a grid of resolution ``n``; returns ``(figure, [(alpha, tv), ...])``."""
     import matplotlib.pyplot as plt
     import matplotlib.tri as mtri
 
-    n = 80 if args.quick else args.resolution
     x, cell = grid(n)
     # triangle coordinates for plotting
     px = x[:, 1] + 0.5 * x[:, 2]
@@ -50,15 +42,14 @@ def main(argv=None) -> None:
     tri = mtri.Triangulation(px.numpy(), py.numpy())
     est = relaxit.get("logistic_normal")
     fig, axes = plt.subplots(2, len(ALPHAS), figsize=(3.2 * len(ALPHAS), 6.2))
-    print("| alpha | total variation (Dirichlet, bridge) |")
-    print("|---|---:|")
+    rows = []
     for col, alpha in enumerate(ALPHAS):
         a = torch.tensor(alpha, dtype=torch.float64)
         dirichlet = torch.distributions.Dirichlet(a).log_prob(x).exp()
         loc, scale = laplace_bridge(a)
         bridge = est.distribution(loc=loc, scale=scale).log_prob(x).exp()
         tv = 0.5 * float((dirichlet - bridge).abs().sum() * cell)
-        print(f"| {alpha} | {tv:.3f} |")
+        rows.append((alpha, tv))
         top = float(torch.quantile(torch.cat([dirichlet, bridge]), 0.99))
         levels = torch.linspace(0, top, 15).tolist()
         for row, (dens, label) in enumerate([(dirichlet, "Dirichlet"), (bridge, "Laplace bridge")]):
@@ -69,6 +60,23 @@ def main(argv=None) -> None:
             ax.axis("off")
             ax.set_title(f"{label}, α = {alpha}" if row == 0 else f"{label} (TV {tv:.2f})", fontsize=9)
     fig.tight_layout()
+    return fig, rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="laplace_bridge.png")
+    parser.add_argument("--resolution", type=int, default=300)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig, rows = draw(80 if args.quick else args.resolution)
+    print("| alpha | total variation (Dirichlet, bridge) |")
+    print("|---|---:|")
+    for alpha, tv in rows:
+        print(f"| {alpha} | {tv:.3f} |")
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
