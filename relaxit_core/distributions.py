@@ -36,7 +36,7 @@ def uniform_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
 def gumbel_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel noise ``-log(E)``, ``E ~ Exp(1)`` (finite: ``E`` is clamped to ``tiny``)."""
     e = torch.empty(shape, dtype=like.dtype, device=like.device).exponential_()
-    return -e.clamp_min(torch.finfo(like.dtype).tiny).log()
+    return e.clamp_min_(torch.finfo(like.dtype).tiny).log_().neg_()  # in place: one allocation
 
 
 def logistic_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:

@@ -52,7 +52,7 @@ class GumbelSoftmax(CategoricalLogitsDistribution):
     def _soft(self, sample_shape):
         logits = self.unnormalized_logits
         g = gumbel_like(self._extended(sample_shape), logits)
-        return ((logits + g) / self.temperature).softmax(-1)
+        return ((g + logits) / self.temperature).softmax(-1)
 
     def rsample(self, sample_shape=torch.Size()):
         return self._soft(sample_shape)
