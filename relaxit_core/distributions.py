@@ -123,7 +123,7 @@ class LogitsDistribution(TorchDistribution):
     @lazy_property
     def probs(self) -> torch.Tensor:
         if self.param_event_dim:
-            return self.logits.softmax(-1)
+            return self.unnormalized_logits.softmax(-1)
         return torch.sigmoid(self.logits)
 
     @property

@@ -13,14 +13,11 @@ This is a private helper module of the family; the plugin modules import it, not
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
 
 import torch
-from pyro.distributions import TorchDistribution
 from torch.distributions import constraints, register_kl
-from torch.distributions.utils import lazy_property
 
-from relaxit_core.distributions import as_logits, gumbel_like
+from relaxit_core.distributions import CategoricalLogitsDistribution, gumbel_like
 
 __all__ = ["OneHotStraightThrough", "one_hot_argmax"]
 
@@ -31,7 +28,7 @@ def one_hot_argmax(x: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(x).scatter_(-1, index, 1.0)
 
 
-class OneHotStraightThrough(TorchDistribution):
+class OneHotStraightThrough(CategoricalLogitsDistribution):
     """Base law: one-hot samples from ``Categorical(softmax(logits))`` with a straight-through
     ``rsample`` supplied by each subclass (:meth:`_surrogate`).
 
@@ -40,94 +37,21 @@ class OneHotStraightThrough(TorchDistribution):
     pass) with ``soft`` from :meth:`_surrogate`.  ``log_prob(value) = <value, log softmax(logits)>``,
     the PMF of the one-hot value.
 
-    Given ``logits``, the law keeps them as given (:attr:`raw_logits`) and normalises them
-    lazily (the ``logits`` property, ``logits - logsumexp(logits)``): argmax, softmax and the
+    The core's :class:`~relaxit_core.distributions.CategoricalLogitsDistribution` keeps the
+    logits as given (:attr:`raw_logits`) and normalises them lazily: argmax, softmax and the
     surrogates here are invariant to a shift of the logits, so ``rsample`` never pays for the
     normalisation nor differentiates through it.  Subclasses list their hyperparameters in
-    ``extra_attrs``; :meth:`expand` and pickling keep them.
+    ``extra_attrs``; ``expand`` and pickling keep them.
     """
 
-    arg_constraints = {"probs": constraints.simplex, "logits": constraints.independent(constraints.real, 1)}
     support = constraints.one_hot
     has_rsample = True
     has_enumerate_support = True
-    extra_attrs: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(
-        self,
-        probs: torch.Tensor | None = None,
-        logits: torch.Tensor | None = None,
-        validate_args: bool | None = None,
-        **extra: Any,
-    ):
-        if (probs is None) == (logits is None):
-            raise ValueError(
-                f"{type(self).__name__}: give exactly one of `probs` or `logits`, not "
-                + ("both" if probs is not None else "neither")
-            )
-        for key in self.extra_attrs:
-            setattr(self, key, extra.pop(key))
-        if extra:
-            raise TypeError(f"{type(self).__name__}: unexpected arguments {sorted(extra)}")
-        param = probs if probs is not None else logits
-        if param.dim() < 1:
-            raise ValueError(f"{type(self).__name__}: `logits`/`probs` need at least one dimension (categories)")
-        if probs is not None:
-            self.probs = probs
-        else:
-            self._unnormalized = logits
-        self._param = param
-        super().__init__(param.shape[:-1], param.shape[-1:], validate_args=validate_args)
-        if logits is not None and self._validate_args:
-            # torch validates only parameters present in __dict__; `logits` is lazy here.  A NaN
-            # makes the sum NaN, so one reduction screens the common case (a NaN sum may also
-            # come from +inf and -inf, which the full check then accepts).
-            total = logits.sum()
-            if bool(total != total) and not bool(self.arg_constraints["logits"].check(logits).all()):
-                raise ValueError(
-                    f"Expected parameter logits ({type(logits).__name__} of shape {tuple(logits.shape)}) of "
-                    f"distribution {type(self).__name__} to satisfy the constraint {self.arg_constraints['logits']}"
-                )
 
     @property
     def raw_logits(self) -> torch.Tensor:
         """The logits as given (unnormalised), or ``log probs``: what ``rsample`` uses."""
-        raw = self.__dict__.get("_unnormalized")
-        return raw if raw is not None else self.logits
-
-    @lazy_property
-    def logits(self) -> torch.Tensor:
-        raw = self.__dict__.get("_unnormalized")
-        if raw is not None:
-            return raw - raw.logsumexp(-1, keepdim=True)
-        return as_logits(self.probs, 1)
-
-    @lazy_property
-    def probs(self) -> torch.Tensor:
-        return self.raw_logits.softmax(-1)
-
-    @property
-    def param_shape(self) -> torch.Size:
-        return self._param.shape
-
-    def expand(self, batch_shape, _instance=None):
-        new = self._get_checked_instance(type(self), _instance)
-        batch_shape = torch.Size(batch_shape)
-        param_shape = batch_shape + self.event_shape
-        for key in ("probs", "logits", "_unnormalized"):
-            if key in self.__dict__:
-                setattr(new, key, self.__dict__[key].expand(param_shape))
-        new._param = self._param.expand(param_shape)
-        for key in self.extra_attrs:
-            setattr(new, key, getattr(self, key))
-        TorchDistribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
-        new._validate_args = self._validate_args
-        return new
-
-    @classmethod
-    def infer_shapes(cls, **arg_shapes):
-        shape = torch.Size(arg_shapes.get("logits", arg_shapes.get("probs")))
-        return shape[:-1], shape[-1:]
+        return self.unnormalized_logits
 
     def _hard(self, sample_shape) -> tuple[torch.Tensor, torch.Tensor]:
         """One-hot Gumbel-max samples ``one_hot(argmax(logits + g))`` of shape
