@@ -7,13 +7,15 @@ from typing import Any, ClassVar
 
 import torch
 from pyro.distributions import TorchDistribution
-from torch.distributions import constraints
+import torch.nn.functional as F
+from torch.distributions import constraints, register_kl
 from torch.distributions.utils import lazy_property
 
 __all__ = [
     "LogitsDistribution",
     "BinaryLogitsDistribution",
     "CategoricalLogitsDistribution",
+    "BernoulliPMFLaw",
     "clamp_probs",
     "uniform_like",
     "gumbel_like",
@@ -166,3 +168,56 @@ class CategoricalLogitsDistribution(LogitsDistribution):
 
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.independent(constraints.real, 1)}
     param_event_dim = 1
+
+
+class BernoulliPMFLaw(BinaryLogitsDistribution):
+    """Exactly-binary law with the Bernoulli probability mass function: the base of
+    straight-through Bernoulli laws (whose ``rsample`` is hard forward, soft backward).
+
+    Gives ``support = boolean``, ``sample`` (``Bernoulli(probs)``, no gradient), ``log_prob``
+    (the PMF of the 0/1 value, from ``logits``), ``entropy``, ``enumerate_support`` (0 then 1),
+    ``mean``, ``mode``, ``variance``, and the Bernoulli KL between any two such laws.  A
+    subclass supplies ``rsample``; list this class first among the bases to let its PMF
+    override a relaxed density.
+    """
+
+    support = constraints.boolean
+    has_enumerate_support = True
+
+    def sample(self, sample_shape=torch.Size()):
+        with torch.no_grad():
+            return torch.bernoulli(self.probs.expand(self._extended(sample_shape)))
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, value = torch.broadcast_tensors(self.logits, value)
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none")
+
+    def entropy(self):
+        return F.binary_cross_entropy_with_logits(self.logits, self.probs, reduction="none")
+
+    def enumerate_support(self, expand=True):
+        values = torch.arange(2, dtype=self._param.dtype, device=self._param.device)
+        values = values.view((-1,) + (1,) * len(self.batch_shape))
+        return values.expand((-1,) + self.batch_shape) if expand else values
+
+    @property
+    def mean(self):
+        return self.probs
+
+    @property
+    def mode(self):
+        return (self.probs >= 0.5).to(self.probs.dtype)
+
+    @property
+    def variance(self):
+        return self.probs * (1 - self.probs)
+
+
+@register_kl(BernoulliPMFLaw, BernoulliPMFLaw)
+def _kl_bernoulli_pmf(p, q):
+    """KL of the Bernoulli laws, from logits (``log p = -softplus(-logits)``)."""
+    return p.probs * (F.softplus(-q.logits) - F.softplus(-p.logits)) + (1 - p.probs) * (
+        F.softplus(q.logits) - F.softplus(p.logits)
+    )

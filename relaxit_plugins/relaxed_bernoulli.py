@@ -16,11 +16,11 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field
-from torch.distributions import constraints, register_kl
+from torch.distributions import constraints
 
 import relaxit_core
 from relaxit_core import Capability as C
-from relaxit_core.distributions import BinaryLogitsDistribution, clamp_probs, logistic_like
+from relaxit_core.distributions import BernoulliPMFLaw, BinaryLogitsDistribution, clamp_probs, logistic_like
 from relaxit_core.surrogate import straight_through
 
 __all__ = ["RelaxedBernoulli", "StraightThroughRelaxedBernoulli", "RelaxedBernoulliEstimator"]
@@ -61,7 +61,7 @@ class RelaxedBernoulli(BinaryLogitsDistribution):
         return math.log(self.temperature) - u - 2 * F.softplus(-u) - log_x - log_1mx
 
 
-class StraightThroughRelaxedBernoulli(RelaxedBernoulli):
+class StraightThroughRelaxedBernoulli(BernoulliPMFLaw, RelaxedBernoulli):
     """Straight-through binary Concrete: forward samples exactly 0/1 with ``P(1) = sigmoid(logits)``,
     backward through the relaxed sample (Jang et al. 2017, Sec. 2.2).
 
@@ -75,49 +75,11 @@ class StraightThroughRelaxedBernoulli(RelaxedBernoulli):
         [0.0, 1.0]
     """
 
-    support = constraints.boolean
-    has_enumerate_support = True
-
     def rsample(self, sample_shape=torch.Size()):
         noise = logistic_like(self._extended(sample_shape), self._param)
         t = self.logits + noise
         soft = clamp_probs(torch.sigmoid(t / self.temperature))
         return straight_through((t > 0).to(soft.dtype), soft)
-
-    def sample(self, sample_shape=torch.Size()):
-        with torch.no_grad():
-            return torch.bernoulli(self.probs.expand(self._extended(sample_shape)))
-
-    def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        logits, value = torch.broadcast_tensors(self.logits, value)
-        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none")
-
-    def entropy(self):
-        return F.binary_cross_entropy_with_logits(self.logits, self.probs, reduction="none")
-
-    def enumerate_support(self, expand=True):
-        values = torch.arange(2, dtype=self._param.dtype, device=self._param.device)
-        values = values.view((-1,) + (1,) * len(self.batch_shape))
-        return values.expand((-1,) + self.batch_shape) if expand else values
-
-    @property
-    def mean(self):
-        return self.probs
-
-    @property
-    def variance(self):
-        return self.probs * (1 - self.probs)
-
-
-@register_kl(StraightThroughRelaxedBernoulli, StraightThroughRelaxedBernoulli)
-def _kl_st_bernoulli(p, q):
-    """KL of the hard (Bernoulli) laws."""
-    # log p = -softplus(-logits), log(1 - p) = -softplus(logits)
-    return p.probs * (F.softplus(-q.logits) - F.softplus(-p.logits)) + (1 - p.probs) * (
-        F.softplus(q.logits) - F.softplus(p.logits)
-    )
 
 
 class RelaxedBernoulliEstimator(relaxit_core.EstimatorBase):

@@ -12,18 +12,16 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
-from torch.distributions import constraints, register_kl
 
 import relaxit_core
 from relaxit_core import Capability as C
-from relaxit_core.distributions import BinaryLogitsDistribution
+from relaxit_core.distributions import BernoulliPMFLaw
 from relaxit_core.surrogate import straight_through
 
 __all__ = ["StraightThroughBernoulli", "StraightThroughBernoulliEstimator"]
 
 
-class StraightThroughBernoulli(BinaryLogitsDistribution):
+class StraightThroughBernoulli(BernoulliPMFLaw):
     r"""Bernoulli law whose ``rsample`` is exactly 0/1 with ``P(1) = p`` and whose gradient
     is the identity to ``p`` (Bengio et al. 2013, the straight-through estimator).
 
@@ -49,52 +47,12 @@ class StraightThroughBernoulli(BinaryLogitsDistribution):
         tensor([0.2000, 0.3000], grad_fn=<ExpBackward0>)
     """
 
-    support = constraints.boolean
     has_rsample = True
-    has_enumerate_support = True
-
-    def sample(self, sample_shape=torch.Size()):
-        with torch.no_grad():
-            return torch.bernoulli(self.probs.expand(self._extended(sample_shape)))
 
     def rsample(self, sample_shape=torch.Size()):
         p = self.probs.expand(self._extended(sample_shape))
         hard = torch.bernoulli(p.detach())
         return straight_through(hard, p)
-
-    def log_prob(self, value):
-        if self._validate_args:
-            self._validate_sample(value)
-        logits, value = torch.broadcast_tensors(self.logits, value)
-        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none")
-
-    def entropy(self):
-        return F.binary_cross_entropy_with_logits(self.logits, self.probs, reduction="none")
-
-    def enumerate_support(self, expand=True):
-        values = torch.arange(2, dtype=self._param.dtype, device=self._param.device)
-        values = values.view((-1,) + (1,) * len(self.batch_shape))
-        return values.expand((-1,) + self.batch_shape) if expand else values
-
-    @property
-    def mean(self):
-        return self.probs
-
-    @property
-    def mode(self):
-        return (self.probs >= 0.5).to(self.probs.dtype)
-
-    @property
-    def variance(self):
-        return self.probs * (1 - self.probs)
-
-
-@register_kl(StraightThroughBernoulli, StraightThroughBernoulli)
-def _kl_st_bernoulli(p, q):
-    """KL of the Bernoulli laws, from logits (``log p = -softplus(-logits)``)."""
-    return p.probs * (F.softplus(-q.logits) - F.softplus(-p.logits)) + (1 - p.probs) * (
-        F.softplus(q.logits) - F.softplus(p.logits)
-    )
 
 
 class StraightThroughBernoulliEstimator(relaxit_core.EstimatorBase):
