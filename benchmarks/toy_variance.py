@@ -71,8 +71,9 @@ def bernoulli_variants():
                 print(f"skipping {info.name} {cfg}: {exc}")
                 continue
             key = variant_id(est)
-            if key in seen or "logits" not in est.params:
-                continue
+            other_required = set(est.params) - {"logits", "probs"} - set(getattr(est, "optional_params", ()))
+            if key in seen or "logits" not in est.params or other_required:
+                continue  # the toy passes logits only (e.g. correlated_relaxed_bernoulli also needs corr)
             seen.add(key)
             (unbiased if Capability.UNBIASED in est.capabilities else relaxed).append(est)
     return unbiased, relaxed
