@@ -99,7 +99,11 @@ class LogitsDistribution(TorchDistribution):
         batch_shape = shape[:-1] if self.param_event_dim else shape
         super().__init__(batch_shape, self.event_shape_for(shape), validate_args=validate_args)
         if self._validate_args and "_raw_logits" in self.__dict__:
-            if not torch._is_all_true(self.arg_constraints["logits"].check(logits)):
+            # torch validates only parameters in __dict__, and `logits` is lazy here.  A NaN makes
+            # the sum NaN, so one reduction screens the common case; a NaN sum can also come from
+            # +inf and -inf, which the full check then accepts.
+            total = logits.sum()
+            if bool(total != total) and not torch._is_all_true(self.arg_constraints["logits"].check(logits)):
                 raise ValueError(
                     f"Expected parameter logits ({type(logits).__name__} of shape {tuple(logits.shape)}) "
                     f"of distribution {self!r} to satisfy the constraint {self.arg_constraints['logits']}, "
