@@ -25,6 +25,22 @@ __all__ = ["DiscreteVAE", "run_task", "TASKS"]
 Progress = Callable[[int], None]
 
 
+
+def _train_logits(est, f, logits, opt, timer, steps, num_samples, checkpoints, record, progress) -> None:
+    """Adam steps on free ``logits`` with the estimator's surrogate of ``f``; ``record`` at step 0
+    and at every checkpoint (timed training only)."""
+    record(0)
+    for step in range(1, steps + 1):
+        timer.start()
+        out = est.estimate(f, num_samples=num_samples, logits=logits)
+        opt.zero_grad(set_to_none=True)
+        out.surrogate.sum().backward()
+        opt.step()
+        timer.stop()
+        if step in checkpoints:
+            record(step)
+            progress(step)
+
 def _checkpoints(steps: int, n: int) -> list[int]:
     return sorted({round(i * steps / n) for i in range(n + 1)})
 
@@ -125,17 +141,7 @@ def run_toy(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
         curves["grad_var"].append(float(var))
         curves["prob"].append(float(_toy_prob(logits.detach(), family)))
 
-    record(0)
-    for step in range(1, task["steps"] + 1):
-        timer.start()
-        out = est.estimate(f, num_samples=K, logits=logits)
-        opt.zero_grad(set_to_none=True)
-        out.surrogate.sum().backward()
-        opt.step()
-        timer.stop()
-        if step in checkpoints:
-            record(step)
-            progress(step)
+    _train_logits(est, f, logits, opt, timer, task["steps"], K, checkpoints, record, progress)
     return {
         "metrics": {
             "exact_loss": curves["loss"][-1],
@@ -426,17 +432,7 @@ def run_subset(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
         curves["recovered"].append(recovered)
         curves["grad_var"].append(float(var))
 
-    record(0)
-    for step in range(1, task["steps"] + 1):
-        timer.start()
-        out = est.estimate(f, num_samples=K, logits=logits)
-        opt.zero_grad(set_to_none=True)
-        out.surrogate.sum().backward()
-        opt.step()
-        timer.stop()
-        if step in checkpoints:
-            record(step)
-            progress(step)
+    _train_logits(est, f, logits, opt, timer, task["steps"], K, checkpoints, record, progress)
     return {
         "metrics": {
             "test_mse": curves["test_mse"][-1],
