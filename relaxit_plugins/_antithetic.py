@@ -11,9 +11,10 @@ import torch
 
 from relaxit_core.distributions import logistic_like
 from relaxit_core.errors import ParameterError
-from relaxit_core.estimator import call_objective
+from relaxit_core.estimator import Estimate, EstimatorBase, call_objective
+from relaxit_core import Capability as C
 
-__all__ = ["antithetic_pairs", "check_even"]
+__all__ = ["AntitheticEstimator", "antithetic_pairs", "check_even"]
 
 
 def check_even(name: str, num_samples: int) -> int:
@@ -60,3 +61,31 @@ def attach(f: torch.Tensor, logits: torch.Tensor, g_hat: torch.Tensor) -> torch.
     if term.dim() > b_nd:
         term = term.sum(tuple(range(b_nd, term.dim())))
     return f.mean(0) + term
+
+
+class AntitheticEstimator(EstimatorBase):
+    """Shared declarations and ``estimate`` of ARM and DisARM: ``num_samples / 2`` antithetic
+    pairs evaluated in one objective call; a subclass gives the per-pair gradient in
+    :meth:`pair_gradient`."""
+
+    family = "bernoulli"
+    params = ("logits",)
+    capabilities = frozenset({C.SCORE_FUNCTION, C.LOG_PROB, C.KL, C.ENUMERATE_SUPPORT, C.UNBIASED, C.HARD})
+    min_num_samples = 2
+    reductions = ("mean",)
+
+    def build_distribution(self, logits):
+        return pdist.Bernoulli(logits=logits)
+
+    def pair_gradient(self, logits, f_b, f_anti, b, b_anti, lu) -> torch.Tensor:
+        """The gradient estimate w.r.t. ``logits`` averaged over the pairs."""
+        raise NotImplementedError
+
+    def estimate(self, objective, *, num_samples=2, reduce="mean", **params):
+        num_samples = check_even(self.name, self._check_num_samples(num_samples))
+        self._check_reduce(reduce)
+        dist = self.distribution(**params)
+        logits = self.check_params(params)["logits"]
+        samples, f, f_b, f_anti, b, b_anti, lu = antithetic_pairs(self.name, objective, num_samples, logits, dist)
+        g_hat = self.pair_gradient(logits, f_b, f_anti, b, b_anti, lu)
+        return Estimate(attach(f, logits, g_hat), f.mean(0).detach(), samples)

@@ -12,14 +12,12 @@ from typing import ClassVar, Literal
 import torch
 
 import relaxit_core
-from relaxit_core import Capability as C
-from relaxit_core.estimator import Estimate
-from relaxit_plugins._antithetic import antithetic_pairs, attach, check_even, trail
+from relaxit_plugins._antithetic import AntitheticEstimator, trail
 
 __all__ = ["ArmEstimator"]
 
 
-class ArmEstimator(relaxit_core.EstimatorBase):
+class ArmEstimator(AntitheticEstimator):
     r"""ARM (augment-REINFORCE-merge): unbiased antithetic estimator for independent Bernoulli variables.
 
     For ``b ~ Bernoulli(σ(φ))`` with logits ``φ`` and one uniform vector ``u`` (Yin & Zhou
@@ -46,40 +44,21 @@ class ArmEstimator(relaxit_core.EstimatorBase):
     """
 
     name: ClassVar[str] = "arm"
-    family: ClassVar[str] = "bernoulli"
-    params: ClassVar[tuple[str, ...]] = ("logits",)
-    capabilities: ClassVar[frozenset] = frozenset(
-        {C.SCORE_FUNCTION, C.LOG_PROB, C.KL, C.ENUMERATE_SUPPORT, C.UNBIASED, C.HARD}
-    )
     reference: ClassVar[str] = (
         "Yin & Zhou (2019), ARM: Augment-REINFORCE-Merge Gradient for Stochastic Binary "
         "Networks, ICLR, Theorem 1, eq. 5-6"
     )
-    min_num_samples = 2
-    reductions: ClassVar[tuple[str, ...]] = ("mean",)
 
     class Config(relaxit_core.EstimatorConfig):
         """Config of :class:`ArmEstimator` (no options)."""
 
         name: Literal["arm"] = "arm"
 
-    def build_distribution(self, logits):
-        import pyro.distributions as pdist
-
-        return pdist.Bernoulli(logits=logits)
-
-    def estimate(self, objective, *, num_samples=2, reduce="mean", **params):
-        num_samples = check_even(self.name, self._check_num_samples(num_samples))
-        self._check_reduce(reduce)
-        dist = self.distribution(**params)
-        logits = self.check_params(params)["logits"]
-        samples, f, f_b, f_anti, _, _, lu = antithetic_pairs(self.name, objective, num_samples, logits, dist)
+    def pair_gradient(self, logits, f_b, f_anti, b, b_anti, lu):
+        """ARM (Yin & Zhou 2019, eq. 5-6): ``(f(b̃) - f(b)) (u - 1/2)`` per pair."""
         u = torch.sigmoid(lu)
         diff = trail((f_anti - f_b).detach(), lu.dim())
-        g_hat = (diff * (u - 0.5)).mean(0)
-        surrogate = attach(f, logits, g_hat)
-        return Estimate(surrogate, f.mean(0).detach(), samples)
-
+        return (diff * (u - 0.5)).mean(0)
 
 @relaxit_core.hookimpl
 def relaxit_estimators():

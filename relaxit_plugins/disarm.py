@@ -12,14 +12,12 @@ from typing import ClassVar, Literal
 import torch
 
 import relaxit_core
-from relaxit_core import Capability as C
-from relaxit_core.estimator import Estimate
-from relaxit_plugins._antithetic import antithetic_pairs, attach, check_even, trail
+from relaxit_plugins._antithetic import AntitheticEstimator, trail
 
 __all__ = ["DisarmEstimator"]
 
 
-class DisarmEstimator(relaxit_core.EstimatorBase):
+class DisarmEstimator(AntitheticEstimator):
     r"""DisARM: unbiased antithetic estimator for independent Bernoulli variables, lower variance than ARM.
 
     With logits ``φ``, one uniform vector ``u`` and the antithetic pair
@@ -49,41 +47,22 @@ class DisarmEstimator(relaxit_core.EstimatorBase):
     """
 
     name: ClassVar[str] = "disarm"
-    family: ClassVar[str] = "bernoulli"
-    params: ClassVar[tuple[str, ...]] = ("logits",)
-    capabilities: ClassVar[frozenset] = frozenset(
-        {C.SCORE_FUNCTION, C.LOG_PROB, C.KL, C.ENUMERATE_SUPPORT, C.UNBIASED, C.HARD}
-    )
     reference: ClassVar[str] = (
         "Dong, Mnih & Tucker (2020), DisARM: An Antithetic Gradient Estimator for Binary "
         "Latent Variables, NeurIPS, eq. 5 and 7"
     )
-    min_num_samples = 2
-    reductions: ClassVar[tuple[str, ...]] = ("mean",)
 
     class Config(relaxit_core.EstimatorConfig):
         """Config of :class:`DisarmEstimator` (no options)."""
 
         name: Literal["disarm"] = "disarm"
 
-    def build_distribution(self, logits):
-        import pyro.distributions as pdist
-
-        return pdist.Bernoulli(logits=logits)
-
-    def estimate(self, objective, *, num_samples=2, reduce="mean", **params):
-        num_samples = check_even(self.name, self._check_num_samples(num_samples))
-        self._check_reduce(reduce)
-        dist = self.distribution(**params)
-        logits = self.check_params(params)["logits"]
-        samples, f, f_b, f_anti, b, b_anti, lu = antithetic_pairs(self.name, objective, num_samples, logits, dist)
+    def pair_gradient(self, logits, f_b, f_anti, b, b_anti, lu):
+        """DisARM (Dong et al. 2020, eq. 7): ``½ (f(b) - f(b̃)) (-1)^{b̃} 1[b ≠ b̃] σ(|θ|)`` per pair."""
         theta = logits.detach()
         diff = trail((f_b - f_anti).detach(), lu.dim())
         sign = 1 - 2 * b_anti  # (-1)^{b̃}
-        g_hat = (0.5 * diff * sign * (b != b_anti).to(theta.dtype) * torch.sigmoid(theta.abs())).mean(0)
-        surrogate = attach(f, logits, g_hat)
-        return Estimate(surrogate, f.mean(0).detach(), samples)
-
+        return (0.5 * diff * sign * (b != b_anti).to(theta.dtype) * torch.sigmoid(theta.abs())).mean(0)
 
 @relaxit_core.hookimpl
 def relaxit_estimators():
