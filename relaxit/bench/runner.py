@@ -102,7 +102,7 @@ def summary_line(result: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------- one run
 def _safe_run(run: dict[str, Any], report: Callable[[str, int], None]) -> dict[str, Any]:
-    from relaxit.bench.tasks import run_task
+    from relaxit.bench.tasks import run_identity, run_task
 
     t0 = time.perf_counter()
     try:
@@ -110,14 +110,7 @@ def _safe_run(run: dict[str, Any], report: Callable[[str, int], None]) -> dict[s
         return run_task(run, lambda step: report("step", step))
     except Exception:  # noqa: BLE001 - a failing run is reported, the others go on
         return {
-            "run_id": run["run_id"],
-            "task": run["task_id"],
-            "task_name": run["task"]["name"],
-            "label": run["label"],
-            "estimator": run["estimator"],
-            "num_samples": run["num_samples"],
-            "seed": run["seed"],
-            "reduce": run["reduce"],
+            **run_identity(run),
             "error": traceback.format_exc(),
             "timing": {"steps": run["task"]["steps"], "wall_s": time.perf_counter() - t0},
         }

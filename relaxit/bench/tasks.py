@@ -453,6 +453,12 @@ TASKS: dict[str, Callable[[dict[str, Any], Progress], dict[str, Any]]] = {
 }
 
 
+def run_identity(run: dict[str, Any]) -> dict[str, Any]:
+    """The fields that name a run in its result (shared by finished and failed runs)."""
+    keys = ("run_id", "label", "estimator", "num_samples", "seed", "reduce")
+    return {"task": run["task_id"], "task_name": run["task"]["name"], **{k: run[k] for k in keys}}
+
+
 def run_task(run: dict[str, Any], progress: Progress | None = None) -> dict[str, Any]:
     """Execute one run (a :class:`relaxit.bench.selection.Run` as a dict) and return its
     JSON-ready result."""
@@ -470,14 +476,7 @@ def run_task(run: dict[str, Any], progress: Progress | None = None) -> dict[str,
     wall = time.perf_counter() - t0
     steps = run["task"]["steps"]
     return {
-        "run_id": run["run_id"],
-        "task": run["task_id"],
-        "task_name": run["task"]["name"],
-        "label": run["label"],
-        "estimator": run["estimator"],
-        "num_samples": run["num_samples"],
-        "seed": run["seed"],
-        "reduce": run["reduce"],
+        **run_identity(run),
         "metrics": out["metrics"],
         "curves": out["curves"],
         "timing": {
