@@ -18,7 +18,7 @@ import torch
 
 import relaxit_core
 from relaxit_core import Capability as C
-from relaxit_core.distributions import clamp_probs
+from relaxit_core.distributions import clamp_probs, exponential_like
 from relaxit_plugins._multisample import LAWS, call_objective, expand_to, loo_mean, reduce_log_prob
 
 __all__ = ["ArmsEstimator", "arms_sample", "arms_debias"]
@@ -32,8 +32,7 @@ def arms_sample(logits: torch.Tensor, k: int) -> torch.Tensor:
     ``b_j = 1[u_j < m]`` for the rarer outcome of probability ``m = min(p, 1 - p)``
     (i.e. ``u_j < p`` when ``p < 1/2`` and ``1 - u_j < p`` otherwise).
     """
-    e = torch.empty((k,) + tuple(logits.shape), dtype=logits.dtype, device=logits.device).exponential_()
-    e = e.clamp_min(torch.finfo(logits.dtype).tiny)
+    e = exponential_like((k,) + tuple(logits.shape), logits)
     d = e / e.sum(0, keepdim=True)
     u = (1 - d).pow(k - 1)
     m = torch.sigmoid(-logits.detach().abs())  # probability of the rarer value

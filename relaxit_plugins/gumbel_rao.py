@@ -18,6 +18,7 @@ from pydantic import Field
 
 import relaxit_core
 from relaxit_core import Capability as C
+from relaxit_core.distributions import exponential_like
 from relaxit_plugins._straight_through_categorical import OneHotStraightThrough
 
 __all__ = ["GumbelRaoCategorical", "GumbelRaoEstimator", "conditional_gumbel"]
@@ -25,8 +26,7 @@ __all__ = ["GumbelRaoCategorical", "GumbelRaoEstimator", "conditional_gumbel"]
 
 def _log_term(logits: torch.Tensor, hard: torch.Tensor, num: int) -> torch.Tensor:
     """``log(E_j + E_i p_j [j != i])`` for ``num`` draws ``E ~ Exp(1)``: ``[num, ..., K]``."""
-    e = torch.empty((num,) + tuple(hard.shape), dtype=logits.dtype, device=logits.device).exponential_()
-    e = e.clamp_min(torch.finfo(logits.dtype).tiny)
+    e = exponential_like((num,) + tuple(hard.shape), logits)
     index = hard.argmax(-1, keepdim=True)
     e_i = e.gather(-1, index.expand((num,) + tuple(index.shape)))
     return torch.addcmul(e, e_i, logits.exp() * (1 - hard)).log()
