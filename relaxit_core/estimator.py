@@ -155,6 +155,10 @@ class EstimatorBase(torch.nn.Module):
     # -------------------------------------------------------------- arguments
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Check argument names against ``params``; convert numbers to tensors."""
+        names = tuple((k, v is None) for k, v in params.items())
+        if names in self._valid_names:  # these names passed the checks below before
+            return {k: v if isinstance(v, torch.Tensor) else self._as_tensor(k, v)
+                    for k, v in params.items() if v is not None}
         allowed = self.params
         unknown = [k for k in params if k not in allowed]
         if unknown:
@@ -181,19 +185,21 @@ class EstimatorBase(torch.nn.Module):
                 f"{self.name}: missing argument(s) {', '.join(map(repr, missing))}; "
                 f"expected {self._describe_params()}"
             )
-        out = {}
-        for key, value in params.items():
-            if value is None:
-                continue
-            if not isinstance(value, torch.Tensor):
-                try:
-                    value = torch.as_tensor(value, dtype=torch.get_default_dtype())
-                except (TypeError, ValueError, RuntimeError) as exc:
-                    raise ParameterError(
-                        f"{self.name}: argument {key!r} must be a tensor, got {type(value).__name__}"
-                    ) from exc
-            out[key] = value
+        out = {k: v if isinstance(v, torch.Tensor) else self._as_tensor(k, v)
+               for k, v in params.items() if v is not None}
+        self._valid_names = self._valid_names | {names}
         return out
+
+    _valid_names: frozenset[tuple[tuple[str, bool], ...]] = frozenset()
+    """(name, is None) tuples of arguments that passed :meth:`check_params` (its checks depend on names only)."""
+
+    def _as_tensor(self, key: str, value: Any) -> torch.Tensor:
+        try:
+            return torch.as_tensor(value, dtype=torch.get_default_dtype())
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ParameterError(
+                f"{self.name}: argument {key!r} must be a tensor, got {type(value).__name__}"
+            ) from exc
 
     def _describe_params(self) -> str:
         grouped = {p for g in self.exclusive_params for p in g}
