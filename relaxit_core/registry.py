@@ -224,6 +224,9 @@ class Registry:
 
     def get_class(self, name: str) -> type:
         """The estimator class registered under ``name``."""
+        if not isinstance(name, str):
+            hint = f" (use its .name, {name.name!r})" if isinstance(getattr(name, "name", None), str) else ""
+            raise TypeError(f"an estimator is looked up by its name, a str; got {type(name).__name__}{hint}")
         self.load()
         if name in self._conflicts:
             raise DuplicateEstimatorError(self._conflict_message(name))

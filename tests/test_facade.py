@@ -73,6 +73,14 @@ def test_unknown_name_suggests_close_names():
         relaxit.build({"name": "nope"})
 
 
+def test_lookup_by_non_string_says_what_is_expected():
+    info = relaxit.describe("arm")
+    with pytest.raises(TypeError, match=r"by its name, a str; got EstimatorInfo \(use its .name, 'arm'\)"):
+        relaxit.get(info)
+    with pytest.raises(TypeError, match="got int"):
+        relaxit.describe(3)
+
+
 def test_config_errors_keep_field_paths():
     with pytest.raises(relaxit.ConfigError) as info:
         relaxit.get("gumbel_softmax", tau=0)
