@@ -3,7 +3,8 @@
 Reference:
     Dimitriev & Zhou (2021), *ARMS: Antithetic-REINFORCE-Multi-Sample Gradient for Binary
     Variables*, ICML (arXiv:2105.14141) — ARMS with the Dirichlet copula (uniforms
-    ``u_k = (1 - d_k)^{K-1}``, ``d ~ Dirichlet(1_K)``), the bivariate copula ``C(p, p) = max(2 p^{1/(K-1)} - 1, 0)^{K-1}``,
+    ``u_k = (1 - d_k)^{K-1}``, ``d ~ Dirichlet(1_K)``),
+    the bivariate copula ``C(p, p) = max(2 p^{1/(K-1)} - 1, 0)^{K-1}``,
     and the debiased leave-one-out estimator
     ``g = 1/(K-1) Σ_k (f(b_k) - mean_j f(b_j)) (b_k - p) · p(1-p) / (p - P(b_i = b_j = 1))``
     (for ``p > 1/2`` the antithetic uniforms ``1 - u_k`` are used).  For ``K = 2`` the pair
