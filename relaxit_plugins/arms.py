@@ -2,12 +2,15 @@
 
 Reference:
     Dimitriev & Zhou (2021), *ARMS: Antithetic-REINFORCE-Multi-Sample Gradient for Binary
-    Variables*, ICML — Sec. 3: the Dirichlet copula (uniforms ``u_k = (1 - d_k)^{K-1}``,
-    ``d ~ Dirichlet(1_K)``), the bivariate copula ``C(p, p) = max(2 p^{1/(K-1)} - 1, 0)^{K-1}``,
+    Variables*, ICML (arXiv:2105.14141) — ARMS with the Dirichlet copula (uniforms
+    ``u_k = (1 - d_k)^{K-1}``, ``d ~ Dirichlet(1_K)``),
+    the bivariate copula ``C(p, p) = max(2 p^{1/(K-1)} - 1, 0)^{K-1}``,
     and the debiased leave-one-out estimator
     ``g = 1/(K-1) Σ_k (f(b_k) - mean_j f(b_j)) (b_k - p) · p(1-p) / (p - P(b_i = b_j = 1))``
     (for ``p > 1/2`` the antithetic uniforms ``1 - u_k`` are used).  For ``K = 2`` the pair
     is antithetic (``u, 1 - u``) and the estimate equals DisARM's (Dong et al. 2020).
+    Checked against the authors' code (``alekdimi/arms``, ``networks.py``,
+    ``grad_type="arms"``).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class ArmsEstimator(relaxit_core.EstimatorBase):
     ``g_d = (1/K) Σ_k (f(b_k) - (1/(K-1)) Σ_{j≠k} f(b_j)) (b_{k,d} - p_d) · c_d``,
     ``c_d = p_d(1-p_d) / (p_d - P(b_{i,d} = b_{j,d} = 1))``
 
-    which is unbiased (Dimitriev & Zhou 2021, Sec. 3).  ``K = 2`` gives the antithetic pair
+    which is unbiased (Dimitriev & Zhou 2021).  ``K = 2`` gives the antithetic pair
     of DisARM and the same estimate.  The ``samples`` returned are the ``K`` correlated
     samples; ``value`` is the mean objective on them (unbiased for ``E_q[f]`` since each is
     marginally from ``q``) and the objective's own parameters get the mean of their
@@ -89,7 +92,7 @@ class ArmsEstimator(relaxit_core.EstimatorBase):
     )
     reference: ClassVar[str] = (
         "Dimitriev & Zhou (2021), ARMS: Antithetic-REINFORCE-Multi-Sample Gradient for Binary "
-        "Variables, ICML, Sec. 3 (Dirichlet copula and debiased estimator)"
+        "Variables, ICML (arXiv:2105.14141): Dirichlet copula and debiased estimator"
     )
     reductions: ClassVar[tuple[str, ...]] = ("mean",)
     min_num_samples: int = 2

@@ -2,8 +2,9 @@
 
 Reference:
     De Smet, Sansone & Zuidberg Dos Martires (2023), *Differentiable Sampling of
-    Categorical Distributions Using the CatLog-Derivative Trick*, NeurIPS — Sec. 4,
-    Theorem 4.1 / the IndeCateR estimator: for ``D`` independent variables,
+    Categorical Distributions Using the CatLog-Derivative Trick*, NeurIPS (arXiv:2311.12569)
+    — the IndeCateR estimator obtained from the CatLog-Derivative trick: for ``D``
+    independent variables,
     ``∇θ E[f] = Σ_d Σ_k ∇θ p_d(k) E_{x ~ p}[f(x_{≠d}, x_d = k)]``, estimated with ``N``
     samples ``x^n`` as ``Σ_d Σ_k ∇θ p_d(k) (1/N) Σ_n f(x^n_{≠d}, k)``.
 """
@@ -31,8 +32,8 @@ class IndecaterEstimator(relaxit_core.EstimatorBase):
 
     ``ĝ = Σ_d Σ_c ∇θ p_d(c) · (1/N) Σ_n f(x^n with x_d := c)``
 
-    (De Smet et al. 2023, Sec. 4): the exact sum over the categories of one variable, the
-    others sampled.  It is unbiased, and exact when ``D = 1``.
+    (De Smet et al. 2023, the IndeCateR estimator): the exact sum over the categories of
+    one variable, the others sampled.  It is unbiased, and exact when ``D = 1``.
 
     Cost (the knob is ``num_samples``): ``N`` evaluations for the samples themselves (the
     ``value`` and the objective's own gradient, and to learn which dimensions the objective
@@ -65,8 +66,8 @@ class IndecaterEstimator(relaxit_core.EstimatorBase):
     )
     reference: ClassVar[str] = (
         "De Smet, Sansone & Zuidberg Dos Martires (2023), Differentiable Sampling of "
-        "Categorical Distributions Using the CatLog-Derivative Trick, NeurIPS, Sec. 4 "
-        "(IndeCateR estimator)"
+        "Categorical Distributions Using the CatLog-Derivative Trick, NeurIPS: the IndeCateR "
+        "estimator"
     )
     conformance_configs = ({"family": "bernoulli"}, {"family": "categorical"})
     reductions: ClassVar[tuple[str, ...]] = ("mean",)

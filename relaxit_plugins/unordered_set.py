@@ -3,11 +3,14 @@ beam search) with its built-in baseline.
 
 References:
     Kool, van Hoof & Welling (2020), *Estimating Gradients for Discrete Random Variables by
-    Sampling without Replacement*, ICLR — eq. (5)–(6) (the unordered-set estimator
-    ``e^US(S) = Σ_{s∈S} p(s) R(S, s) f(s)``, ``R(S, s) = p^{D\\s}(S\\{s}) / p(S)``), Sec. 3 and
-    App. (its gradient ``Σ_s ∇p(s) R(S, s) f(s)``, and the baseline built from the
-    second-order leave-one-out ratios ``R^{D\\s}(S, s')``), App. B (``p(S)`` as the
-    one-dimensional integral ``∫_0^1 Π_{s∈S} (1 - u^{p(s)/q}) du``, ``q = 1 - Σ_{s∈S} p(s)``).
+    Sampling without Replacement*, ICLR (https://openreview.net/forum?id=rklEj2EFvB) — the
+    unordered-set estimator ``e^US(S) = Σ_{s∈S} p(s) R(S, s) f(s)``,
+    ``R(S, s) = p^{D\\s}(S\\{s}) / p(S)``, its gradient ``Σ_s ∇p(s) R(S, s) f(s)``, the
+    built-in baseline from the second-order leave-one-out ratios ``R^{D\\s}(S, s')``, and
+    ``p(S)`` as the one-dimensional integral ``∫_0^1 Π_{s∈S} (1 - u^{p(s)/q}) du``,
+    ``q = 1 - Σ_{s∈S} p(s)``.  Checked against the authors' code
+    (``wouterkool/estimating-gradients-without-replacement``, ``bernoulli/baselines_lib.py``
+    ``reinforce_unordered`` and ``bernoulli/gumbel.py`` ``compute_log_R``).
     Kool, van Hoof & Welling (2019), *Stochastic Beams and Where to Find Them*, ICML —
     stochastic beam search (top-down Gumbel sampling with truncated Gumbels) to draw the
     set from a product of categoricals.
@@ -83,7 +86,7 @@ def leave_one_out_ratios(log_p: torch.Tensor, num_points: int = 500):
     (``R2[s, s] = 1``) for sets of ``k`` distinct elements with joint log-probabilities
     ``log_p`` (``[N, k]``), in float64.
 
-    ``p(S) = ∫_0^1 Π_s (1 - u^{p_s/q}) du``, ``q = 1 - Σ_s p_s`` (Kool et al. 2020, App. B),
+    ``p(S) = ∫_0^1 Π_s (1 - u^{p_s/q}) du``, ``q = 1 - Σ_s p_s`` (Kool et al. 2020),
     and the leave-one-out sets keep the same ``q``, so all are integrals of one family.
     With ``u = exp(-e^y)`` it becomes ``∫ exp(y - e^y) Π_s (1 - exp(-c_s e^y)) dy``,
     ``c_s = p_s / q``: a smooth, unimodal integrand on the real line for every scale of the
@@ -133,7 +136,7 @@ class UnorderedSetEstimator(relaxit_core.EstimatorBase):
     (Kool et al. 2020, the unordered-set estimator with its baseline; ``k = 1`` has no
     baseline and is plain REINFORCE), unbiased; when ``k``
     covers the whole domain it is the exact gradient.  The probabilities of sets use
-    the integral of App. B, by the trapezoid rule on ``integration_points`` points (see
+    the paper's one-dimensional integral, by the trapezoid rule on ``integration_points`` points (see
     :func:`leave_one_out_ratios`).
 
     ``value``, and the objective's own parameters (``objective_weights``):
@@ -144,7 +147,7 @@ class UnorderedSetEstimator(relaxit_core.EstimatorBase):
       unlikely configurations, so these are biased estimates of ``E_q[f]`` and
       ``E_q[∇φ f]`` (the law's gradient stays unbiased).
     - ``"unordered_set"``: ``value = Σ_s p(s) R(S, s) f(s)`` and the objective's parameters
-      get ``Σ_s p(s) R(S, s) ∇φ f(s)``: both unbiased (Kool et al. 2020, eq. 5), but ``value``
+      get ``Σ_s p(s) R(S, s) ∇φ f(s)``: both unbiased (Kool et al. 2020, the unordered-set estimator), but ``value``
       is then a weighted, not a plain, mean of the returned samples.
 
     Cost: exactly ``k`` objective evaluations, in two calls (the first sample alone, which
@@ -169,7 +172,7 @@ class UnorderedSetEstimator(relaxit_core.EstimatorBase):
     )
     reference: ClassVar[str] = (
         "Kool, van Hoof & Welling (2020), Estimating Gradients for Discrete Random Variables by "
-        "Sampling without Replacement, ICLR, eqs. 5-6, Sec. 3 (baseline), App. B (p(S)); "
+        "Sampling without Replacement, ICLR: unordered-set estimator, built-in baseline, p(S) integral; "
         "Kool, van Hoof & Welling (2019), Stochastic Beams and Where to Find Them, ICML"
     )
     reductions: ClassVar[tuple[str, ...]] = ("mean",)

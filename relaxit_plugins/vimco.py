@@ -3,9 +3,11 @@ leave-one-out control variates.
 
 Reference:
     Mnih & Rezende (2016), *Variational Inference for Monte Carlo Objectives*, ICML —
-    eq. (2) (the bound ``L = log (1/K) Σ_k w_k``), eq. (4)–(5) (its score-function
-    gradient), eqs. (8)–(10) (the leave-one-out learning signals with the geometric-mean
-    substitute ``log ŵ_{-j} = (1/(K-1)) Σ_{i≠j} log w_i``).
+    eq. (2) (the K-sample estimate ``Î = (1/K) Σ_k w_k``; the bound is ``L = E log Î``),
+    eq. (5) (its gradient ``Σ_j L̂ ∇ log Q(h^j) + Σ_j w̃_j ∇ log w_j``),
+    eq. (10) (the per-sample learning signal ``L̂(h^j | h^{-j}) = L̂(h^{1:K}) - L̂(h^{-j})``,
+    where ``L̂(h^{-j})`` replaces ``w_j`` by the geometric mean of the other weights,
+    ``log ŵ_{-j} = (1/(K-1)) Σ_{i≠j} log w_i``) and eq. (11) (the VIMCO estimator).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ __all__ = ["VimcoEstimator", "vimco_signals"]
 
 def vimco_signals(log_w: torch.Tensor) -> torch.Tensor:
     """VIMCO's learning signals ``L - L_{-j}`` for each sample ``j`` (Mnih & Rezende 2016,
-    eqs. 8–10), detached.
+    eq. 10), detached.
 
     ``log_w`` has shape ``[K, *B]`` (``K >= 2``); ``L = log (1/K) Σ_k w_k`` and ``L_{-j}`` is
     the same bound with ``log w_j`` replaced by the mean of the other log-weights (the
@@ -48,11 +50,12 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
 
     With ``reduce="logmeanexp"`` (VIMCO proper), ``objective(z)`` returns per-sample
     log-weights ``log w_k`` (e.g. ``log p(x, z_k) - log q(z_k)``), ``value`` is the bound
-    ``L = log (1/K) Σ_k w_k`` (to maximise, eq. 2) and the surrogate's gradient is
+    ``L = log (1/K) Σ_k w_k`` (to maximise; the log of eq. 2's estimate) and the
+    surrogate's gradient is
 
     ``Σ_j (L - L_{-j}) ∇θ log q(z_j) + Σ_j w̃_j ∇ log w_j``,  ``w̃_j = w_j / Σ_k w_k``
 
-    (eqs. 4, 8–10), where ``L_{-j}`` replaces ``log w_j`` by the mean of the other
+    (eqs. 5, 10–11), where ``L_{-j}`` replaces ``log w_j`` by the mean of the other
     log-weights.  The second term flows through the objective by autograd (so a
     ``log q(z)`` computed inside the objective from the same parameters gets its
     pathwise part, and the objective's own parameters get ``Σ_j w̃_j ∇φ log w_j``).
@@ -86,7 +89,7 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
     )
     reference: ClassVar[str] = (
         "Mnih & Rezende (2016), Variational Inference for Monte Carlo Objectives, ICML, "
-        "eqs. 2, 4-5 and 8-10"
+        "eqs. 2, 5, 10-11"
     )
     conformance_configs = ({"family": "bernoulli"}, {"family": "categorical"})
     reductions: ClassVar[tuple[str, ...]] = ("mean", "logmeanexp")
