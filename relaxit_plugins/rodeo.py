@@ -65,31 +65,44 @@ class _SteinNet(torch.nn.Module):
         pre = self.dense_x(t.to(dtype).unsqueeze(-1)) + self.dense_z(z.to(dtype).unsqueeze(-1)).unsqueeze(-2)
         return self.out(torch.nn.functional.leaky_relu(pre, self.slope)).to(t.dtype)
 
-    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``t`` of shape ``[..., N]``, ``z`` of shape ``[...]`` shared along ``N`` -> ``[..., N, 2]``."""
+    def pieces(self, z: torch.Tensor):
+        """The affine pieces of ``t -> h(t, z)`` for each ``z`` (flattened to ``[M]``): the sorted
+        kinks ``[M, H]`` and a table ``[M (H + 1), 4]`` whose row ``m (H + 1) + j`` holds
+        ``(c0, s0, c1, s1)`` with ``h_i(t) = c_i + s_i t`` between the ``j``-th and ``j+1``-th kink."""
         dtype = self.out.weight.dtype
-        lead, n = t.shape[:-1], t.shape[-1]
-        t = t.to(dtype).reshape(-1, n)  # [M, N]
-        m = t.shape[0]
         a = self.dense_z(z.to(dtype).reshape(-1, 1)) + self.dense_x.bias  # [M, H]
+        m = a.shape[0]
         w = self.dense_x.weight[:, 0]  # [H]
         v = self.out.weight  # [2, H]
         kink = torch.where(w != 0, -a / w, torch.where(a > 0, -torch.inf, torch.inf))  # [M, H]
         kink, order = kink.sort(-1)
-        # unit h contributes v_h (a_h + t w_h) when active: coefficients (of 1, of t) per output
-        coef = torch.cat((a.unsqueeze(-1) * v.T, (w.unsqueeze(-1) * v.T).expand(m, -1, -1)), -1)  # [M, H, 4]
-        neg = (w < 0).to(dtype)  # units active below their kink (w_h = 0: kink at -inf or inf)
-        # h(t) = b_2 + slope W2 (a + t w) + (1 - slope) Σ_active: the affine piece after passing j kinks
-        first = torch.cat((self.out.bias + a @ v.T * self.slope, (v @ w * self.slope).expand(m, -1)), -1)  # [M, 4]
-        first = first + (1 - self.slope) * (coef * neg.unsqueeze(-1)).sum(1)
+        # unit h adds v_h (a_h + t w_h) where it is active: (const, slope) per output
+        coef = torch.stack((a.unsqueeze(-1) * v.T, (w.unsqueeze(-1) * v.T).expand(m, -1, -1)), -1)
+        coef = coef.reshape(m, -1, 4)  # [M, H, (c0, s0, c1, s1)]
+        neg = (w < 0).to(dtype)  # active below the kink (w_h = 0: kink at -inf or inf, active iff a_h > 0)
+        lin = torch.stack((self.out.bias + a @ v.T * self.slope, (v @ w * self.slope).expand(m, -1)), -1)
+        first = lin.reshape(m, 4) + (1 - self.slope) * (coef * neg.unsqueeze(-1)).sum(1)  # below every kink
         step = (1 - self.slope) * coef.gather(1, order.unsqueeze(-1).expand(-1, -1, 4))
-        step = step * (1 - 2 * neg)[order].unsqueeze(-1)
+        step = step * (1 - 2 * neg)[order].unsqueeze(-1)  # passing a kink switches its unit on (off if w_h < 0)
         table = torch.cat((first.unsqueeze(1), first.unsqueeze(1) + step.cumsum(1)), 1)  # [M, H + 1, 4]
-        idx = torch.searchsorted(kink.contiguous(), t.contiguous())  # [M, N]: kinks strictly below t
-        idx = idx + torch.arange(0, m * (kink.shape[1] + 1), kink.shape[1] + 1, device=t.device).unsqueeze(-1)
-        piece = table.reshape(-1, 4).index_select(0, idx.reshape(-1))  # [M N, 4]
-        h = torch.addcmul(piece[:, :2], t.reshape(-1, 1), piece[:, 2:])
-        return h.reshape(lead + (n, 2)).to(z.dtype)
+        return kink.contiguous(), table.reshape(-1, 4)
+
+    @staticmethod
+    def query(pieces, t: torch.Tensor):
+        """``(h0, h1)`` at ``t`` of shape ``[M, N]`` (row ``m`` shares ``z_m``), each ``[M, N]``."""
+        kink, table = pieces
+        m, hp1 = kink.shape[0], kink.shape[1] + 1
+        t = t.to(table.dtype)
+        idx = torch.searchsorted(kink, t.contiguous())  # [M, N]: the number of kinks below t
+        idx = idx + torch.arange(0, m * hp1, hp1, device=t.device).unsqueeze(-1)
+        c0, s0, c1, s1 = table.index_select(0, idx.reshape(-1)).unbind(-1)
+        t = t.reshape(-1)
+        return torch.addcmul(c0, t, s0).view_as(idx), torch.addcmul(c1, t, s1).view_as(idx)
+
+    def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``t`` of shape ``[..., N]``, ``z`` of shape ``[...]`` shared along ``N`` -> ``[..., N, 2]``."""
+        h0, h1 = self.query(self.pieces(z), t.reshape(-1, t.shape[-1]))
+        return torch.stack((h0, h1), -1).reshape(t.shape + (2,)).to(t.dtype)
 
 
 class RodeoEstimator(relaxit_core.EstimatorBase):
@@ -192,13 +205,21 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         c_loo = loo_mean((gf * xf).sum(-1))
         f_loo = loo_mean(fd)
         lin_x = (g_loo * xf).sum(-1) - c_loo  # [K, *B]
-        lin_nb = lin_x.unsqueeze(-1) + g_loo * (1 - 2 * xf)  # one-flip neighbours, [K, *B, D]
-        h = self.control(torch.cat((lin_x.unsqueeze(-1), lin_nb), -1), f_loo)  # [K, *B, 1 + D, 2]
-        h_x, h_nb = h[..., 0, :], h[..., 1:, :]  # the state and its neighbours
-        w = p * (1 - xf) + (1 - p) * xf  # Gibbs kernel: probability of the flipped value
-        a_h0 = (w * (h_nb[..., 0] - h_x[..., :1])).mean(-1)  # (A h0)(x_k), [K, *B]
-        h1_nb, h1_x = h_nb[..., 1], h_x[..., 1:]
-        a_h1 = score * (w * (h1_nb - h1_x)).mean(-1, keepdim=True) + w * h1_nb * (1 - 2 * xf) / d
+        flip = 1 - 2 * xf  # y^(d) - x at neighbour d, along e_d
+        lin_nb = torch.addcmul(lin_x.unsqueeze(-1), g_loo, flip)  # one-flip neighbours, [K, *B, D]
+        pieces = self.control.pieces(f_loo)
+        h0_x, h1_x = self.control.query(pieces, lin_x.reshape(-1, 1))  # at x_k, [M, 1]
+        h0_nb, h1_nb = self.control.query(pieces, lin_nb.reshape(-1, d))  # at its neighbours, [M, D]
+        # Gibbs kernel: move to neighbour d with probability q(y_d) / D (the flipped value's)
+        w = torch.where(xf.bool(), 1 - p, p).reshape(-1, d)
+        w_sum = w.sum(-1, keepdim=True)
+        a_h0 = ((w * h0_nb).sum(-1, keepdim=True) - h0_x * w_sum) / d  # (A h0)(x_k), [M, 1]
+        wh1 = w * h1_nb
+        # (A H)(x_k) with H = h1 ∇η log q: the score moves by ±e_d at neighbour d
+        a_h1 = score.reshape(-1, d) * ((wh1.sum(-1, keepdim=True) - h1_x * w_sum) / d)
+        a_h1 = torch.addcmul(a_h1, wh1, flip.reshape(-1, d), value=1 / d).reshape(score.shape)
+        a_h0 = a_h0.reshape(fd.shape).to(fd.dtype)
+        a_h1 = a_h1.to(fd.dtype)
         alpha, beta = self.alpha.to(fd.dtype), self.beta.to(fd.dtype)
         signal = fd - loo_mean(fd + alpha * a_h0)  # [K, *B]
         g_hat = (expand_to(signal, score.dim()) * score + beta * a_h1).mean(0)  # [*B, D]
