@@ -66,12 +66,15 @@ def gumbel_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     On CPU it is ``-log(-log U)`` computed in float64 from a 53-bit uniform (finite in
     ``[-6.6, 36.8]``, both tails exact to 2^-53) and rounded once to ``like``'s dtype; this
     is cheaper there than torch's ``exponential_`` (``F.gumbel_softmax``'s noise).  Elsewhere
-    it is ``-log(exponential_())`` in ``like``'s dtype, with ``E`` clamped to ``tiny``.
+    it is ``-log(exponential_())`` in at least float32 (``E`` clamped to float32's ``tiny``),
+    rounded once to ``like``'s dtype: in float16 itself, ``E`` would be cut at 6e-5 and the
+    upper tail of ``G`` at 9.7.
     """
     if like.device.type == "cpu":
         return _uniform64(shape, like).log_().neg_().log_().neg_().to(like.dtype)
-    e = torch.empty(shape, dtype=like.dtype, device=like.device).exponential_()
-    return e.clamp_min_(torch.finfo(like.dtype).tiny).log_().neg_()  # in place: one allocation
+    dtype = torch.promote_types(like.dtype, torch.float32)
+    e = torch.empty(shape, dtype=dtype, device=like.device).exponential_()
+    return e.clamp_min_(torch.finfo(dtype).tiny).log_().neg_().to(like.dtype)  # in place: one allocation
 
 
 def logistic_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
