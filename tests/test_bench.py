@@ -140,6 +140,19 @@ def test_config_file_reproduces_run_exactly_and_workers_do_not_matter(tmp_path):
     assert [n[1:] for n in _numbers(third["results"])] != [n[1:] for n in _numbers(toy)]
 
 
+@pytest.mark.parametrize("name", ["default", "shi2022"])
+def test_resolved_preset_plans_the_same_runs(name):
+    """The resolved config (what config.json holds) plans exactly the runs of the preset, also
+    when an estimator is skipped at some K (disarm at K = 3 in shi2022)."""
+    from relaxit.bench import preset
+
+    first = plan(preset(name))
+    second = plan(first.config.model_dump(mode="json"))
+    assert [r.run_id for r in second.runs] == [r.run_id for r in first.runs]
+    assert [r.estimator for r in second.runs] == [r.estimator for r in first.runs]
+    assert second.config == first.config
+
+
 def test_explicit_estimators_are_validated_through_the_registry():
     base = {"tasks": [{"name": "toy", **TINY_TOY, "num_samples": 1, "estimators": [{"name": "reinforce", "baseline": "leave_one_out"}]}]}
     with pytest.raises(ValueError, match="num_samples >= 2"):

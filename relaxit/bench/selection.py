@@ -247,7 +247,9 @@ def resolve(config: BenchConfig) -> Plan:
                         )
                     )
             if fits_any:
-                kept.append(EstimatorEntry(estimator=full, label=label))
+                # an entry that was skipped at some K stays optional, so that the resolved
+                # config reproduces the same runs (and notes) instead of failing there
+                kept.append(EstimatorEntry(estimator=full, label=label, optional=optional or auto))
         if not kept:
             notes.append(f"{task.id}: no registered estimator fits the {family!r} family; task skipped")
         tasks.append(task.model_copy(update={"estimators": kept, "variants": False}))
