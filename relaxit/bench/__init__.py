@@ -10,13 +10,13 @@ cost?"::
     relaxit bench --config my_run.yaml                # the whole run from a file
     relaxit bench --config bench-out/config.json  # reproduce a run exactly
 
-Tasks (:mod:`relaxit.bench.tasks`): ``toy`` and ``toy-categorical`` (the REBAR/RELAX toy
+Tasks (``relaxit.bench.tasks``): ``toy`` and ``toy-categorical`` (the REBAR/RELAX toy
 ``E[(z - t)^2]``: bias and variance against the exact gradient by enumeration, and training
 curves), ``vae-bernoulli`` and ``vae-categorical`` (VAEs on scikit-learn's bundled 8x8
 digits, binarised, fixed split; test -ELBO, IWAE bound, encoder-gradient variance, time per
 step) and ``subset`` (select k of n features; estimators of the ``subset`` family).
 
-Estimators are chosen from the registry by family (:mod:`relaxit.bench.selection`) and
+Estimators are chosen from the registry by family (``relaxit.bench.selection``) and
 built with :func:`relaxit.build`: a third-party plugin is benchmarked by being installed.
 
 Outputs (``--output``, default ``bench-out/``): ``results.json`` (versions, seeds,
