@@ -36,45 +36,42 @@ def uniform_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     return clamp_probs(torch.rand(shape, dtype=like.dtype, device=like.device))
 
 
-_TINY64 = torch.finfo(torch.float64).tiny
+def _exponential_wide(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """``E ~ Exp(1)``, strictly positive, on ``like``'s device in a dtype at least as wide as
+    float32 (not yet rounded to ``like``'s dtype).
 
-
-def _uniform64(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
-    """Uniform noise in ``(0, 1)`` as float64 (53 random bits), kept away from 0."""
-    u = torch.rand(shape, dtype=torch.float64, device=like.device)
-    return u.clamp_min_(_TINY64)
+    On CPU ``E = -log U`` with ``U`` a float64 uniform clamped away from 0: about 3x faster
+    there than torch's ``exponential_`` and exact to 2^-53 in both tails (``E`` in
+    ``[1.1e-16, 708.4]``).  Elsewhere ``exponential_`` in at least float32, clamped to that
+    dtype's ``tiny``.
+    """
+    if like.device.type == "cpu":
+        u = torch.rand(shape, dtype=torch.float64, device=like.device)
+        return u.clamp_min_(torch.finfo(torch.float64).tiny).log_().neg_()
+    dtype = torch.promote_types(like.dtype, torch.float32)
+    e = torch.empty(shape, dtype=dtype, device=like.device).exponential_()
+    return e.clamp_min_(torch.finfo(dtype).tiny)
 
 
 def exponential_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     """Standard exponential noise ``E ~ Exp(1)`` in ``like``'s dtype and device, strictly positive.
 
-    On CPU it is ``-log U`` with ``U`` a float64 uniform: about 3x faster there than torch's
-    ``exponential_`` and exact to 2^-53 in both tails.  Elsewhere it is ``exponential_`` in
-    ``like``'s dtype.  Values are clamped to the dtype's ``tiny`` (float16 can round tiny
+    Drawn in float64 on CPU and in at least float32 elsewhere (see ``_exponential_wide``),
+    rounded once to ``like``'s dtype and clamped to its ``tiny`` (float16 can round tiny
     draws to 0).
     """
-    if like.device.type == "cpu":
-        e = _uniform64(shape, like).log_().neg_().to(like.dtype)
-    else:
-        e = torch.empty(shape, dtype=like.dtype, device=like.device).exponential_()
-    return e.clamp_min_(torch.finfo(like.dtype).tiny)
+    return _exponential_wide(shape, like).to(like.dtype).clamp_min_(torch.finfo(like.dtype).tiny)
 
 
 def gumbel_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
-    """Standard Gumbel noise ``-log E``, ``E ~ Exp(1)``, finite, in ``like``'s dtype and device.
+    """Standard Gumbel noise ``G = -log E``, ``E ~ Exp(1)``, finite, in ``like``'s dtype and device.
 
-    On CPU it is ``-log(-log U)`` computed in float64 from a 53-bit uniform (finite in
-    ``[-6.6, 36.8]``, both tails exact to 2^-53) and rounded once to ``like``'s dtype; this
-    is cheaper there than torch's ``exponential_`` (``F.gumbel_softmax``'s noise).  Elsewhere
-    it is ``-log(exponential_())`` in at least float32 (``E`` clamped to float32's ``tiny``),
-    rounded once to ``like``'s dtype: in float16 itself, ``E`` would be cut at 6e-5 and the
-    upper tail of ``G`` at 9.7.
+    ``G`` is computed in the wide dtype of ``E`` (float64 on CPU: ``G`` in ``[-6.6, 36.8]``,
+    both tails exact to 2^-53, and cheaper there than torch's ``exponential_``, the noise of
+    ``F.gumbel_softmax``; at least float32 elsewhere) and rounded once to ``like``'s dtype:
+    in float16 itself ``E`` would be cut at 6e-5 and the upper tail of ``G`` at 9.7.
     """
-    if like.device.type == "cpu":
-        return _uniform64(shape, like).log_().neg_().log_().neg_().to(like.dtype)
-    dtype = torch.promote_types(like.dtype, torch.float32)
-    e = torch.empty(shape, dtype=dtype, device=like.device).exponential_()
-    return e.clamp_min_(torch.finfo(dtype).tiny).log_().neg_().to(like.dtype)  # in place: one allocation
+    return _exponential_wide(shape, like).log_().neg_().to(like.dtype)  # in place: one allocation
 
 
 def logistic_like(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
