@@ -156,9 +156,13 @@ class EstimatorBase(torch.nn.Module):
     def check_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """Check argument names against ``params``; convert numbers to tensors."""
         names = tuple((k, v is None) for k, v in params.items())
-        if names in self._valid_names:  # these names passed the checks below before
-            return {k: v if isinstance(v, torch.Tensor) else self._as_tensor(k, v)
-                    for k, v in params.items() if v is not None}
+        if names not in self._valid_names:  # the checks depend on the names only: once per set
+            self._check_param_names(params)
+            self._valid_names = self._valid_names | {names}
+        return {k: v if isinstance(v, torch.Tensor) else self._as_tensor(k, v)
+                for k, v in params.items() if v is not None}
+
+    def _check_param_names(self, params: Mapping[str, Any]) -> None:
         allowed = self.params
         unknown = [k for k in params if k not in allowed]
         if unknown:
@@ -185,10 +189,6 @@ class EstimatorBase(torch.nn.Module):
                 f"{self.name}: missing argument(s) {', '.join(map(repr, missing))}; "
                 f"expected {self._describe_params()}"
             )
-        out = {k: v if isinstance(v, torch.Tensor) else self._as_tensor(k, v)
-               for k, v in params.items() if v is not None}
-        self._valid_names = self._valid_names | {names}
-        return out
 
     _valid_names: frozenset[tuple[tuple[str, bool], ...]] = frozenset()
     """(name, is None) tuples of arguments that passed :meth:`check_params` (its checks depend on names only)."""

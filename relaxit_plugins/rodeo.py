@@ -154,7 +154,6 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
 
     name: ClassVar[str] = "rodeo"
     family: ClassVar[str] = "bernoulli"
-    families: ClassVar[tuple[str, ...]] = ("bernoulli",)
     params: ClassVar[tuple[str, ...]] = ("logits",)
     capabilities: ClassVar[frozenset] = frozenset(
         {C.SCORE_FUNCTION, C.LOG_PROB, C.KL, C.ENUMERATE_SUPPORT, C.UNBIASED, C.HARD}
