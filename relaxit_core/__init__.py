@@ -19,12 +19,13 @@ from relaxit_core.config import EstimatorConfig
 from relaxit_core.errors import (
     ConfigError,
     DuplicateEstimatorError,
+    EstimatorWarning,
     ParameterError,
     PluginWarning,
     RelaxitError,
     UnknownEstimatorError,
 )
-from relaxit_core.estimator import Estimate, EstimatorBase, GradientEstimator, Objective
+from relaxit_core.estimator import Draw, Estimate, EstimatorBase, GradientEstimator, Objective
 from relaxit_core.hookspecs import hookimpl, hookspec
 from relaxit_core.registry import EstimatorInfo, Registry
 
@@ -33,6 +34,7 @@ __all__ = [
     "FAMILIES",
     "EstimatorConfig",
     "Estimate",
+    "Draw",
     "EstimatorBase",
     "GradientEstimator",
     "Objective",
@@ -46,4 +48,5 @@ __all__ = [
     "ParameterError",
     "DuplicateEstimatorError",
     "PluginWarning",
+    "EstimatorWarning",
 ]
