@@ -308,6 +308,7 @@ class EstimatorELBO(ELBO, torch.nn.Module):
         self.default = default
         self.bound = bound
         self._keys: dict[str, str] = {}
+        self._specs: dict[str, Any] = {}
 
     # ------------------------------------------------------------ estimators
     def _key(self, name: str) -> str:
@@ -320,23 +321,23 @@ class EstimatorELBO(ELBO, torch.nn.Module):
         return key
 
     def _estimator_for(self, name: str, infer: Mapping, fn: Any, kind: str):
+        """The site's estimator (built once per site and spec, then kept in :attr:`estimators`)."""
         key = self._key(name)
         spec = infer.get("estimator")
         if spec is None:
             spec = carried_estimator(fn)
-        if spec is None and key in self.estimators:
-            return key, self.estimators[key]
         if spec is None:
             spec = self.site_estimators.get(name, self.default)
         if isinstance(spec, torch.nn.Module):
             est = spec
-        elif key in self.estimators and getattr(self, "_specs", {}).get(key) == _spec_id(spec):
-            return key, self.estimators[key]
         else:
+            sid = _spec_id(spec)
+            if key in self.estimators and self._specs.get(key) == sid:
+                return key, self.estimators[key]
             est = self._build(spec, name, kind)
-            self.__dict__.setdefault("_specs", {})[key] = _spec_id(spec)
-        self._check(est, name, kind)
+            self._specs[key] = sid
         if key not in self.estimators or self.estimators[key] is not est:
+            self._check(est, name, kind)
             self.estimators[key] = est
         return key, est
 

