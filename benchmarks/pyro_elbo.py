@@ -10,7 +10,9 @@
    added later appear by themselves), and ``TraceGraph_ELBO(num_particles=2,
    vectorize_particles=True)`` without a baseline and with its decaying-average baseline
    (``infer={"baseline": {"use_decaying_avg_baseline": True}}``).  Stateful baselines
-   (moving averages) run ``--repeats // 4`` calls before measuring.  ``vimco`` estimates
+   (moving averages) are warmed up on ``--repeats // 2`` random minibatches, as in training,
+   then frozen while measuring (else a per-data-point average would learn the fixed
+   minibatch, which training never shows it twice).  ``vimco`` estimates
    the IWAE bound's gradient (a different objective), reported for completeness.
 2. Speed: one ``svi.step()`` with ``EstimatorELBO`` + ``disarm`` (2 particles) against one
    with ``TraceGraph_ELBO(num_particles=2, vectorize_particles=True)``, the same VAE and
@@ -77,15 +79,25 @@ def label(spec) -> str:
     return spec["name"] + ("[" + ", ".join(f"{k}={v}" for k, v in extra.items()) + "]" if extra else "")
 
 
-def encoder_grads(vae, loss_and_grads, x, repeats: int, warm: int) -> torch.Tensor:
+def encoder_grads(vae, loss_and_grads, x, repeats: int, warm: int, pool=None, state=None) -> torch.Tensor:
+    """``repeats`` encoder gradients on the fixed minibatch ``x``.  A stateful baseline is
+    first run ``warm`` times on random minibatches of ``pool`` (as in training), then frozen:
+    its state (``state()`` returns a dict of tensors) is restored before every repeat, so it
+    does not learn the fixed minibatch."""
     params = list(vae.encoder.parameters())
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(warm):
+        loss_and_grads(vae.model, vae.guide, pool[torch.randint(len(pool), (len(x),), generator=gen)])
+    frozen = {k: v.detach().clone() for k, v in state().items()} if state is not None else {}
     rows = []
-    for i in range(warm + repeats):
+    for _ in range(repeats):
+        with torch.no_grad():
+            for k, v in state().items() if state is not None else ():
+                v.copy_(frozen[k])
         for p in vae.parameters():
             p.grad = None
         loss_and_grads(vae.model, vae.guide, x)
-        if i >= warm:
-            rows.append(torch.cat([p.grad.reshape(-1) for p in params]))
+        rows.append(torch.cat([p.grad.reshape(-1) for p in params]))
     return torch.stack(rows)
 
 
@@ -106,23 +118,31 @@ def variance_table(ex, repeats: int, warmup: int, batch: int) -> list[tuple]:
         svi.step(x_train[torch.randint(len(x_train), (100,), generator=gen)])
     x = x_train[:batch]
     rows = []
+    stateful_warm = max(50, repeats // 2)
     for spec in unbiased_bernoulli():
         vae.estimator = spec
         elbo = EstimatorELBO(num_particles=2, max_plate_nesting=1)
-        warm = repeats // 4 if (isinstance(spec, dict) and spec.get("baseline") == "moving_average") else 1
-        g = encoder_grads(vae, elbo.loss_and_grads, x, repeats, warm)
+        stateful = isinstance(spec, dict) and spec.get("baseline") == "moving_average"
+        # one call builds the site's estimator (and warms a stateful baseline up on random minibatches)
+        g = encoder_grads(vae, elbo.loss_and_grads, x, repeats, stateful_warm if stateful else 1, x_train,
+                          state=(lambda elbo=elbo: dict(elbo.estimators.named_buffers())) if stateful else None)
         est = elbo.estimators["z"]
         evals = est.evaluations(2, batch_ndim=1, logits=torch.zeros(batch, vae.latent)) if hasattr(est, "evaluations") else 2
         rows.append((label(spec), *total_variance(g), evals))
     vae.estimator = None
+    store = pyro.get_param_store()
     for name, infer in (("TraceGraph_ELBO", {}), ("TraceGraph_ELBO + decaying-average baseline", {"baseline": {"use_decaying_avg_baseline": True}})):
         def guide(x, infer=infer):
             pyro.module("encoder", vae.encoder)
             with pyro.plate("data", x.shape[0]):
                 pyro.sample("z", pyro.distributions.Bernoulli(logits=vae.encoder(x)).to_event(1), infer=dict(infer))
 
+        def baseline_state():
+            return {k: store[k] for k in store.keys() if k.startswith("__baseline")}
+
         tg = TraceGraph_ELBO(num_particles=2, vectorize_particles=True, max_plate_nesting=1)
-        g = encoder_grads(_Swap(vae, guide), tg.loss_and_grads, x, repeats, repeats // 4 if infer else 1)
+        g = encoder_grads(_Swap(vae, guide), tg.loss_and_grads, x, repeats, stateful_warm if infer else 0, x_train,
+                          state=baseline_state if infer else None)
         rows.append((name, *total_variance(g), 2))
     return rows
 
@@ -135,6 +155,58 @@ class _Swap:
 
     def parameters(self):
         return self.vae.parameters()
+
+
+P0 = torch.tensor([0.3, -0.2, 0.5])
+XA = torch.tensor([1.0, -0.5, 2.0])
+LA = torch.tensor([0.4, -0.7, 1.2])
+
+
+def plate_table(n: int = 20000) -> list[tuple]:
+    """Gradient variance on a plate of 3 Bernoulli sites (``x_i ~ N(2 z_i - 1, 1)``): every
+    unbiased estimator on the plate-local costs and on the whole ELBO (the same latents as one
+    ``to_event(1)`` site), and TraceGraph_ELBO, at 2 particles.  ``n`` independent replicates
+    run side by side in an outer plate, each with its own copy of the guide's logits."""
+
+    def model(local: bool):
+        def fn():
+            with pyro.plate("rep", n, dim=-2 if local else -1):
+                if local:
+                    with pyro.plate("i", 3, dim=-1):
+                        z = pyro.sample("z", pyro.distributions.Bernoulli(logits=P0))
+                        pyro.sample("x", pyro.distributions.Normal(2 * z - 1, 1.0), obs=XA)
+                else:
+                    z = pyro.sample("z", pyro.distributions.Bernoulli(logits=P0).to_event(1))
+                    pyro.sample("x", pyro.distributions.Normal(2 * z - 1, 1.0).to_event(1), obs=XA)
+        return fn
+
+    def guide(leaf, local: bool):
+        def fn():
+            with pyro.plate("rep", n, dim=-2 if local else -1):
+                if local:
+                    with pyro.plate("i", 3, dim=-1):
+                        pyro.sample("z", pyro.distributions.Bernoulli(logits=leaf))
+                else:
+                    pyro.sample("z", pyro.distributions.Bernoulli(logits=leaf).to_event(1))
+        return fn
+
+    def var(loss_and_grads, local):
+        leaf = LA.expand(n, 3).clone().requires_grad_(True)
+        loss_and_grads(model(local), guide(leaf, local))
+        return float(leaf.grad.var(0).sum())
+
+    rows = []
+    mpn = 2
+    for spec in unbiased_bernoulli():
+        if isinstance(spec, dict) and spec.get("baseline") == "moving_average":
+            continue  # its state would need warming up; the leave-one-out row stands for REINFORCE
+        pyro.clear_param_store()
+        whole = var(EstimatorELBO(num_particles=2, max_plate_nesting=1, default=spec, bound="elbo").loss_and_grads, False)
+        local = var(EstimatorELBO(num_particles=2, max_plate_nesting=mpn, default=spec, bound="elbo").loss_and_grads, True)
+        rows.append((label(spec), whole, local))
+    tg = var(TraceGraph_ELBO(num_particles=2, vectorize_particles=True, max_plate_nesting=mpn).loss_and_grads, True)
+    rows.append(("TraceGraph_ELBO", float("nan"), tg))
+    return rows
 
 
 def speed(ex, pairs: int, batch: int) -> tuple[float, float, float]:
@@ -178,7 +250,21 @@ def main(argv=None) -> str:
     rows = variance_table(ex, repeats, warmup, batch)
     ratio, t_ours, t_theirs = speed(ex, 30 if args.quick else 200, 100)
     tg = next(r for r in rows if r[0] == "TraceGraph_ELBO")[1]
+    plate = plate_table(4000 if args.quick else 20000)
+    tg_plate = plate[-1][2]
     lines = [
+        "Gradient variance (sum over the 3 logits) on a plate of 3 Bernoulli sites, 2 particles "
+        "(`whole ELBO`: the estimator on the whole ELBO, the latents as one site; `plate-local`: "
+        "each element on its own downstream cost, as EstimatorELBO does):",
+        "",
+        "| estimator | whole ELBO | plate-local | plate-local vs TraceGraph_ELBO |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, whole, local in sorted(plate, key=lambda r: r[2]):
+        w = "" if math.isnan(whole) else f"{whole:.3g}"
+        lines.append(f"| {name} | {w} | {local:.3g} | {local / tg_plate:.3g} |")
+    lines += [
+        "",
         f"Encoder-gradient variance, Bernoulli VAE on the digits (16 latents, batch {batch}, "
         f"{warmup} warm-up steps, {repeats} repeats, 2 particles):",
         "",

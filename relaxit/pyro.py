@@ -257,7 +257,7 @@ class EstimatorELBO(ELBO, torch.nn.Module):
     :class:`~relaxit_core.EstimatorConfig` or an estimator; for an estimator that serves
     several families, a name or mapping without ``family`` takes the site's (``Bernoulli``:
     ``"bernoulli"``; ``OneHotCategorical`` and ``Categorical``: ``"categorical"``).  The
-    estimators live in :attr:`estimators` (an :class:`torch.nn.ModuleDict` keyed by site),
+    estimators live in ``estimators`` (an :class:`torch.nn.ModuleDict` keyed by site),
     so this ELBO's ``state_dict`` holds their buffers; their parameters are registered with
     ``pyro.module("relaxit.<site>", ...)`` and trained by ``svi.step()`` on their own
     variance objective.
@@ -321,7 +321,7 @@ class EstimatorELBO(ELBO, torch.nn.Module):
         return key
 
     def _estimator_for(self, name: str, infer: Mapping, fn: Any, kind: str):
-        """The site's estimator (built once per site and spec, then kept in :attr:`estimators`)."""
+        """The site's estimator (built once per site and spec, then kept in ``estimators``)."""
         key = self._key(name)
         spec = infer.get("estimator")
         if spec is None:

@@ -2,7 +2,7 @@
 
 A score-function estimator's law is the plain discrete law (``Bernoulli``,
 ``OneHotCategorical``): sampled at a guide site of one of Pyro's own ELBOs it gets Pyro's
-score-function gradient and the estimator never runs.  :meth:`EstimatorBase.distribution`
+score-function gradient and the estimator never runs.  :meth:`relaxit_core.EstimatorBase.distribution`
 therefore returns such laws as instances of a subclass that
 
 - carries the estimator that built it (:func:`carried_estimator`), which
