@@ -103,6 +103,7 @@ def train(
     seed: int = 0,
     log: Any = print,
     log_every: int = 500,
+    eval_particles: int = 16,
 ) -> dict[str, Any]:
     """Train the VAE with ``estimator`` (a key of :data:`ESTIMATORS`, a registry name or a
     config mapping) and return the test negative ELBO, the time per step and the model."""
@@ -123,7 +124,7 @@ def train(
     seconds = (time.perf_counter() - start) / max(steps, 1)
     result = {
         "estimator": spec,
-        "test_nelbo": test_nelbo(vae, x_test),
+        "test_nelbo": test_nelbo(vae, x_test, eval_particles),
         "seconds_per_step": seconds,
         "vae": vae,
         "elbo": elbo,

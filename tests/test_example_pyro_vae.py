@@ -34,9 +34,9 @@ def test_trains_with_each_estimator(example, word):
 
     pyro.set_rng_seed(0)  # train() seeds the same way: this is the VAE it starts from
     initial = example.PyroVAE(16, 16, 64).encoder.state_dict()
-    result = example.train(word, steps=15, batch_size=32, hidden=16, log=None)
+    result = example.train(word, steps=10, batch_size=16, hidden=16, log=None, eval_particles=2)
     assert result["elbo"].estimators["z"].name == word
-    # 64 pixels and 16 latents at probability 1/2 cost 80 log 2 nats: training went below
+    # finite, and below coding 64 pixels and 16 latents at probability 1/2 (80 log 2 nats): no blow-up
     assert math.isfinite(result["test_nelbo"]) and result["test_nelbo"] < 80 * math.log(2)
     trained = result["vae"].encoder.state_dict()
     assert any(not torch.equal(initial[k], trained[k]) for k in initial)  # the estimator's gradient reached it
