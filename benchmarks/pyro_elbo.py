@@ -9,12 +9,15 @@
    Rows: every registered unbiased estimator that serves Bernoulli latents (so estimators
    added later appear by themselves), and ``TraceGraph_ELBO(num_particles=2,
    vectorize_particles=True)`` without a baseline and with its decaying-average baseline
-   (``infer={"baseline": {"use_decaying_avg_baseline": True}}``).  Stateful baselines
+   (``infer={"baseline": {"use_decaying_avg_baseline": True}}``).  Estimators with
+   parameters (RELAX, REBAR) are measured at their initial values.  Stateful baselines
    (moving averages) are warmed up on ``--repeats // 2`` random minibatches, as in training,
    then frozen while measuring (else a per-data-point average would learn the fixed
    minibatch, which training never shows it twice).  ``vimco`` estimates
    the IWAE bound's gradient (a different objective), reported for completeness.
-2. Speed: one ``svi.step()`` with ``EstimatorELBO`` + ``disarm`` (2 particles) against one
+2. A plate of 3 Bernoulli sites: each unbiased estimator on the whole ELBO (the latents as
+   one ``to_event`` site) and on the plate-local costs, against ``TraceGraph_ELBO``.
+3. Speed: one ``svi.step()`` with ``EstimatorELBO`` + ``disarm`` (2 particles) against one
    with ``TraceGraph_ELBO(num_particles=2, vectorize_particles=True)``, the same VAE and
    minibatch, timed interleaved; the median of per-pair ratios is reported (the machine is
    shared, so ratios, not absolute times, are what count).
