@@ -218,7 +218,7 @@ def _frame_dims(frames) -> set[int]:
     return {f.dim for f in frames if f.vectorized}
 
 
-def _sum_to(terms, target_dims: set[int], shape: torch.Size) -> torch.Tensor:
+def _sum_to(terms, target_dims: set[int], shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
     """Sum ``(frames, tensor)`` terms down to the plates of ``target_dims`` (others summed,
     as Pyro's ``MultiFrameTensor.sum_to``), broadcast to ``shape``."""
     total = None
@@ -228,8 +228,8 @@ def _sum_to(terms, target_dims: set[int], shape: torch.Size) -> torch.Tensor:
         if dims:
             value = value.sum(dims, keepdim=True)
         total = value if total is None else total + value
-    if total is None:
-        return torch.zeros(shape)
+    if total is None:  # nothing depends on the site
+        return like.new_zeros(shape)
     while total.dim() > len(shape) and total.shape[0] == 1:
         total = total.squeeze(0)
     return total.expand(shape)
@@ -464,7 +464,7 @@ class EstimatorELBO(ELBO, torch.nn.Module):
         for name, site in sites.items():
             self._check_dependents(site, dependents[name], sites)
             shape = site.logits.shape[: site.logits.dim() - site.event_dim - (site.kind == "integer")]
-            cost = _sum_to(terms[name], _frame_dims(site.frames), shape)
+            cost = _sum_to(terms[name], _frame_dims(site.frames), shape, site.logits.detach())
             if site.route == "any":
                 out = site.est.from_costs(cost, Draw(self._onehot(site)), reduce="mean", logits=site.logits)
                 surrogate = surrogate + (out.surrogate - out.surrogate.detach()).sum()
@@ -625,7 +625,7 @@ class EstimatorELBO(ELBO, torch.nn.Module):
                 k = ev if kind != "integer" else site.event_dim
                 lq = lq.sum(tuple(range(lq.dim() - k, lq.dim())))
             terms.append((full_guide.nodes[name]["cond_indep_stack"], lq * scale))
-            cost = _sum_to(terms, target, torch.Size((rows,) + inner))
+            cost = _sum_to(terms, target, torch.Size((rows,) + inner), logits0)
             return cost if site.shared else cost.reshape((R, P) + inner)
 
         est_name = site.est.name

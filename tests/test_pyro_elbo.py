@@ -369,6 +369,7 @@ def test_site_estimator_priority():
     elbo = EstimatorELBO(max_plate_nesting=1, estimators={"z": "disarm"})
     elbo.loss_and_grads(model, guide)
     assert elbo.estimators["z"] is carried  # the law's estimator beats estimators={...}
+    # no "family" on purpose: a multi-family estimator named at a site takes the site's family
     model, guide = _simple(estimator={"name": "reinforce", "baseline": "leave_one_out"},
                            law=lambda l: carried.distribution(logits=l))
     elbo = EstimatorELBO(max_plate_nesting=1)
@@ -430,7 +431,7 @@ def test_subsampled_plate_runs_and_scales():
         with pyro.plate("n", 10, subsample_size=4) as idx:
             pyro.sample("z", dist.Bernoulli(logits=logits[idx]))
 
-    for spec in ("disarm", "rebar", {"name": "reinforce", "baseline": "leave_one_out"}):
+    for spec in ("disarm", "rebar", {"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"}):
         pyro.clear_param_store()
         elbo = EstimatorELBO(num_particles=2, max_plate_nesting=1, default=spec)
         loss = elbo.loss_and_grads(model, guide)
@@ -511,3 +512,43 @@ def test_model_params_get_only_the_elbo_gradient(spec):
                 z = pyro.poutine.trace(guide).get_trace().nodes["z"]["value"]
     want = torch.autograd.grad(dist.Normal(phi * (2 * z - 1), 1.0).log_prob(XA).sum() / -2, [phi])[0]
     assert torch.allclose(g, want, rtol=1e-6, atol=1e-7), (g, want)
+
+
+def test_loss_is_an_unbiased_estimate_of_minus_the_elbo():
+    leaf = LA.reshape(1, 3)
+    elbo = EstimatorELBO(num_particles=2, max_plate_nesting=2, default="disarm")
+    values = torch.tensor([elbo.loss(lambda: model_a(1), lambda: guide_a(leaf)) for _ in range(400)])
+    exact = float(exact_a(LA))
+    se = float(values.std()) / math.sqrt(len(values))
+    assert abs(float(values.mean()) - exact) < THRESHOLD * se, (float(values.mean()), exact, se)
+    # differentiable_loss has the same value as its gradient's loss
+    torch.manual_seed(1)
+    a = elbo.differentiable_loss(lambda: model_a(1), lambda: guide_a(leaf.clone().requires_grad_(True)))
+    torch.manual_seed(1)
+    b = elbo.differentiable_loss(lambda: model_a(1), lambda: guide_a(leaf.clone().requires_grad_(True)))
+    assert torch.equal(a.detach(), b.detach())
+
+
+def test_elbo_module_interface_reaches_estimator_parameters():
+    class Model(torch.nn.Module):
+        def forward(self):
+            with pyro.plate("n", 3):
+                z = pyro.sample("z", dist.Bernoulli(logits=torch.zeros(3)))
+                pyro.sample("x", dist.Normal(z, 1.0), obs=XA)
+
+    class Guide(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logits = torch.nn.Parameter(torch.zeros(3))
+
+        def forward(self):
+            with pyro.plate("n", 3):
+                pyro.sample("z", dist.Bernoulli(logits=self.logits), infer={"estimator": {"name": "relax", "family": "bernoulli", "hidden": 4}})
+
+    elbo = EstimatorELBO(num_particles=2, max_plate_nesting=1)
+    module = elbo(Model(), Guide())
+    loss = module()
+    loss.backward()
+    names = {n for n, _ in module.named_parameters()}
+    assert "guide.logits" in names and any(n.startswith("elbo.estimators.z.") for n in names)
+    assert module.guide.logits.grad is not None and elbo.estimators["z"].w2.grad is not None
