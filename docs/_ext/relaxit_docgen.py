@@ -203,12 +203,80 @@ def when_to_use(info: Any) -> list[str]:
     return tips
 
 
+# ------------------------------------------------------------------------- maths
+MATHS_ENTRIES = ("Law", "Estimator", "Gradient", "Cost")
+"""The entries of an estimator's ``Maths:`` docstring section (see guides/plugins)."""
+
+_CITATION = re.compile(r"\b(eqs?\.|Eqs?\.|equations?|Sec\.|Secs\.|Section|Theorem|Thm\.|Prop\.|Proposition|Lemma|Alg\.|Algorithm|App\.|Appendix)")
+
+
+def maths_section(cls: type) -> str:
+    """The body of the ``Maths:`` section of ``cls``'s docstring, dedented ("" if none)."""
+    import inspect
+
+    lines = (inspect.getdoc(cls) or "").splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.rstrip() == "Maths:")
+    except StopIteration:
+        return ""
+    body = []
+    for line in lines[start + 1:]:
+        if line.strip() and not line[:1].isspace():
+            break
+        body.append(line)
+    return textwrap.dedent("\n".join(body)).strip("\n")
+
+
+def maths_entries(cls: type) -> dict[str, str]:
+    """``{entry: reST}`` of the ``Maths:`` section's field list (``:Law:``, ``:Estimator:``...)."""
+    out: dict[str, str] = {}
+    current = None
+    for line in maths_section(cls).splitlines():
+        m = re.match(r"^:([^:]+):\s*(.*)$", line)
+        if m:
+            current = m.group(1).strip()
+            out[current] = m.group(2)
+        elif current is not None:
+            out[current] += "\n" + line
+    return {k: v.strip() for k, v in out.items()}
+
+
+def maths_problems(cls: type) -> list[str]:
+    """What the ``Maths:`` section of ``cls`` lacks under the convention (empty: complete)."""
+    entries = maths_entries(cls)
+    if not entries:
+        return ["no 'Maths:' section with :Law:, :Estimator:, :Gradient:, :Cost: entries in the class docstring"]
+    problems = [f"missing entry :{e}:" for e in MATHS_ENTRIES if e not in entries]
+    for e in MATHS_ENTRIES[:3]:
+        text = entries.get(e, "")
+        if text and ":math:" not in text and ".. math::" not in text:
+            problems.append(f":{e}: has no LaTeX (a :math: role or a .. math:: block)")
+    if entries.get("Estimator") and not _CITATION.search(entries["Estimator"]):
+        problems.append(":Estimator: cites no equation of the paper (eq. N, Sec. N, Theorem N, Alg. N...)")
+    return problems
+
+
 # ------------------------------------------------------------------------- example
+def example_config(cls: type) -> dict[str, Any]:
+    """The config of the generated example: the class's ``example_config`` (its typical use,
+    e.g. ``k=3`` of a subset), else its default config, else its first conformance config
+    (an estimator whose config has a required field, such as ``family``)."""
+    candidates = [getattr(cls, "example_config", None), {}, *getattr(cls, "conformance_configs", ())]
+    for cfg in candidates:
+        if cfg is None:
+            continue
+        try:
+            return cls(dict(cfg)).config.model_dump(mode="json")
+        except Exception:  # noqa: BLE001 - try the next candidate
+            continue
+    return cls().config.model_dump(mode="json")  # raises the config's own error
+
+
 def example_code(info: Any) -> str:
     """A runnable example of ``estimate`` for any registered estimator."""
     cls = info.cls
-    est = cls()
-    config = est.config.model_dump(mode="json")
+    config = example_config(cls)
+    est = cls(dict(config))
     num_samples = max(4, int(getattr(est, "min_num_samples", 1)))
     return textwrap.dedent(
         f"""\
@@ -277,6 +345,19 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
         out += [f"   * - {k}", f"     - {v}"]
     out.append("")
 
+    entries = maths_entries(cls)
+    if entries:
+        out += ["Maths", "-----", ""]
+        out += [
+            ":math:`f` is the objective, :math:`S` is ``num_samples``; the equations are those of "
+            "the papers cited (from the class docstring's ``Maths:`` section).",
+            "",
+        ]
+        for label, text in entries.items():
+            first, _, rest = text.partition("\n")
+            body = first.strip() + ("\n" + textwrap.dedent(rest) if rest.strip() else "")
+            out += [f"**{label}**", _indent(body.strip(), 3), ""]
+
     instances = _instances(cls)
     if len({e.capabilities for e in instances}) > 1:
         out += ["Capabilities by config", "----------------------", ""]
@@ -295,6 +376,14 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
     out += [f"- {tip}" for tip in when_to_use(info)] + [""]
 
     out += ["The method", "----------", ""]
+    if not entries:
+        out += [
+            ".. note::",
+            "",
+            "   The docstring of this estimator gives no ``Maths:`` section (law, estimator, gradient "
+            "and cost in LaTeX; see :doc:`/guides/plugins`).",
+            "",
+        ]
     out += [f".. autoclass:: {qual}", "   :no-members:", "   :no-special-members:", ""]
 
     out += ["Configuration", "-------------", ""]
@@ -315,8 +404,11 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
         )
     else:
         out += ["This estimator has no config fields besides ``name``.", ""]
-    dumped = cls().config.model_dump(mode="json")
-    out += ["As YAML (the default config):", "", ".. code-block:: yaml", ""]
+    try:
+        dumped, which = cls().config.model_dump(mode="json"), "the default config"
+    except Exception:  # noqa: BLE001 - a required field (e.g. family): show the example's config
+        dumped, which = example_config(cls), "the example's config"
+    out += [f"As YAML ({which}):", "", ".. code-block:: yaml", ""]
     out += [f"   {k}: {json.dumps(v)}" for k, v in dumped.items()] + [""]
 
     out += ["Example", "-------", ""]
@@ -349,31 +441,69 @@ def render_methods_index(infos: list[Any]) -> str:
     return "\n".join(out)
 
 
+_CAP_SHORT = {
+    "rsample": "rsample",
+    "score_function": "score",
+    "log_prob": "log_prob",
+    "kl": "KL",
+    "enumerate_support": "enum",
+    "unbiased": "unbiased",
+    "hard": "hard",
+}
+"""Column headers of the capability matrix (the legend above it spells each one out)."""
+
+
+def _family_capabilities(cls: type, family: str) -> frozenset[str]:
+    """Capabilities under the default config for ``family`` (``family=`` set when the
+    config has that field); the class-level set when no such instance can be built."""
+    fields = getattr(getattr(cls, "Config", None), "model_fields", {})
+    try:
+        est = cls({"family": family}) if "family" in fields else cls()
+        return frozenset(c.value for c in est.capabilities)
+    except Exception:  # noqa: BLE001
+        return frozenset(c.value for c in cls.capabilities)
+
+
 def render_matrix(infos: list[Any]) -> str:
-    """The capability matrix: one row per estimator, families and capabilities as columns."""
+    """The capability matrix: one table per family (the estimators that serve it), one
+    column per capability, short headers spelled out in the legend."""
     from relaxit_core import FAMILIES
 
     caps = _capability_order()
     out = [".. _capability-matrix:", "", "Capability matrix", "=================", ""]
     out.append(
-        "Generated from the registry when these docs were built. ``✓``: the estimator has the "
-        "capability under its default config; ``(✓)``: only under some configs (e.g. "
-        "``hard=True``); blank: never. Family columns mark the discrete targets it serves "
-        "(``●`` its default family). Capabilities:"
+        "Generated from the registry when these docs were built: one table per discrete family, "
+        "listing every estimator that serves it (an estimator that serves several families, such "
+        "as ``reinforce``, appears in each; it takes ``family=`` in its config)."
     )
+    out += ["", ".. rubric:: Legend", ""]
+    out += [
+        "- **✓** the estimator has the capability under its default config;",
+        "- **(✓)** only under some configs (e.g. ``hard=True``; the method's page lists them);",
+        "- blank: never.",
+        "",
+        "Columns:",
+        "",
+    ]
+    out += [f"- **{_CAP_SHORT.get(c, c)}** (``{c}``): {_CAP_DESCRIPTIONS.get(c, '')}" for c in caps]
     out.append("")
-    out += [f"- ``{c}``: {_CAP_DESCRIPTIONS.get(c, '')}" for c in caps]
-    out.append("")
-    rows = []
-    for info in infos:
-        default_caps = _default_capabilities(info.cls)
-        class_caps = {c.value for c in info.capabilities}
-        row = [f":doc:`{info.name} <methods/{info.name}>`"]
-        row += ["●" if fam == info.family else ("○" if fam in info.families else "") for fam in FAMILIES]
-        row += ["✓" if c in default_caps else ("(✓)" if c in class_caps else "") for c in caps]
-        rows.append(row)
-    if rows:
-        out.append(_list_table(["estimator", *FAMILIES, *caps], rows))
+    families = list(FAMILIES) + sorted({f for i in infos for f in i.families} - set(FAMILIES))
+    for fam in families:
+        members = [i for i in infos if fam in i.families]
+        if not members:
+            continue
+        title = f"{fam} ({len(members)})"
+        out += [title, "-" * len(title), ""]
+        rows = []
+        for info in members:
+            default_caps = _family_capabilities(info.cls, fam)
+            class_caps = {c.value for c in info.capabilities}
+            row = [f":doc:`{info.name} <methods/{info.name}>`"]
+            row += ["✓" if c in default_caps else ("(✓)" if c in class_caps else "") for c in caps]
+            rows.append(row)
+        table = _list_table(["estimator", *(_CAP_SHORT.get(c, c) for c in caps)], rows,
+                            widths=" ".join(["8"] + ["2"] * len(caps)))
+        out.append(table.replace("   :header-rows: 1\n", "   :header-rows: 1\n   :class: capability-matrix\n", 1))
     return "\n".join(out)
 
 
@@ -467,7 +597,28 @@ def _on_builder_inited(app: Any) -> None:
     log.info("relaxit_docgen: %d generated pages (%d changed)", len(pages), len(written))
 
 
+def strip_maths_section(lines: list[str]) -> None:
+    """Remove the ``Maths:`` section from docstring ``lines`` in place (the method page shows
+    it in its own section)."""
+    try:
+        start = next(i for i, line in enumerate(lines) if line.rstrip() == "Maths:")
+    except StopIteration:
+        return
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][:1].isspace()):
+        end += 1
+    del lines[start:end]
+
+
+def _on_process_docstring(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+    docname = getattr(app.env, "docname", "") or ""
+    if what == "class" and docname.startswith(f"{GENERATED_DIR}/methods/"):
+        strip_maths_section(lines)
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.add_config_value("relaxit_docgen_run_examples", True, "env")
     app.connect("builder-inited", _on_builder_inited)
+    # before napoleon (priority 500), which would render the section in the class docstring
+    app.connect("autodoc-process-docstring", _on_process_docstring, priority=400)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
