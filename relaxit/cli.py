@@ -66,7 +66,7 @@ def _run_describe(args: argparse.Namespace) -> int:
     width = terminal_width()
 
     def field(label: str, text: str, pad: int = 16) -> None:
-        print(rst_to_text(text, width=width - pad, indent=" " * pad).replace(" " * pad, f"  {label:<{pad - 2}}", 1))
+        print(rst_to_text(text, width=width, indent=" " * pad).replace(" " * pad, f"  {label:<{pad - 2}}", 1))
 
     print(f"{info.name}  ({'/'.join(info.families)})")
     print(rst_to_text(info.summary, width=width, indent="  "))

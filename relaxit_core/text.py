@@ -15,6 +15,7 @@ lists and field lists; other paragraphs are re-wrapped to ``width``.
 
 from __future__ import annotations
 
+import inspect
 import re
 import shutil
 import textwrap
@@ -98,7 +99,7 @@ def rst_to_text(text: str, width: int | None = None, indent: str = "") -> str:
             p(z) = \prod_i p_i^{z_i}
     """
     width = terminal_width() if width is None else width
-    lines = textwrap.dedent(str(text).expandtabs(4).strip("\n")).splitlines()
+    lines = inspect.cleandoc(str(text).expandtabs(4)).splitlines()
     out: list[str] = []
     i = 0
 
@@ -142,6 +143,12 @@ def rst_to_text(text: str, width: int | None = None, indent: str = "") -> str:
                 if content:
                     if out and out[-1] != "":
                         out.append("")
+                    if name == "math":  # TeX ignores line breaks between tokens: wrap it
+                        base = min(_indent_of(c) for c in content if c.strip())
+                        room = max(20, width - len(indent) - level - 4)
+                        content = [w for c in content for w in (textwrap.wrap(
+                            c[base:], room, subsequent_indent="  ", break_long_words=False,
+                            break_on_hyphens=False) or [""])]
                     emit_block(content, " " * (level + 4))
                     out.append("")
             i = j

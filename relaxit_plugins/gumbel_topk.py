@@ -441,6 +441,8 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
         "(Gumbel top-k); Xie & Ermon (2019), Reparameterizable Subset Sampling via Continuous Relaxations, "
         "IJCAI, Sec. 3.2; Amos, Xu & Kolter (2019), The Limited Multi-Label Projection Layer, eqs. 2-4"
     )
+    example_config: ClassVar[dict] = {"k": 3, "tau": 0.5}
+    """The config of the docs' generated example: a 3-subset at a moderate temperature (``k = 1`` would be a plain categorical)."""
     conformance_configs = ({}, {"hard": True}, {"k": 2, "tau": 0.05, "hard": True}, {"k": 8, "hard": True})
 
     class Config(relaxit_core.EstimatorConfig):

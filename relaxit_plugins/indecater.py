@@ -82,6 +82,8 @@ class IndecaterEstimator(relaxit_core.EstimatorBase):
         "Categorical Distributions Using the CatLog-Derivative Trick, NeurIPS: the IndeCateR "
         "estimator"
     )
+    example_config: ClassVar[dict] = {"family": "bernoulli"}
+    """The config of the docs' generated example: ``family`` is required."""
     conformance_configs = ({"family": "bernoulli"}, {"family": "categorical"})
     reductions: ClassVar[tuple[str, ...]] = ("mean",)
 

@@ -79,6 +79,8 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         "eq. 11; Kool, van Hoof & Welling (2019), Buy 4 REINFORCE Samples, Get a Baseline for "
         "Free!, ICLR Workshop, eq. 8"
     )
+    example_config: ClassVar[dict] = {"family": "bernoulli", "baseline": "leave_one_out"}
+    """The config of the docs' generated example: RLOO, the baseline to use by default."""
     conformance_configs = tuple(
         {"family": fam, "baseline": b}
         for fam in ("bernoulli", "categorical")

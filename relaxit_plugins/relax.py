@@ -96,6 +96,8 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
         "Optimizing control variates for black-box gradient estimation, ICLR, eq. 8, "
         "Algorithms 1-2, Appendix B"
     )
+    example_config: ClassVar[dict] = {"family": "bernoulli"}
+    """The config of the docs' generated example: ``family`` is required."""
     conformance_configs = (
         {},
         {"family": "categorical"},

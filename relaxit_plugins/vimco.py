@@ -107,6 +107,8 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
         "Mnih & Rezende (2016), Variational Inference for Monte Carlo Objectives, ICML, "
         "eqs. 2, 5, 10-11"
     )
+    example_config: ClassVar[dict] = {"family": "bernoulli"}
+    """The config of the docs' generated example: ``family`` is required."""
     conformance_configs = ({"family": "bernoulli"}, {"family": "categorical"})
     reductions: ClassVar[tuple[str, ...]] = ("mean", "logmeanexp")
     min_num_samples: int = 2

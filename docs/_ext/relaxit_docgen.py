@@ -272,11 +272,29 @@ def example_config(cls: type) -> dict[str, Any]:
     return cls().config.model_dump(mode="json")  # raises the config's own error
 
 
+def _minimal_config(cls: type, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without the fields at their default (``name`` and ``family`` always kept)."""
+    from pydantic_core import to_jsonable_python
+
+    fields = cls.Config.model_fields
+    out = {}
+    for key, value in config.items():
+        field = fields.get(key)
+        if key in ("name", "family") or field is None or field.is_required():
+            out[key] = value
+            continue
+        default = to_jsonable_python(field.get_default(call_default_factory=True))
+        if default != value:
+            out[key] = value
+    return out
+
+
 def example_code(info: Any) -> str:
     """A runnable example of ``estimate`` for any registered estimator."""
     cls = info.cls
-    config = example_config(cls)
-    est = cls(dict(config))
+    full = example_config(cls)
+    est = cls(dict(full))
+    config = _minimal_config(cls, full)
     num_samples = max(4, int(getattr(est, "min_num_samples", 1)))
     return textwrap.dedent(
         f"""\
@@ -381,7 +399,7 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
             ".. note::",
             "",
             "   The docstring of this estimator gives no ``Maths:`` section (law, estimator, gradient "
-            "and cost in LaTeX; see :doc:`/guides/plugins`).",
+            "and cost in LaTeX; see :ref:`maths-convention`).",
             "",
         ]
     out += [f".. autoclass:: {qual}", "   :no-members:", "   :no-special-members:", ""]
@@ -398,7 +416,7 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
         out.append(
             _list_table(
                 ["field", "type", "default", "bounds", "description"],
-                [(f"``{f}``", rst_escape(t), f"``{d}``", rst_escape(b), rst_escape(desc)) for f, t, d, b, desc in rows],
+                [(f"``{f}``", rst_escape(t), f"``{d}``", rst_escape(b), desc) for f, t, d, b, desc in rows],
                 widths="2 3 2 2 6",
             )
         )
@@ -532,7 +550,7 @@ def render_checks() -> str:
     from relaxit_core.testing import CHECKS
 
     rows = [
-        (f"``{c.name}``", ", ".join(f"``{r.value}``" for r in sorted(c.requires, key=lambda r: r.value)) or "(always)", rst_escape(c.description))
+        (f"``{c.name}``", ", ".join(f"``{r.value}``" for r in sorted(c.requires, key=lambda r: r.value)) or "(always)", c.description)
         for c in CHECKS
     ]
     return _list_table(["check", "requires", "what it checks"], rows, widths="2 2 6")
