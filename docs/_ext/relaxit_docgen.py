@@ -61,7 +61,7 @@ def _indent(text: str, n: int) -> str:
 def _instances(cls: type) -> list[Any]:
     """Instances under the default config and each conformance config (duplicates dropped)."""
     out, seen = [], set()
-    for cfg in ({}, *getattr(cls, "conformance_configs", ())):
+    for cfg in ({}, *getattr(cls, "conformance_configs", ())):  # {} fails where family is required
         try:
             est = cls(dict(cfg))
         except Exception:  # noqa: BLE001 - a bad conformance config is the kit's business
@@ -74,17 +74,17 @@ def _instances(cls: type) -> list[Any]:
 
 
 def _config_diff(est: Any) -> str:
-    cfg = est.config
-    default = type(cfg)()
-    diff = {k: v for k, v in cfg.model_dump().items() if k != "name" and getattr(default, k) != v}
+    diff = est.config.non_default_fields()
     return ", ".join(f"{k}={v!r}" for k, v in diff.items()) or "default"
 
 
-def _default_capabilities(cls: type) -> frozenset[str]:
-    try:
-        return frozenset(c.value for c in cls().capabilities)
-    except Exception:  # noqa: BLE001
-        return frozenset(c.value for c in cls.capabilities)
+def _default_instance(cls: type) -> Any:
+    """The estimator under its default config; one serving several families (whose
+    ``family`` is required) under its first family."""
+    field = cls.Config.model_fields.get("family")
+    if field is not None and field.is_required():
+        return cls(family=cls.families[0])
+    return cls()
 
 
 def _json_type(spec: dict[str, Any], defs: dict[str, Any]) -> str:
@@ -259,17 +259,16 @@ def maths_problems(cls: type) -> list[str]:
 # ------------------------------------------------------------------------- example
 def example_config(cls: type) -> dict[str, Any]:
     """The config of the generated example: the class's ``example_config`` (its typical use,
-    e.g. ``k=3`` of a subset), else its default config, else its first conformance config
-    (an estimator whose config has a required field, such as ``family``)."""
-    candidates = [getattr(cls, "example_config", None), {}, *getattr(cls, "conformance_configs", ())]
+    e.g. ``k=3`` of a subset), else its default config (with its first family where
+    ``family`` is required), else its first conformance config that builds."""
+    candidates = [getattr(cls, "example_config", None), None, *getattr(cls, "conformance_configs", ())]
     for cfg in candidates:
-        if cfg is None:
-            continue
         try:
-            return cls(dict(cfg)).config.model_dump(mode="json")
+            est = _default_instance(cls) if cfg is None else cls(dict(cfg))
+            return est.config.model_dump(mode="json")
         except Exception:  # noqa: BLE001 - try the next candidate
             continue
-    return cls().config.model_dump(mode="json")  # raises the config's own error
+    return _default_instance(cls).config.model_dump(mode="json")  # raises the config's own error
 
 
 def _minimal_config(cls: type, config: dict[str, Any]) -> dict[str, Any]:
@@ -422,11 +421,12 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
         )
     else:
         out += ["This estimator has no config fields besides ``name``.", ""]
-    try:
-        dumped, which = cls().config.model_dump(mode="json"), "the default config"
-    except Exception:  # noqa: BLE001 - a required field (e.g. family): show the example's config
-        dumped, which = example_config(cls), "the example's config"
-    out += [f"As YAML ({which}):", "", ".. code-block:: yaml", ""]
+    dumped = _default_instance(cls).config.model_dump(mode="json")
+    several = len(info.families) > 1
+    out += [
+        "As YAML (the default config" + (", with ``family`` set to the first family: it is required" if several else "") + "):",
+        "", ".. code-block:: yaml", "",
+    ]
     out += [f"   {k}: {json.dumps(v)}" for k, v in dumped.items()] + [""]
 
     out += ["Example", "-------", ""]
@@ -492,7 +492,7 @@ def render_matrix(infos: list[Any]) -> str:
     out.append(
         "Generated from the registry when these docs were built: one table per discrete family, "
         "listing every estimator that serves it (an estimator that serves several families, such "
-        "as ``reinforce``, appears in each; it takes ``family=`` in its config)."
+        "as ``reinforce``, appears in each; its config requires ``family``)."
     )
     out += ["", ".. rubric:: Legend", ""]
     out += [
