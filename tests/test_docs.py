@@ -195,7 +195,10 @@ RAW_RST = re.compile(
 )
 
 
-@pytest.mark.parametrize("info", INFOS, ids=lambda i: i.name)
+BUILTINS = [i for i in INFOS if i.cls.__module__.startswith("relaxit_plugins.")]
+
+
+@pytest.mark.parametrize("info", BUILTINS, ids=lambda i: i.name)
 def test_method_page_typesets_its_maths(built_docs, info):
     """The page has a Maths section whose formulas are maths elements (typeset by MathJax),
     carries the four entries, and loads MathJax from inside the build."""
@@ -260,7 +263,7 @@ def test_index_quick_start_runs_as_doctest():
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples of docs/index.md failed"
 
 
-@pytest.mark.parametrize("info", [i for i in INFOS if i.cls.__module__.startswith("relaxit_plugins.")], ids=lambda i: i.name)
+@pytest.mark.parametrize("info", BUILTINS, ids=lambda i: i.name)
 def test_builtin_estimator_follows_the_maths_convention(info):
     """Law, estimator (citing the paper's equation), gradient and cost in LaTeX: see
     docs/guides/plugins.md, "The Maths: section"."""
