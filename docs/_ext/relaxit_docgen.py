@@ -207,7 +207,9 @@ def when_to_use(info: Any) -> list[str]:
 MATHS_ENTRIES = ("Law", "Estimator", "Gradient", "Cost")
 """The entries of an estimator's ``Maths:`` docstring section (see guides/plugins)."""
 
-_CITATION = re.compile(r"\b(eqs?\.|Eqs?\.|equations?|Sec\.|Secs\.|Section|Theorem|Thm\.|Prop\.|Proposition|Lemma|Alg\.|Algorithm|App\.|Appendix)")
+# A citation of the paper's equation, section, theorem or algorithm; or the explicit admission
+# "equation number not checked here" (shown on the page as written, so a reader knows).
+_CITATION = re.compile(r"\b(eqs?\.|Eqs?\.|Sec\.|Secs\.|Section|Theorem|Thm\.|Prop\.|Proposition|Lemma|Alg\.|Algorithm|App\.|Appendix)|equation\s+number\s+not\s+checked\s+here")
 
 
 def maths_section(cls: type) -> str:
