@@ -78,7 +78,7 @@ def rst_to_text(text: str, width: int | None = None, indent: str = "") -> str:
     r"""A reST docstring (or part of one) as wrapped plain text.
 
     Args:
-        text: the reST source (indentation is removed first, as :func:`inspect.cleandoc` does).
+        text: the reST source (indentation is removed first, as ``inspect.cleandoc`` does).
         width: the line width; ``None``: :func:`terminal_width`.
         indent: prefixed to every line (counted in ``width``).
 

@@ -286,3 +286,32 @@ def test_chromium_typesets_the_maths_offline(built_docs):
         status = shots.maths_status(shots.rendered_dom(browser, page))
         assert status["errors"] == 0 and status["raw"] == 0, (rel, status)
         assert status["typeset"] >= n > 0, (rel, status, n)
+
+
+def test_capability_matrix_is_compact_and_explained():
+    """One table per family with an estimator column and one short column per capability
+    (8 columns: all visible at 1280 px, see docs/screenshots.py), every symbol in the legend,
+    and an estimator of several families in each of their tables."""
+    from relaxit_core import Capability
+
+    gen = _docgen()
+    matrix = gen.render_matrix(INFOS)
+    tables = matrix.split(".. list-table::")[1:]
+    families = {f for i in INFOS for f in i.families}
+    assert len(tables) == len(families)
+    for table in tables:
+        header = table.split("   * - ", 2)[1]
+        cells = [c.strip() for c in header.split("\n     - ")]
+        assert cells[0] == "estimator" and len(cells) == 1 + len(Capability), cells
+        assert all(len(c) <= 8 for c in cells[1:]), cells
+    FAMILIES_OF = {i.name: i.families for i in INFOS}
+    legend = matrix.split(".. list-table::")[0]
+    for symbol in ("**✓**", "**(✓)**", "blank"):
+        assert symbol in legend
+    for cap in Capability:
+        assert f"(``{cap.value}``)" in legend, f"column {cap.value} is not spelled out in the legend"
+    sections = dict(re.findall(r"^(\w+) \(\d+\)\n-+\n(.*?)(?=^\w+ \(\d+\)\n-+\n|\Z)", matrix, re.S | re.M))
+    assert set(sections) == families
+    for info in INFOS:
+        for fam in FAMILIES_OF[info.name]:
+            assert f":doc:`{info.name} <methods/{info.name}>`" in sections[fam], (info.name, fam)
