@@ -50,11 +50,16 @@ def find_browser() -> str | None:
 def chooser_pages(build: Path) -> list[str]:
     """The bench's chooser page(s) in the build, if any (they come from another part of the docs)."""
     found: list[str] = []
-    for pattern in CHOOSER_PATTERNS:
-        for path in sorted(build.glob(pattern)):
-            rel = path.relative_to(build).as_posix()
-            if not rel.startswith(("_", "generated/api")) and rel not in found:
-                found.append(rel)
+    candidates = [p for pattern in CHOOSER_PATTERNS for p in sorted(build.glob(pattern))]
+    # or a page whose title says it helps choose an estimator
+    for path in sorted(build.rglob("*.html")):
+        title = re.search(r"<title>(.*?)</title>", path.read_text(encoding="utf-8", errors="replace"), re.S)
+        if title and re.search(r"\bchoos|\bchooser\b|which estimator", title.group(1), re.I):
+            candidates.append(path)
+    for path in candidates:
+        rel = path.relative_to(build).as_posix()
+        if not rel.startswith(("_", "generated/api")) and rel not in found:
+            found.append(rel)
     return found[:1]
 
 
