@@ -663,8 +663,8 @@ def check_pyro_site(est, device):
             _assert(bool(torch.isfinite(tr.log_prob_sum())), "the site's log_prob is not finite")
             loss = pyro.infer.Trace_ELBO().differentiable_loss(model, guide)
             loss.backward()
-        for k, v in _float_params(params).items():
-            _assert(v.grad is not None and bool(torch.isfinite(v.grad).all()), f"ELBO gradient of {k!r} not finite")
+            for k, v in _float_params(params).items():
+                _assert(v.grad is not None and bool(torch.isfinite(v.grad).all()), f"ELBO gradient of {k!r} not finite")
 
 
 # -------------------------------------------------------------------------- running
