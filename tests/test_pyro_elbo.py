@@ -552,3 +552,41 @@ def test_elbo_module_interface_reaches_estimator_parameters():
     names = {n for n, _ in module.named_parameters()}
     assert "guide.logits" in names and any(n.startswith("elbo.estimators.z.") for n in names)
     assert module.guide.logits.grad is not None and elbo.estimators["z"].w2.grad is not None
+
+
+@pytest.mark.parametrize(
+    "spec", ["disarm", "rebar", {"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"}], ids=str
+)
+def test_discrete_site_depending_on_a_continuous_site(spec):
+    """``z``'s logits depend on the reparameterised guide site ``c`` (different in every
+    particle): against TraceEnum_ELBO, which sums ``z`` out exactly given ``c`` (a two-sample
+    test on the means, 5 SE of their difference)."""
+    cp = torch.tensor([0.3, -0.5])
+
+    def model():
+        with pyro.plate("rep", N, dim=-2):
+            c = pyro.sample("c", dist.Normal(0.0, 1.0))
+            with pyro.plate("n", 3, dim=-1):
+                z = pyro.sample("z", dist.Bernoulli(logits=P0))
+                pyro.sample("x", dist.Normal(2 * z - 1 + c, 1.0), obs=XA)
+
+    def run(elbo, enumerate_z):
+        leaf = LA.expand(N, 3).clone().requires_grad_(True)
+        mu = cp[0].expand(N, 1).clone().requires_grad_(True)
+        ls = cp[1].expand(N, 1).clone().requires_grad_(True)
+
+        def guide():
+            with pyro.plate("rep", N, dim=-2):
+                c = pyro.sample("c", dist.Normal(mu, ls.exp()))
+                with pyro.plate("n", 3, dim=-1):
+                    infer = {"enumerate": "parallel"} if enumerate_z else {"estimator": spec}
+                    pyro.sample("z", dist.Bernoulli(logits=leaf + 0.5 * c), infer=infer)
+
+        loss = elbo.differentiable_loss(model, guide)
+        return torch.cat(torch.autograd.grad(loss, [leaf, mu, ls]), -1)
+
+    ours = run(EstimatorELBO(num_particles=2, max_plate_nesting=2), False)
+    exact_z = run(TraceEnum_ELBO(max_plate_nesting=2), True)
+    diff = ours.mean(0) - exact_z.mean(0)
+    se = (ours.var(0) / N + exact_z.var(0) / N).sqrt()
+    assert (diff.abs() / se).max() < THRESHOLD, (diff, se)
