@@ -394,7 +394,9 @@ class StraightThroughGumbelTopK(GumbelTopK):
             raise NotImplementedError(
                 f"log_prob of a {self.k}-subset sums {self.k}! orderings; it is offered for k <= {MAX_LOG_PROB_K}"
             )
-        return set_log_prob(self.logits, value, self.k)
+        # a PMF is locally constant in the value: keep the value in the graph with derivative 0
+        # (so that a straight-through sample's other inputs, e.g. a tensor temperature, get 0, not None)
+        return set_log_prob(self.logits, value, self.k) + 0.0 * value.sum(-1)
 
     def enumerate_support(self, expand=True):
         n = self.event_shape[0]

@@ -20,7 +20,7 @@ from torch.distributions import constraints
 
 import relaxit_core
 from relaxit_core import Capability as C
-from relaxit_core.distributions import BinaryLogitsDistribution, logistic_like
+from relaxit_core.distributions import BinaryLogitsDistribution, clamp_probs, logistic_like
 from relaxit_plugins._relaxed_cv import law, relaxed_cv_estimate
 from relaxit_plugins._special import log_, validating
 
@@ -42,7 +42,9 @@ class RebarRelaxation(BinaryLogitsDistribution):
 
     ``log_prob`` is the density w.r.t. Lebesgue measure on ``(0, 1)``: with
     ``w = λ logit z - λ c ℓ`` (``c = a`` or ``1/λ``), ``L = w`` and
-    ``log p(z) = log λ + log σ(w) + log σ(-w) - log z - log(1 - z)``.
+    ``log p(z) = log λ + log σ(w) + log σ(-w) - log z - log(1 - z)``.  Samples are clamped
+    to ``[eps, 1 - eps]`` of their dtype (so that a saturated draw keeps a finite density), and
+    ``log_prob`` clamps its argument the same way.
     ``temperature`` is a number or a per-element tensor broadcast with the parameters.
 
     Example:
@@ -95,15 +97,16 @@ class RebarRelaxation(BinaryLogitsDistribution):
     def rsample(self, sample_shape=torch.Size()):
         logits = self.logits
         noise = logistic_like(self._extended(sample_shape), logits)
-        return torch.sigmoid(self._coef() * logits + noise / self.temperature)
+        return clamp_probs(torch.sigmoid(self._coef() * logits + noise / self.temperature))
 
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
         lam = self.temperature
-        logit_z = value.log() - (-value).log1p()
-        w = lam * logit_z - lam * self._coef() * self.logits
-        return log_(lam) + F.logsigmoid(w) + F.logsigmoid(-w) - value.log() - (-value).log1p()
+        z = clamp_probs(value)  # samples are clamped alike: saturated draws keep a finite density
+        log_z, log_1mz = z.log(), (-z).log1p()
+        w = lam * (log_z - log_1mz) - lam * self._coef() * self.logits
+        return log_(lam) + F.logsigmoid(w) + F.logsigmoid(-w) - log_z - log_1mz
 
 
 class RebarEstimator(relaxit_core.EstimatorBase):
