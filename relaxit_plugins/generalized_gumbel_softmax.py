@@ -242,7 +242,7 @@ class GeneralizedGumbelSoftmax(TorchDistribution):
 
     def rsample_weights(self, sample_shape=torch.Size()):
         """The weights ``softmax((logits + g)/τ)`` over ``values``, ``[*sample, *batch, K]``,
-        of the draw :meth:`rsample` makes (same noise: under one seed, ``rsample`` equals
+        of the draw ``rsample`` makes (same noise: under one seed, ``rsample`` equals
         ``(rsample_weights() * values).sum(-1)``)."""
         return (self._weights(sample_shape) / self._tau()).softmax(-1)
 

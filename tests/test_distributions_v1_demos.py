@@ -173,3 +173,15 @@ def test_1x_demo_distribution_calls_train_on_digits(demo, digits):
         opt.step()
         losses.append(loss.item())
     assert len(losses) == 3
+
+
+def test_upgrading_guide_snippet_runs():
+    """The before/after snippet of docs/guides/upgrading.md: the 1.x call and the registry's law
+    give the same draws under one seed."""
+    import runpy
+    from pathlib import Path
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        runpy.run_path(str(Path(__file__).resolve().parents[1] / "docs" / "snippets" / "upgrading_v1.py"))
+    assert "alpha.grad: (4, 10)" in out.getvalue()

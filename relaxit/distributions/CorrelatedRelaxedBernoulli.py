@@ -35,7 +35,7 @@ class CorrelatedRelaxedBernoulli(Adapter):
     relaxit 1.x's class, now
     ``relaxit.get("correlated_relaxed_bernoulli").distribution(probs=pi, corr=corr, tau=tau)``.
     1.x documented ``R`` as a covariance matrix; the copula uses only its correlation, so
-    ``corr = R_ij / sqrt(R_ii R_jj)`` (:func:`covariance_to_correlation`; with a diagonal
+    ``corr = R_ij / sqrt(R_ii R_jj)`` (:func:`~relaxit.distributions.CorrelatedRelaxedBernoulli.covariance_to_correlation`; with a diagonal
     other than 1, 1.x's uniforms were not uniform and its marginals not ``Bernoulli(pi)``).
     ``log_prob`` is the joint density of the event on ``[0, 1]^n`` (shape ``batch_shape``);
     1.x returned per-element Gaussian densities of another law.

@@ -136,7 +136,7 @@ class GeneralizedGumbelSoftmaxNP(GeneralizedGumbelSoftmax):
     probability exceeds ``eta`` (the longest such prefix over the batch), renormalised over
     the kept values — the mass of ``dist`` outside them is dropped, as in 1.x
     (``relaxit_plugins.generalized_gumbel_softmax.truncate`` chooses the support for a
-    given dropped mass instead).  The law is then :class:`GeneralizedGumbelSoftmax`'s.
+    given dropped mass instead).  The law is then :class:`~relaxit.distributions.GeneralizedGumbelSoftmax`'s.
 
     Args:
         dist: a distribution with ``log_prob(values)`` or ``prob(values)``.

@@ -66,7 +66,7 @@ def scalar_or_tensor(value: Any, like: torch.Tensor | None = None) -> torch.Tens
 class Adapter(TorchDistribution):
     """A relaxit 1.x class name over the registered law ``self.law``.
 
-    Subclasses build the law in ``__init__`` and call :meth:`_adopt`.  Everything a law does
+    Subclasses build the law in ``__init__`` and call ``_adopt``.  Everything a law does
     (``rsample``, ``sample``, ``log_prob``, ``enumerate_support``, ``mean``, ``variance``,
     ``entropy``, ``support``, shapes, ``expand``, pickling, ``kl_divergence`` between two
     adapters) is the registered law's.
