@@ -9,7 +9,6 @@ narrow where ``Σ_kk < 1``), and read ``scale`` back as a variance.
 
 from __future__ import annotations
 
-import torch
 from pyro.distributions import Dirichlet
 
 from relaxit.distributions._adapter import plugin_module
@@ -18,15 +17,15 @@ from relaxit.distributions.LogisticNormalSoftmax import LogisticNormalSoftmax
 __all__ = ["lognorm_approximation_fn", "dirichlet_approximation_fn"]
 
 
-def lognorm_approximation_fn(dirichlet_distribution: torch.distributions.Dirichlet) -> LogisticNormalSoftmax:
-    """The logistic normal that is the Laplace approximation of ``dirichlet_distribution``
-    in the softmax basis."""
+def lognorm_approximation_fn(dirichlet_distribution) -> LogisticNormalSoftmax:
+    """The logistic normal that is the Laplace approximation of ``dirichlet_distribution`` (a
+    ``Dirichlet``) in the softmax basis."""
     bridge = plugin_module("logistic_normal")
     loc, scale = bridge.laplace_bridge(dirichlet_distribution.concentration)
     return LogisticNormalSoftmax(loc, scale)
 
 
-def dirichlet_approximation_fn(lognorm_distribution: LogisticNormalSoftmax) -> torch.distributions.Dirichlet:
+def dirichlet_approximation_fn(lognorm_distribution: LogisticNormalSoftmax):
     """The Dirichlet whose Laplace approximation is ``lognorm_distribution`` (the inverse bridge;
     a Pyro ``Dirichlet``, as in 1.x)."""
     bridge = plugin_module("logistic_normal")
