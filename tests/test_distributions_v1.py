@@ -140,6 +140,22 @@ def test_adapter_samples_and_scores_as_the_registry_law(make_v1, make_reg):
     assert torch.equal(a.log_prob(y), want)
 
 
+@pytest.mark.parametrize("make_v1", [p[1] for p in PAIRS], ids=[p[0] for p in PAIRS])
+def test_adapter_pickles(make_v1):
+    import io
+
+    a = make_v1()
+    buf = io.BytesIO()
+    torch.save(a, buf)
+    buf.seek(0)
+    b = torch.load(buf, weights_only=False)
+    assert type(b) is type(a) and (b.batch_shape, b.event_shape) == (a.batch_shape, a.event_shape)
+    torch.manual_seed(5)
+    x = a.sample((2,))
+    torch.manual_seed(5)
+    assert torch.equal(b.sample((2,)), x)
+
+
 def test_covariance_is_normalised_to_its_correlation():
     corr = torch.tensor([[1.0, 0.5, 0.2], [0.5, 1.0, -0.3], [0.2, -0.3, 1.0]], dtype=torch.float64)
     d = torch.tensor([0.5, 2.0, 3.0], dtype=torch.float64).sqrt()

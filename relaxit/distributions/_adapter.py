@@ -8,6 +8,7 @@ here implements any law: an adapter is right wherever the registry's law is righ
 
 from __future__ import annotations
 
+import functools
 import importlib
 from typing import Any, ClassVar
 
@@ -34,10 +35,19 @@ def built(validate_args: bool | None, make):
 
 
 def estimator(name: str, **config: Any):
-    """The registered estimator ``name`` (through the facade, so through the registry)."""
+    """The registered estimator ``name`` (through the facade, so through the registry).
+
+    One instance per ``(name, config)`` is kept: the adapters only call its ``distribution()``
+    (or ``relaxation()``), which reads the config and changes nothing, so a 1.x program that
+    builds a law at every step does not validate the same config at every step."""
+    return _cached_estimator(name, tuple(sorted(config.items())))
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_estimator(name: str, config: tuple):
     import relaxit
 
-    return relaxit.get(name, **config)
+    return relaxit.get(name, **dict(config))
 
 
 def plugin_module(name: str):
