@@ -185,3 +185,21 @@ def test_upgrading_guide_snippet_runs():
     with contextlib.redirect_stdout(out):
         runpy.run_path(str(Path(__file__).resolve().parents[1] / "docs" / "snippets" / "upgrading_v1.py"))
     assert "alpha.grad: (4, 10)" in out.getvalue()
+
+
+def test_1x_laplace_bridge_demo_calls():
+    """The 1.x Laplace-bridge notebook: Dirichlet -> logistic normal -> Dirichlet, then samples of each."""
+    from pyro.distributions import Dirichlet
+
+    from relaxit.distributions import LogisticNormalSoftmax
+    from relaxit.distributions.approx import dirichlet_approximation_fn, lognorm_approximation_fn
+
+    concentration = torch.randint(1, 10, (3,), dtype=torch.float)
+    dirichlet = Dirichlet(concentration)
+    lognorm = lognorm_approximation_fn(dirichlet)
+    assert isinstance(lognorm, LogisticNormalSoftmax)
+    back = dirichlet_approximation_fn(lognorm)
+    assert torch.allclose(concentration, back.concentration)
+    for d in (dirichlet, lognorm, back):
+        x = d.sample((500,))
+        assert x.shape == (500, 3) and torch.allclose(x.sum(-1), torch.ones(500))
