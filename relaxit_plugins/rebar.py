@@ -38,7 +38,7 @@ class RebarRelaxation(BinaryLogitsDistribution):
       ``muprop_relaxation`` option, Tucker et al. 2017), which relaxit 1.x exposed as
       ``RebarRelaxation``;
     - ``shifted=False``: ``z = sigmoid((ℓ + L) / λ)``, the concrete relaxation ``σ_λ(z)`` of
-      Tucker et al. (2017), eq. (5), that :class:`RebarEstimator` evaluates.
+      Tucker et al. (2017) (equation number not checked), that :class:`RebarEstimator` evaluates.
 
     ``log_prob`` is the density w.r.t. Lebesgue measure on ``(0, 1)``: with
     ``w = λ logit z - λ c ℓ`` (``c = a`` or ``1/λ``), ``L = w`` and
