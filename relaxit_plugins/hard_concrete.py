@@ -167,7 +167,7 @@ class HardConcrete(TorchDistribution):
 
 
 class HardConcreteEstimator(relaxit_core.EstimatorBase):
-    """Hard concrete (stretched and rectified binary Concrete) gates of L0 regularisation, pathwise.
+    r"""Hard concrete (stretched and rectified binary Concrete) gates of L0 regularisation, pathwise.
 
     Louizos et al. (2018), eqs. (9)-(10): ``z = clamp(sigmoid((log_alpha + L) / beta) *
     (zeta - gamma) + gamma, 0, 1)``, one logistic noise ``L`` per gate.  The law has atoms
@@ -182,6 +182,21 @@ class HardConcreteEstimator(relaxit_core.EstimatorBase):
     ``beta``, ``gamma`` and ``zeta`` may also be given to ``distribution()`` / ``estimate()``
     as optional tensors (per gate, broadcast with ``log_alpha``); they override the config's
     numbers.
+
+    Maths:
+        :Law: the stretched and rectified binary Concrete (Louizos et al. 2018, eqs. 9-10): with
+            :math:`u \sim \mathcal{U}(0, 1)`,
+
+            .. math::
+                s = \sigma\Bigl(\frac{\log u - \log(1 - u) + \log\alpha}{\beta}\Bigr), \qquad
+                z = \min\bigl(1, \max(0, s(\zeta - \gamma) + \gamma)\bigr),
+
+            which has atoms at 0 and 1.
+        :Estimator: pathwise, :math:`\hat g = \frac1S \sum_s \nabla_{\log\alpha} f(z_s)` (eqs. 9-10); the
+            expected-:math:`L_0` penalty is
+            :math:`\sum_j \sigma\bigl(\log\alpha_j - \beta \log(-\gamma/\zeta)\bigr)` (eq. 12).
+        :Gradient: :math:`\nabla_{\log\alpha} \mathbb{E}[f(z)]` under the gate law itself.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch
