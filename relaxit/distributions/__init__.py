@@ -11,6 +11,12 @@ the numbers change (see the docs' "Upgrading from relaxit 1.x" page, class by cl
 New code can use the registry directly: ``relaxit.get(name, ...)`` gives the estimator,
 its ``distribution(...)`` the law and its ``estimate(...)`` the gradient estimate.
 
+>>> import torch
+>>> from relaxit.distributions import HardConcrete
+>>> d = HardConcrete(alpha=torch.full((3,), 2.0), beta=torch.tensor(2 / 3), xi=torch.tensor(1.1), gamma=torch.tensor(-0.1))
+>>> type(d.law).__module__, d.batch_shape   # the registered hard_concrete law
+('relaxit_plugins.hard_concrete', torch.Size([3]))
+
 =====================================  ================================================
 relaxit 1.x class                      registered law
 =====================================  ================================================
