@@ -55,7 +55,7 @@ from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import prune_subsample_sites, site_is_subsample
 from pyro.util import check_model_guide_match, check_site_shape, warn_if_nan
 
-from relaxit_core import Capability, ConfigError, Draw, EstimatorConfig
+from relaxit_core import Capability, ConfigError, Draw, EstimatorConfig, ParameterError
 from relaxit_core.inference import carried_estimator, estimator_inference
 from relaxit_core.registry import registry as _registry
 
@@ -195,7 +195,10 @@ class _Planner(Messenger):
             )
         draw = None
         if self.inject and route == "own":
-            draw = est.draw(P, logits=logits[0])
+            try:
+                draw = est.draw(P, logits=logits[0])
+            except ParameterError as exc:
+                raise ConfigError(f"guide site {name!r}: num_particles={P} does not suit {est.name!r}: {exc}") from exc
             value = draw.samples
             if kind == "integer":
                 value = value.argmax(-1)

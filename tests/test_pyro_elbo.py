@@ -431,6 +431,8 @@ def test_config_errors_name_the_site():
     model, guide = _simple(estimator="disarm")
     with pytest.raises(ConfigError, match="num_particles >= 2"):
         EstimatorELBO(num_particles=1, max_plate_nesting=1).loss_and_grads(model, guide)
+    with pytest.raises(ConfigError, match="num_particles=3.*even"):
+        EstimatorELBO(num_particles=3, max_plate_nesting=1).loss_and_grads(model, guide)
 
 
 def test_estimator_state_in_elbo_and_params_trained_by_svi():
