@@ -230,7 +230,10 @@ class EstimatorBase(torch.nn.Module):
         return ", ".join(parts)
 
     def distribution(self, **params: Any) -> torch.distributions.Distribution:
-        """The law of this estimator's samples for the given tensor arguments."""
+        """The law of this estimator's samples for the given tensor arguments.
+
+        A score-function estimator's law carries the estimator (into a Pyro guide site, where
+        :class:`relaxit.pyro.EstimatorELBO` runs it; see :mod:`relaxit_core.inference`)."""
         checked = self.check_params(params)
         try:
             law = self.build_distribution(**checked)
