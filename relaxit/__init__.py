@@ -27,6 +27,7 @@ from relaxit_core import (
     EstimatorConfig,
     EstimatorInfo,
     GradientEstimator,
+    ObjectiveError,
     ParameterError,
     UnknownEstimatorError,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "EstimatorConfig",
     "EstimatorInfo",
     "GradientEstimator",
+    "ObjectiveError",
     "ParameterError",
     "UnknownEstimatorError",
 ]

@@ -19,6 +19,8 @@ from relaxit_core.config import EstimatorConfig
 from relaxit_core.errors import (
     ConfigError,
     DuplicateEstimatorError,
+    NonFiniteGradientWarning,
+    ObjectiveError,
     EstimatorWarning,
     ParameterError,
     PluginWarning,
@@ -46,7 +48,9 @@ __all__ = [
     "UnknownEstimatorError",
     "ConfigError",
     "ParameterError",
+    "ObjectiveError",
     "DuplicateEstimatorError",
     "PluginWarning",
+    "NonFiniteGradientWarning",
     "EstimatorWarning",
 ]
