@@ -30,6 +30,7 @@ from relaxit_core import (
     UnknownEstimatorError,
 )
 from relaxit_core.registry import registry as _registry
+from relaxit import schedules
 from relaxit.spec import EstimatorSpec
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "schema",
     "validate",
     "EstimatorSpec",
+    "schedules",
     "Capability",
     "ConfigError",
     "Estimate",

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from relaxit_core.capabilities import FAMILIES, Capability
 from relaxit_core.config import EstimatorConfig
 from relaxit_core.errors import ConfigError, ParameterError
+from relaxit_core.schedules import ScheduleBase, is_temperature_field
 from relaxit_core.surrogate import score_function_surrogate
 
 __all__ = ["Estimate", "GradientEstimator", "EstimatorBase", "Objective"]
@@ -108,6 +109,14 @@ class EstimatorBase(torch.nn.Module):
             cls.families = (cls.family,)
         if "exclusive_params" not in cls.__dict__ and {"logits", "probs"} <= set(cls.params):
             cls.exclusive_params = (("logits", "probs"),)
+        fields = getattr(cls.Config, "model_fields", {})
+        cls.temperature_fields = tuple(n for n, f in fields.items() if is_temperature_field(f))
+        for field in cls.temperature_fields:  # est.tau: the current value, a float
+            if not hasattr(cls, field):
+                setattr(cls, field, property(
+                    lambda self, _f=field: self.temperature(_f),
+                    doc=f"The current value of the temperature field ``{field}`` (a float).",
+                ))
 
     def __init__(self, config: EstimatorConfig | Mapping[str, Any] | None = None, **kwargs: Any):
         super().__init__()
@@ -116,6 +125,43 @@ class EstimatorBase(torch.nn.Module):
         if family is not None:
             self.family = family  # instance attribute shadows the class-level default
         self.capabilities = frozenset(self.capabilities_for(self.config))
+        self._schedules = {
+            f: getattr(self.config, f) for f in self.temperature_fields
+            if isinstance(getattr(self.config, f), ScheduleBase)
+        }
+        if self._schedules:
+            self.register_buffer("schedule_step", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------ schedules
+    temperature_fields: ClassVar[tuple[str, ...]] = ()
+    """The config fields declared with :data:`relaxit_core.schedules.Temperature`."""
+
+    def step(self, n: int = 1) -> None:
+        """Advance the step count of this estimator's temperature schedules by ``n``
+        (in place; a no-op when no field is scheduled)."""
+        if self._schedules:
+            with torch.no_grad():
+                self.schedule_step.add_(n)
+
+    def current_temperature(self, field: str) -> float | torch.Tensor:
+        """The value of temperature field ``field`` for the current step, as used by
+        :meth:`distribution` and :meth:`estimate`: the config's number when the field is
+        not scheduled, else a 0-dim tensor computed from the ``schedule_step`` buffer
+        (no host synchronisation, so compiled code does not recompile as it changes)."""
+        schedule = self._schedules.get(field)
+        if schedule is None:
+            return getattr(self.config, field)
+        return schedule.tensor(self.schedule_step)
+
+    def temperature(self, field: str) -> float:
+        """The current value of temperature field ``field`` as a Python float (also
+        available as the attribute ``est.<field>``)."""
+        if field not in self.temperature_fields:
+            raise AttributeError(f"{self.name} has no temperature field {field!r}")
+        schedule = self._schedules.get(field)
+        if schedule is None:
+            return float(getattr(self.config, field))
+        return schedule.value(int(self.schedule_step))
 
     # ----------------------------------------------------------------- configs
     @classmethod

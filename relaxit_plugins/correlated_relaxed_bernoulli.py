@@ -32,6 +32,7 @@ from torch.distributions.utils import lazy_property
 from torch.special import log_ndtr, ndtri
 
 import relaxit_core
+from relaxit_core.schedules import Temperature, as_temperature, log_temperature
 from relaxit_core import Capability as C
 from relaxit_core.distributions import as_logits, clamp_probs
 from relaxit_core.surrogate import straight_through
@@ -164,8 +165,7 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
             )
         if corr is None:
             raise ValueError(f"{type(self).__name__}: `corr` (a correlation matrix [..., n, n]) is required")
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"{type(self).__name__}: temperature must be a positive number, got {temperature!r}")
+        temperature = as_temperature(temperature, type(self).__name__)
         param = probs if probs is not None else logits
         if param.dim() < 1:
             raise ValueError(f"{type(self).__name__}: `logits`/`probs` need an event dimension [..., n]")
@@ -186,7 +186,7 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
         else:
             self.logits = param
         self._param = param
-        self.temperature = float(temperature)
+        self.temperature = temperature
         super().__init__(batch_shape, torch.Size((n,)), validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
@@ -266,7 +266,7 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
         tau = self.temperature
         log_z, log_1mz = z.log(), (-z).log1p()
         l = tau * (log_z - log_1mz) - self.logits.to(ct)
-        marginal = (math.log(tau) - l - 2 * F.softplus(-l) - log_z - log_1mz).sum(-1)
+        marginal = (log_temperature(tau) - l - 2 * F.softplus(-l) - log_z - log_1mz).sum(-1)
         x = _latent_from_logistic(l)
         tril = self._unbroadcasted_scale_tril
         tril_b = tril.expand(x.shape[:-1] + tril.shape[-2:]) if tril.dim() > 2 or x.dim() > 1 else tril
@@ -349,7 +349,8 @@ class CorrelatedRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`CorrelatedRelaxedBernoulliEstimator`."""
 
         name: Literal["correlated_relaxed_bernoulli"] = "correlated_relaxed_bernoulli"
-        tau: float = Field(1.0, gt=0, le=1e3, description="Temperature τ of the binary Concrete marginals.")
+        tau: Temperature = Field(
+            1.0, description="Temperature τ of the binary Concrete marginals.")
         hard: bool = Field(False, description="Straight-through: forward 0/1, backward relaxed.")
 
     @classmethod
@@ -360,7 +361,7 @@ class CorrelatedRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
 
     def build_distribution(self, logits=None, probs=None, corr=None):
         law = StraightThroughCorrelatedRelaxedBernoulli if self.config.hard else CorrelatedRelaxedBernoulli
-        return law(probs=probs, logits=logits, corr=corr, temperature=self.config.tau)
+        return law(probs=probs, logits=logits, corr=corr, temperature=self.current_temperature("tau"))
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):

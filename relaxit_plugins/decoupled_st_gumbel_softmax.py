@@ -36,6 +36,7 @@ from pydantic import Field
 from torch.distributions import constraints
 
 import relaxit_core
+from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
 from relaxit_core.distributions import as_logits, gumbel_like
 from relaxit_plugins._straight_through_categorical import OneHotStraightThrough, one_hot_argmax
@@ -108,25 +109,23 @@ class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`DecoupledSTGumbelSoftmaxEstimator`."""
 
         name: Literal["decoupled_st_gumbel_softmax"] = "decoupled_st_gumbel_softmax"
-        tau_forward: float = Field(
-            1.0, gt=0, le=1e3,
-            description="Forward temperature τ_f: hard samples follow Categorical(softmax(logits/τ_f)).",
+        tau_forward: Temperature = Field(
+            1.0, description="Forward temperature τ_f: hard samples follow Categorical(softmax(logits/τ_f)).",
         )
-        tau_backward: float = Field(
-            1.0, gt=0, le=1e3,
-            description="Backward temperature τ_b of the Gumbel-softmax whose gradient is used.",
+        tau_backward: Temperature = Field(
+            1.0, description="Backward temperature τ_b of the Gumbel-softmax whose gradient is used.",
         )
 
     def build_distribution(self, logits=None, probs=None):
-        tau_f = self.config.tau_forward
-        if tau_f != 1.0:
+        tau_f = self.current_temperature("tau_forward")
+        if isinstance(tau_f, torch.Tensor) or tau_f != 1.0:
             if logits is None:
                 if torch.distributions.Distribution._validate_args and not bool(constraints.simplex.check(probs).all()):
                     raise ValueError(f"{self.name}: `probs` must lie on the simplex")
                 logits = as_logits(probs, 1)
             logits, probs = logits / tau_f, None
         return DecoupledSTGumbelSoftmax(
-            probs=probs, logits=logits, temperature=self.config.tau_backward, tau_forward=tau_f
+            probs=probs, logits=logits, temperature=self.current_temperature("tau_backward"), tau_forward=tau_f
         )
 
 

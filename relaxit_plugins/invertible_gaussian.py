@@ -39,6 +39,7 @@ from torch.distributions import constraints, register_kl
 from torch.distributions.utils import broadcast_all
 
 import relaxit_core
+from relaxit_core.schedules import Temperature, as_temperature, log_temperature
 from relaxit_core import Capability as C
 
 __all__ = ["InvertibleGaussian", "InvertibleGaussianEstimator", "softmax_pp", "softmax_pp_inverse"]
@@ -88,9 +89,9 @@ class InvertibleGaussian(TorchDistribution):
         if loc.dim() < 1 or scale.dim() < 1:
             raise ValueError("InvertibleGaussian: loc and scale need a last dimension of K - 1 >= 1 entries")
         self.loc, self.scale = broadcast_all(loc, scale)
-        self.temperature = float(temperature)
+        self.temperature = as_temperature(temperature, "InvertibleGaussian")
         self.delta = float(delta)
-        if not (self.temperature > 0 and self.delta > 0):
+        if not self.delta > 0:
             raise ValueError(f"InvertibleGaussian: need temperature > 0 and delta > 0, got {temperature}, {delta}")
         batch = self.loc.shape[:-1]
         super().__init__(batch, torch.Size((self.loc.shape[-1] + 1,)), validate_args=validate_args)
@@ -122,7 +123,7 @@ class InvertibleGaussian(TorchDistribution):
         e = (y - self.loc) / self.scale
         log_normal = -0.5 * e.square() - self.scale.log() - _HALF_LOG_2PI
         km1 = value.shape[-1] - 1
-        return log_normal.sum(-1) + km1 * math.log(self.temperature) - log_x.sum(-1)
+        return log_normal.sum(-1) + km1 * log_temperature(self.temperature) - log_x.sum(-1)
 
 
 @register_kl(InvertibleGaussian, InvertibleGaussian)
@@ -170,11 +171,12 @@ class InvertibleGaussianEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`InvertibleGaussianEstimator`."""
 
         name: Literal["invertible_gaussian"] = "invertible_gaussian"
-        tau: float = Field(1.0, gt=0, le=1e3, description="Temperature τ dividing the Gaussian sample.")
+        tau: Temperature = Field(
+            1.0, description="Temperature τ dividing the Gaussian sample.")
         delta: float = Field(1.0, gt=0, le=1e6, description="δ > 0 of softmax++: the weight of the K-th coordinate.")
 
     def build_distribution(self, loc, scale):
-        return InvertibleGaussian(loc, scale, temperature=self.config.tau, delta=self.config.delta)
+        return InvertibleGaussian(loc, scale, temperature=self.current_temperature("tau"), delta=self.config.delta)
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):
