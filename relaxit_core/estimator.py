@@ -63,6 +63,8 @@ class GradientEstimator(Protocol):
         self, objective: Objective, *, num_samples: int = 1, reduce: str = "mean", **params: Any
     ) -> Estimate: ...
 
+    def evaluations(self, num_samples: int | None = None, *, batch_ndim: int = 0, **params: Any) -> int: ...
+
 
 class EstimatorBase(torch.nn.Module):
     """Base class of estimators: config handling, argument checks and a shared ``estimate``.
@@ -312,6 +314,41 @@ class EstimatorBase(torch.nn.Module):
         raise NotImplementedError(
             f"{self.name} has neither RSAMPLE nor SCORE_FUNCTION; it must override estimate()"
         )
+
+    def evaluations(self, num_samples: int | None = None, *, batch_ndim: int = 0, **params: Any) -> int:
+        """The objective rows that one :meth:`estimate` call evaluates.
+
+        A "row" is one entry of the leading sample dimension of a ``z`` passed to the
+        objective, so estimators can be compared at an equal number of objective evaluations
+        (the unit in which ``num_samples`` is counted differs between estimators: ARM and
+        DisARM count evaluations, RELAX and REBAR hard samples that cost three evaluations
+        each).  Counted for a call that builds a gradient (under ``torch.no_grad()`` some
+        estimators evaluate less).
+
+        Args:
+            num_samples: as in :meth:`estimate`; default ``min_num_samples``.
+            batch_ndim: how many leading batch dimensions the objective keeps (``B`` in
+                ``[S, *B]``); only estimators whose cost grows with the number of variables in
+                one objective event (IndeCateR) read it.
+            params: the tensor arguments of :meth:`estimate`; only estimators whose cost
+                depends on their shapes need them.
+
+        The default is ``num_samples`` rows; estimators that evaluate more override
+        :meth:`evaluations_per_sample` (or this method).
+
+        Example:
+            >>> import relaxit
+            >>> relaxit.get("rebar").evaluations(4)
+            12
+        """
+        n = self.min_num_samples if num_samples is None else self._check_num_samples(num_samples)
+        if isinstance(batch_ndim, bool) or not isinstance(batch_ndim, int) or batch_ndim < 0:
+            raise ParameterError(f"{self.name}: batch_ndim must be an integer >= 0, got {batch_ndim!r}")
+        return n * self.evaluations_per_sample(batch_ndim=batch_ndim, **params)
+
+    def evaluations_per_sample(self, *, batch_ndim: int = 0, **params: Any) -> int:
+        """Objective rows per unit of ``num_samples`` (default 1); see :meth:`evaluations`."""
+        return 1
 
     def _check_reduce(self, reduce: str) -> None:
         if reduce not in self.reductions:

@@ -131,6 +131,11 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
     def build_distribution(self, logits):
         return law(self.family, logits)
 
+    def evaluations_per_sample(self, *, batch_ndim=0, **params):
+        """Three objective rows per hard sample with the relaxation term (``b``, ``σ_λ(z)``,
+        ``σ_λ(z̃)``), one without it."""
+        return 3 if self.config.relaxation else 1
+
     def estimate(self, objective, *, num_samples=1, reduce="mean", **params):
         num_samples = self._check_num_samples(num_samples)
         self._check_reduce(reduce)
