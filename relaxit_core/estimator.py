@@ -306,7 +306,7 @@ class EstimatorBase(torch.nn.Module):
             f = call_objective(objective, z, dist, self.name)
             log_q = reduce_log_prob(dist.log_prob(z), f.dim())
             if reduce == "mean":
-                surrogate = score_function_surrogate(f, log_q, self.baseline(f.detach()))
+                surrogate = self.score_surrogate(f, log_q)
             else:  # one joint sample of S draws: its score is the sum of the draws' scores
                 total = reduce_samples(f, reduce)
                 surrogate = score_function_surrogate(total.unsqueeze(0), log_q.sum(0, keepdim=True))
@@ -355,6 +355,14 @@ class EstimatorBase(torch.nn.Module):
             raise ParameterError(
                 f"{self.name}: reduce={reduce!r} is not supported; allowed: {', '.join(map(repr, self.reductions))}"
             )
+
+    def score_surrogate(self, f: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        """The score-function surrogate of ``reduce="mean"`` from the objective values ``f``
+        and ``log q(z)``, both ``[S, *B]``: by default
+        :func:`~relaxit_core.surrogate.score_function_surrogate` with :meth:`baseline`.
+        Override it for learning signals that are not ``f - b`` (e.g. normalised advantages),
+        keeping the forward value ``f.mean(0)``."""
+        return score_function_surrogate(f, log_q, self.baseline(f.detach()))
 
     def baseline(self, f: torch.Tensor) -> torch.Tensor | None:
         """A baseline for the score-function surrogate, independent of each sample's own
