@@ -10,12 +10,12 @@ which is Jang, Gu & Poole's (2017, Sec. 4.1) annealing ``τ = max(0.5, exp(−r 
 recomputed every ``N`` steps.  The four schedules, with ``t`` the estimator's step count
 rounded down to a multiple of ``every`` and ``u = min(t / steps, 1)``:
 
-============  =========================================================
-``constant``  ``start``
-``linear``    ``start + (end − start) · u``
-``exponential`` ``max(end, start · exp(−rate · t))``
-``cosine``    ``end + (start − end) · (1 + cos(π u)) / 2``
-============  =========================================================
+=================  =========================================================
+``constant``       ``start``
+``linear``         ``start + (end − start) · u``
+``exponential``    ``max(end, start · exp(−rate · t))``
+``cosine``         ``end + (start − end) · (1 + cos(π u)) / 2``
+=================  =========================================================
 
 A schedule is a frozen pydantic model (it is part of the estimator's frozen config, of
 its JSON schema and of its YAML/JSON dump).  The step count is state of the estimator: a

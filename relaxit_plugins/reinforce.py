@@ -78,7 +78,7 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
       draws; ``σ`` the objective's exact std under ``q``, ``∇`` the exact gradient):
 
       ===========  ===  ====================  ======================  ===============
-      family       S    cos(E ĝ, ∇)           |E ĝ − ∇/σ| / |∇/σ|     |E ĝ| / |∇/σ|
+      family       S    cos(E ĝ, ∇)           ‖E ĝ − ∇/σ‖ / ‖∇/σ‖     ‖E ĝ‖ / ‖∇/σ‖
       ===========  ===  ====================  ======================  ===============
       bernoulli    2    0.994                 0.60                    0.41
       bernoulli    4    1.000                 0.28                    0.72
@@ -92,7 +92,7 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
       Not ``UNBIASED``.
       Needs ``num_samples >= 2``.
     - ``"learned"`` (NVIL's input-dependent baseline, Mnih & Gregor 2014, Sec. 3.2): a critic
-      ``b_ψ(c)`` of a *context* ``c`` passed to :meth:`estimate` as ``context=`` (shape
+      ``b_ψ(c)`` of a *context* ``c`` passed to ``estimate()`` as ``context=`` (shape
       ``[*B, context_size]``, ``B`` the objective's batch; detached here), trained in the
       same ``backward()`` on ``mean_s (b_ψ(c) − f(z_s))²``.  The critic is applied with its
       current weights, before the update that this call's gradient makes, and never reads
