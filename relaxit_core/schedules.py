@@ -210,7 +210,7 @@ def _validate_temperature(value: Any, handler: Any) -> float | ScheduleBase:
 Temperature = Annotated[
     Union[_Positive, Schedule], WrapValidator(_validate_temperature), TEMPERATURE_MARK
 ]
-"""The type of a temperature field: a number in ``(0, 1e3]`` or a :data:`Schedule` mapping."""
+"""Type of a temperature field, which takes a number in ``(0, 1e3]`` or a :data:`Schedule` mapping."""
 
 
 def is_temperature_field(field: Any) -> bool:
