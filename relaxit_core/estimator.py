@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 
 from relaxit_core.capabilities import FAMILIES, Capability
-from relaxit_core.config import EstimatorConfig
+from relaxit_core.config import EstimatorConfig, family_choices, require_family
 from relaxit_core.errors import ConfigError, ParameterError
 from relaxit_core.schedules import ScheduleBase, is_temperature_field
 from relaxit_core.surrogate import score_function_surrogate
@@ -101,7 +101,8 @@ class EstimatorBase(torch.nn.Module):
     """The smallest ``num_samples`` that :meth:`estimate` accepts (set per instance when it
     depends on the config, e.g. 2 for a leave-one-out baseline)."""
     conformance_configs: ClassVar[tuple[Mapping[str, Any], ...]] = ({},)
-    """Configs (as updates of the default) that the conformance kit checks."""
+    """Configs (as updates of the default) that the conformance kit checks.  Left out, it is
+    the default config, or one config per family for an estimator serving several."""
 
     config: EstimatorConfig
 
@@ -111,6 +112,14 @@ class EstimatorBase(torch.nn.Module):
             cls.families = (cls.family,)
         if "exclusive_params" not in cls.__dict__ and {"logits", "probs"} <= set(cls.params):
             cls.exclusive_params = (("logits", "probs"),)
+        if len(cls.families) > 1:
+            # The contract: an estimator serving several families takes a required `family`
+            # (a silent default once read categorical logits as independent bits).
+            config = cls.__dict__.get("Config", cls.Config)
+            if "family" in getattr(config, "model_fields", {}) and set(family_choices(config)) == set(cls.families):
+                require_family(config, cls.families, cls.__name__)
+            if "conformance_configs" not in cls.__dict__ and cls.conformance_configs == ({},):
+                cls.conformance_configs = tuple({"family": f} for f in cls.families)
         fields = getattr(cls.Config, "model_fields", {})
         cls.temperature_fields = tuple(n for n, f in fields.items() if is_temperature_field(f))
         for field in cls.temperature_fields:  # est.tau: the current value, a float
@@ -435,6 +444,11 @@ class EstimatorBase(torch.nn.Module):
             field = cls.Config.model_fields.get("name")
             if field is None or field.default != name:
                 problems.append(f"Config.name must default to {name!r}")
+            if len(cls.families) > 1:
+                try:
+                    require_family(cls.Config, cls.families, cls.__name__)
+                except TypeError as exc:
+                    problems.append(str(exc).removeprefix(f"{cls.__name__}: "))
         if problems:
             raise TypeError(f"{cls.__name__}: " + "; ".join(problems))
 

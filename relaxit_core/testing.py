@@ -658,9 +658,7 @@ def instances(obj: Any) -> list[Any]:
 
 def estimator_id(est: Any) -> str:
     """``name`` plus the config fields that differ from the defaults, e.g. ``gumbel_softmax[hard=True]``."""
-    cfg = est.config
-    default = type(cfg)()
-    diff = {k: v for k, v in cfg.model_dump().items() if getattr(default, k) != v}
+    diff = est.config.non_default_fields()
     return est.name + ("[" + ",".join(f"{k}={v}" for k, v in diff.items()) + "]" if diff else "")
 
 

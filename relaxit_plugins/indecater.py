@@ -45,7 +45,7 @@ class IndecaterEstimator(relaxit_core.EstimatorBase):
     ``samples`` are the ``N`` i.i.d. samples, ``value`` their mean objective, and the
     objective's own parameters get the mean of their gradients on them.  Families:
     ``"bernoulli"`` (law ``Bernoulli``) and ``"categorical"`` (law ``OneHotCategorical``),
-    PMF ``log_prob``.
+    ``family`` required; PMF ``log_prob``.
 
     Example:
         >>> import relaxit, torch
@@ -77,7 +77,7 @@ class IndecaterEstimator(relaxit_core.EstimatorBase):
 
         name: Literal["indecater"] = "indecater"
         family: Literal["bernoulli", "categorical"] = Field(
-            "bernoulli", description="The discrete law: independent Bernoulli or one-hot categorical."
+            description="The discrete law: independent Bernoulli or one-hot categorical (required)."
         )
 
     def build_distribution(self, logits=None, probs=None):

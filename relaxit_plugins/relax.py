@@ -56,7 +56,7 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
     Cost: one objective call on ``3S`` inputs (``b``, ``σ_λ(z)``, ``σ_λ(z̃)``; ``S`` without
     the relaxation term), the network on ``2S`` inputs, and two backward passes through
     them (the second differentiates ``ĝ`` for the variance objective).  Samples are exactly
-    0/1 or one-hot; the law is ``Bernoulli(logits)`` or ``OneHotCategorical(logits)``
+    0/1 or one-hot (``family``, required); the law is ``Bernoulli(logits)`` or ``OneHotCategorical(logits)``
     (``log_prob`` is the PMF).
 
     Example:
@@ -82,9 +82,9 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
         "Algorithms 1-2, Appendix B"
     )
     conformance_configs = (
-        {},
+        {"family": "bernoulli"},
         {"family": "categorical"},
-        {"relaxation": False, "hidden": 4},
+        {"family": "bernoulli", "relaxation": False, "hidden": 4},
     )
     reductions: ClassVar[tuple[str, ...]] = ("mean",)
 
@@ -93,7 +93,7 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
 
         name: Literal["relax"] = "relax"
         family: Literal["bernoulli", "categorical"] = Field(
-            "bernoulli", description="The discrete law: independent Bernoulli or one-hot categorical."
+            description="The discrete law: independent Bernoulli or one-hot categorical (required)."
         )
         hidden: int = Field(16, ge=1, le=65536, description="Width of the control-variate network r_ρ.")
         relaxation: bool = Field(True, description="Include η f(σ_λ(z)) in the control variate (3 objective evaluations per sample).")

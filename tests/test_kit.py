@@ -103,7 +103,7 @@ def test_kit_catches_broken_estimators(cls, config, check):
 
 def test_check_estimator_reports_every_failure():
     with pytest.raises(AssertionError, match="unbiased"):
-        check_estimator(SelfBaselineReinforce({"baseline": "none"}))
+        check_estimator(SelfBaselineReinforce({"family": "bernoulli", "baseline": "none"}))
 
 
 def test_checks_follow_capabilities():
@@ -112,6 +112,6 @@ def test_checks_follow_capabilities():
     assert "rsample_gradients_finite" in names and "sample_law" not in names and "unbiased" not in names
     hard = GumbelSoftmaxEstimator(hard=True)
     assert {"sample_law", "enumerate_support", "kl"} <= {c.name for c in checks_for(hard)}
-    assert "unbiased" in {c.name for c in checks_for(ReinforceEstimator())}
+    assert "unbiased" in {c.name for c in checks_for(ReinforceEstimator(family="bernoulli"))}
     assert len(instances(ReinforceEstimator)) == len(ReinforceEstimator.conformance_configs) >= 6
     assert C.UNBIASED not in soft.capabilities
