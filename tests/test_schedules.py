@@ -221,3 +221,16 @@ def test_compiled_step_does_not_recompile_as_the_temperature_changes():
 
 def _objective_4(z):
     return z.pow(2).sum(-1) * torch.arange(z.shape[-1], dtype=z.dtype).sum()
+
+
+def test_relaxit_nn_layers_take_scheduled_estimators():
+    latent = relaxit.nn.DiscreteLatent(
+        {"name": "gumbel_softmax", "hard": True, "tau": {"schedule": "linear", "start": 1.0, "end": 0.5, "steps": 2}},
+        num_categories=3,
+    )
+    model = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Unflatten(-1, (2, 3)), latent)
+    z = model(torch.randn(5, 4))
+    assert z.shape == (5, 2, 3)
+    relaxit.schedules.step(model)
+    assert latent.estimator.tau == pytest.approx(0.75)
+    assert "estimator.schedule_step" in {k.split("2.", 1)[-1] for k in model.state_dict()}
