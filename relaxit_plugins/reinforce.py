@@ -268,7 +268,9 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         dt = f.dtype
         out = self.critic_out
         if self.config.context_size is None:
-            return out.bias.to(dt).reshape(()).expand(batch)
+            # no context: the critic is its bias (the weight reads a constant 0, so every
+            # parameter takes part in the graph, as data-parallel wrappers expect)
+            return F.linear(f.new_zeros(tuple(batch) + (1,)), out.weight.to(dt), out.bias.to(dt)).squeeze(-1)
         ctx = self._context
         if ctx is None or tuple(ctx.shape[:-1]) != tuple(batch):
             got = None if ctx is None else tuple(ctx.shape)
