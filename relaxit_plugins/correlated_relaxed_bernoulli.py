@@ -311,7 +311,7 @@ class StraightThroughCorrelatedRelaxedBernoulli(CorrelatedRelaxedBernoulli):
 
 
 class CorrelatedRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
-    """Correlated relaxed Bernoulli (Gaussian copula, RelaxedMVB), pathwise; ``hard=True`` for straight-through 0/1.
+    r"""Correlated relaxed Bernoulli (Gaussian copula, RelaxedMVB), pathwise; ``hard=True`` for straight-through 0/1.
 
     Wang & Yin (2020): the logistic noise of each binary Concrete marginal (Maddison et al.
     2017) is made dependent through a Gaussian copula with correlation matrix ``corr``:
@@ -323,6 +323,21 @@ class CorrelatedRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
     correlation matrix; with validation on, an invalid one raises ``ValueError`` saying
     which property fails.  ``estimate`` draws ``num_samples`` event vectors (one objective
     evaluation) and differentiates through them, into ``logits``/``probs`` and ``corr``.
+
+    Maths:
+        :Law: a Gaussian copula on binary Concrete marginals (Wang & Yin 2020, Sec. 3):
+            :math:`x \sim \mathcal{N}(0, R)`, :math:`L_i = \operatorname{logit}\Phi(x_i)`,
+
+            .. math::
+                z_i = \sigma\bigl((\theta_i + L_i)/\tau\bigr), \qquad
+                b_i = \mathbf{1}[\theta_i + L_i > 0] \sim \operatorname{Bernoulli}(\sigma(\theta_i)) .
+        :Estimator: pathwise through the reparameterised sample (Wang & Yin 2020, Sec. 3;
+            Maddison et al. 2017, Sec. 3.3), into :math:`\theta` and :math:`R`:
+            :math:`\hat g = \frac1S \sum_s \nabla_{\theta} f(z_s)`; with ``hard=True`` the forward value
+            is :math:`b` and the backward pass that of :math:`z`.
+        :Gradient: :math:`\nabla_\theta \mathbb{E}[f(z)]`, the gradient of the relaxed objective:
+            biased for :math:`\mathbb{E}[f(b)]`.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch

@@ -83,6 +83,19 @@ class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
     See the module docstring for why ``τ_f`` acts on the law (an argmax ignores a temperature).
     One objective evaluation per sample; ``num_samples`` samples are averaged.
 
+    Maths:
+        :Law: :math:`D = \operatorname{onehot}\bigl(\arg\max_i (\theta_i/\tau_f + g_i)\bigr)
+            \sim \operatorname{Categorical}(\operatorname{softmax}(\theta/\tau_f))`, :math:`g` i.i.d. Gumbel
+            (Jang et al. 2017, eq. 1).
+        :Estimator: straight-through with a separate backward temperature (Shah et al. 2024;
+            Jang et al. 2017, eq. 2 and Sec. 2.2):
+
+            .. math::
+                \hat g = \Bigl(\frac{\partial y}{\partial \theta}\Bigr)^{\!\top} \nabla_D f(D), \qquad
+                y = \operatorname{softmax}\bigl((\theta/\tau_f + g)/\tau_b\bigr) .
+        :Gradient: biased for :math:`\nabla_\theta \mathbb{E}[f(D)]`; :math:`\tau_f = \tau_b` is ST-GS.
+        :Cost: :math:`S` objective evaluations.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("decoupled_st_gumbel_softmax", tau_forward=1.0, tau_backward=2.0)

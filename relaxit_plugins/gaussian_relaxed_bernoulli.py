@@ -140,7 +140,7 @@ class GaussianRelaxedBernoulli(TorchDistribution):
 
 
 class GaussianRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
-    """Gaussian-relaxed Bernoulli (stochastic gates, STG): ``z = clamp(loc + sigma * eps, 0, 1)``, pathwise.
+    r"""Gaussian-relaxed Bernoulli (stochastic gates, STG): ``z = clamp(loc + sigma * eps, 0, 1)``, pathwise.
 
     Yamada et al. (2020), eq. (3): each gate is a Gaussian clipped to ``[0, 1]``, with noise
     ``eps ~ N(0, 1)`` drawn independently per element; its law has atoms at 0 and 1 (see
@@ -151,6 +151,22 @@ class GaussianRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
     differentiates through them (one objective evaluation on ``[S, *batch]`` samples).
     The samples are not exactly discrete, so the estimator is not ``HARD``: gates inside
     ``(0, 1)`` scale their inputs.
+
+    Maths:
+        :Law: a Gaussian clipped to :math:`[0, 1]` (Yamada et al. 2020, eq. 3):
+
+            .. math::
+                z_d = \min\bigl(1, \max(0, \mu_d + \sigma \varepsilon_d)\bigr), \qquad
+                \varepsilon_d \sim \mathcal{N}(0, 1),
+
+            with atoms :math:`P(z_d = 0) = \Phi(-\mu_d/\sigma)` and
+            :math:`P(z_d = 1) = 1 - \Phi((1 - \mu_d)/\sigma)`.
+        :Estimator: pathwise, :math:`\hat g = \frac1S \sum_s \nabla_\mu f(z_s)` (Yamada et al. 2020, eq. 3);
+            the expected-:math:`L_0` regulariser is
+            :math:`\mathbb{E}\|z\|_0 = \sum_d \Phi(\mu_d/\sigma)` (their eq. 5).
+        :Gradient: :math:`\nabla_\mu \mathbb{E}[f(z)]` under the gate law itself (unbiased for it; the
+            gates are not exactly binary).
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch

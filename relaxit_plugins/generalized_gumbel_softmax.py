@@ -291,13 +291,28 @@ class StraightThroughGeneralizedGumbelSoftmax(GeneralizedGumbelSoftmax):
 
 # ---------------------------------------------------------------------------- estimator
 class GeneralizedGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
-    """Generalized Gumbel-softmax (GenGS, pathwise): relaxes a law on a finite set of integer ``values``; ``hard=True`` is straight-through.
+    r"""Generalized Gumbel-softmax (GenGS, pathwise): relaxes a law on a finite set of integer ``values``; ``hard=True`` is straight-through.
 
     ``X = Σ_k v_k softmax((logits + g)/τ)_k`` (Joo et al. 2020, Sec. 3); with ``hard=True``
     the forward value is exactly ``v_{argmax(logits + g)}``.  Pass ``values`` (``[K]`` or
     ``[..., K]``, strictly increasing integers) with ``logits``/``probs``; use
     :func:`truncate` for Poisson, geometric, negative-binomial or binomial laws.  One
     objective evaluation per sample; biased for the discrete objective.
+
+    Maths:
+        :Law: :math:`X = v_I`, :math:`I \sim \operatorname{Categorical}(\operatorname{softmax}(\theta))`
+            on strictly increasing integer values :math:`v_1 < \dots < v_K` (a truncated count law;
+            Joo et al. 2020, Sec. 3).
+        :Estimator: pathwise through the relaxed value (Joo et al. 2020, Sec. 3; Jang et al. 2017, eq. 2)
+
+            .. math::
+                \tilde X = \sum_{k=1}^{K} v_k\, \operatorname{softmax}\bigl((\theta + g)/\tau\bigr)_k ,
+                \qquad \hat g = \nabla_\theta f(\tilde X),
+
+            with ``hard=True`` the forward value :math:`v_{\arg\max(\theta + g)}` and the backward pass
+            that of :math:`\tilde X`.
+        :Gradient: the gradient of the relaxed objective: biased for :math:`\nabla_\theta \mathbb{E}[f(X)]`.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch

@@ -393,7 +393,7 @@ class StraightThroughGumbelTopK(GumbelTopK):
 
 # ---------------------------------------------------------------------------- estimator
 class GumbelTopKEstimator(relaxit_core.EstimatorBase):
-    """Gumbel top-k relaxation of a k-subset (k draws without replacement), pathwise; ``hard=True`` is straight-through.
+    r"""Gumbel top-k relaxation of a k-subset (k draws without replacement), pathwise; ``hard=True`` is straight-through.
 
     Samples ``s = logits + g`` (Gumbel), the top ``k`` of ``s`` form the subset (Kool et al.
     2019, eq. 3); the relaxed k-hot is ``y = σ(s/τ - ν)`` with ``Σ y = k`` (the
@@ -405,6 +405,24 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
     ``log_prob`` (``LOG_PROB``) is claimed only with ``hard=True`` and ``k <= 7``: the
     exact probability of the unordered set.  The soft law has no ``log_prob`` (see
     :class:`GumbelTopK`).
+
+    Maths:
+        :Law: :math:`s = \theta + g`, :math:`g` i.i.d. Gumbel; the top :math:`k` of :math:`s` are
+            :math:`k` draws without replacement from :math:`\operatorname{softmax}(\theta)`
+            (Kool et al. 2019, eq. 3), and their k-hot vector has the law of the unordered set.
+        :Estimator: pathwise through the entropy-regularised top-k (Amos et al. 2019, eqs. 2-4),
+            a relaxation of the operator that Xie & Ermon (2019, Sec. 3.2) relax by :math:`k` softmaxes:
+
+            .. math::
+                y_i = \sigma\Bigl(\frac{s_i}{\tau} - \nu\Bigr), \quad \sum_i y_i = k, \qquad
+                \hat g = \nabla_\theta f(y),
+
+            with :math:`\partial\nu/\partial s` from the implicit function theorem; ``hard=True``
+            forwards the k-hot top-k and back-propagates through :math:`y`.
+        :Gradient: :math:`\nabla_\theta \mathbb{E}[f(y)]`, the gradient of the relaxed objective: biased
+            for the discrete one.
+        :Cost: :math:`S` objective evaluations; one ``topk`` and a fixed number of elementwise passes,
+            independent of :math:`k`.
 
     Example:
         >>> import relaxit, torch
@@ -424,6 +442,8 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
         "(Gumbel top-k); Xie & Ermon (2019), Reparameterizable Subset Sampling via Continuous Relaxations, "
         "IJCAI, Sec. 3.2; Amos, Xu & Kolter (2019), The Limited Multi-Label Projection Layer, eqs. 2-4"
     )
+    example_config: ClassVar[dict] = {"k": 3, "tau": 0.5}
+    """The config of the docs' generated example: a 3-subset at a moderate temperature (``k = 1`` would be a plain categorical)."""
     conformance_configs = ({}, {"hard": True}, {"k": 2, "tau": 0.05, "hard": True}, {"k": 8, "hard": True})
 
     class Config(relaxit_core.EstimatorConfig):

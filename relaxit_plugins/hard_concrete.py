@@ -148,7 +148,7 @@ class HardConcrete(TorchDistribution):
 
 
 class HardConcreteEstimator(relaxit_core.EstimatorBase):
-    """Hard concrete (stretched and rectified binary Concrete) gates of L0 regularisation, pathwise.
+    r"""Hard concrete (stretched and rectified binary Concrete) gates of L0 regularisation, pathwise.
 
     Louizos et al. (2018), eqs. (9)-(10): ``z = clamp(sigmoid((log_alpha + L) / beta) *
     (zeta - gamma) + gamma, 0, 1)``, one logistic noise ``L`` per gate.  The law has atoms
@@ -159,6 +159,21 @@ class HardConcreteEstimator(relaxit_core.EstimatorBase):
     :class:`L0Gate` and :class:`L0Linear` show how to prune a layer.  ``estimate`` draws
     ``num_samples`` gate vectors and differentiates through them (one objective
     evaluation).  Not ``HARD``: gates inside ``(0, 1)`` are continuous.
+
+    Maths:
+        :Law: the stretched and rectified binary Concrete (Louizos et al. 2018, eqs. 9-10): with
+            :math:`u \sim \mathcal{U}(0, 1)`,
+
+            .. math::
+                s = \sigma\Bigl(\frac{\log u - \log(1 - u) + \log\alpha}{\beta}\Bigr), \qquad
+                z = \min\bigl(1, \max(0, s(\zeta - \gamma) + \gamma)\bigr),
+
+            which has atoms at 0 and 1.
+        :Estimator: pathwise, :math:`\hat g = \frac1S \sum_s \nabla_{\log\alpha} f(z_s)` (eqs. 9-10); the
+            expected-:math:`L_0` penalty is
+            :math:`\sum_j \sigma\bigl(\log\alpha_j - \beta \log(-\gamma/\zeta)\bigr)` (eq. 12).
+        :Gradient: :math:`\nabla_{\log\alpha} \mathbb{E}[f(z)]` under the gate law itself.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch

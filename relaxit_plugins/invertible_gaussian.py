@@ -140,13 +140,26 @@ def _kl_invertible_gaussian(p: InvertibleGaussian, q: InvertibleGaussian) -> tor
 
 
 class InvertibleGaussianEstimator(relaxit_core.EstimatorBase):
-    """Invertible Gaussian reparameterisation (IGR, pathwise): Gaussian noise through softmax++ onto the simplex.
+    r"""Invertible Gaussian reparameterisation (IGR, pathwise): Gaussian noise through softmax++ onto the simplex.
 
     ``x = softmax([(loc + scale * eps) / tau, log delta])`` with ``loc``, ``scale`` of shape
     ``[..., K-1]`` (Potapczynski et al. 2020, Sec. 3.1).  ``log_prob`` is the
     change-of-variables density w.r.t. Lebesgue measure on the first ``K - 1`` coordinates;
     ``kl_divergence`` between two IGR laws is exact for any temperatures and δ's.  One
     objective evaluation per sample; a relaxation (biased for a categorical objective).
+
+    Maths:
+        :Law: Gaussian noise through softmax++ onto the :math:`K`-simplex (Potapczynski et al. 2020,
+            Sec. 3.1): :math:`y = \mu + \sigma \odot \varepsilon`, :math:`\varepsilon \sim \mathcal{N}(0, I_{K-1})`,
+
+            .. math::
+                x_k = \frac{e^{y_k/\tau}}{\sum_{j=1}^{K-1} e^{y_j/\tau} + \delta} \;(k < K), \qquad
+                x_K = \frac{\delta}{\sum_{j=1}^{K-1} e^{y_j/\tau} + \delta} .
+        :Estimator: pathwise, :math:`\hat g = \frac1S \sum_s \nabla_{\mu,\sigma} f(x_s)`
+            (Potapczynski et al. 2020, Sec. 3.1).
+        :Gradient: :math:`\nabla \mathbb{E}[f(x)]` under the simplex law (a relaxation: biased for a
+            categorical objective).
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch
