@@ -98,6 +98,24 @@ class GSTEstimator(relaxit_core.EstimatorBase):
     ``detach`` — ``True`` (the paper's GST) or ``False`` (the authors' ``nd_gst``, which also
     differentiates the move).  ``tau`` may be scheduled.
 
+    Maths:
+        :Law: :math:`D \sim \operatorname{Categorical}(\operatorname{softmax}(\theta))`, one-hot
+            (Gumbel-max), :math:`i` the sampled category.
+        :Estimator: straight-through through the gapped logits :math:`m` (Fan et al. 2022, the
+            GST construction; equation number not checked here), with
+            :math:`\theta_{\max} = \max_k \theta_k`:
+
+            .. math::
+                m_i = \theta_i + (\theta_{\max} - \theta_i), \qquad
+                m_j = \theta_j - \max(0, \theta_j - \theta_{\max} + \kappa) \ (j \ne i), \qquad
+                \hat g = \frac{1}{\tau} J\bigl(\operatorname{softmax}(m/\tau)\bigr) \nabla_D f(D),
+
+            :math:`J(p) = \operatorname{diag}(p) - pp^\top`, the moves held constant;
+            :math:`\kappa` = ``gap``, or :math:`\kappa = -\log(1 - \pi_i)/\pi_i` for GST-p.
+        :Gradient: biased, :math:`\mathbb{E}[\hat g] \ne \nabla_\theta \mathbb{E}[f(D)]` in general
+            (a straight-through estimator); no extra objective evaluation.
+        :Cost: :math:`S` objective evaluations.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("gst", gap="p", tau=0.5)

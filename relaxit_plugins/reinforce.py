@@ -118,10 +118,17 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
             .. math::
                 \hat g = \frac1S \sum_{s=1}^{S} \bigl(f(z_s) - b_s\bigr) \nabla_\theta \log q_\theta(z_s),
 
-            :math:`b_s = 0`, a moving average of earlier calls, or the leave-one-out mean
-            :math:`b_s = \frac{1}{S-1}\sum_{j \ne s} f(z_j)` (RLOO, Kool et al. 2019, eq. 8).
-        :Gradient: unbiased, :math:`\mathbb{E}[\hat g] = \nabla_\theta \mathbb{E}_{q_\theta}[f(z)]`, for each
-            baseline.
+            :math:`b_s = 0`, a moving average of earlier calls, the leave-one-out mean
+            :math:`b_s = \frac{1}{S-1}\sum_{j \ne s} f(z_j)` (RLOO, Kool et al. 2019, eq. 8), the
+            group mean :math:`b_s = \bar f = \frac1S \sum_j f(z_j)` (Dr. GRPO), or a learned critic
+            :math:`b_s = b_\psi(c)` of a context (NVIL, Mnih & Gregor 2014, Sec. 3.2); GRPO
+            (Shao et al. 2024, Sec. 4.1.2) replaces :math:`f(z_s) - b_s` by
+            :math:`(f(z_s) - \bar f) / (\operatorname{std}_j f(z_j) + \epsilon)`.
+        :Gradient: unbiased, :math:`\mathbb{E}[\hat g] = \nabla_\theta \mathbb{E}_{q_\theta}[f(z)]`, with
+            ``none``, ``moving_average``, ``leave_one_out`` and ``learned``; ``group_mean`` has
+            :math:`\mathbb{E}[\hat g] = \frac{S-1}{S} \nabla_\theta \mathbb{E}_{q_\theta}[f(z)]`;
+            ``group_normalized`` is biased (table above); ``normalize=True`` divides by
+            :math:`\max(1, \sigma)` fixed before sampling.
         :Cost: :math:`S` objective evaluations in one batched call.
 
     Example:
@@ -193,7 +200,7 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         )
         context_size: int | None = Field(
             None, ge=1, le=1 << 20,
-            description="learned: features C of the context [*B, C] passed to estimate(); None: no context.",
+            description="learned: number C of context features (context shape (..., C), passed to estimate()); None: no context.",
         )
         critic_hidden: int = Field(
             0, ge=0, le=65536, description="learned: tanh hidden units of the critic (0: linear in the context)."
