@@ -215,6 +215,8 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
                 raise ValueError("normalize=True does not apply to baseline='group_normalized' (already normalised)")
             if self.baseline != "learned" and (self.context_size is not None or self.critic_hidden):
                 raise ValueError("context_size and critic_hidden apply to baseline='learned' only")
+            if self.critic_hidden and self.context_size is None:
+                raise ValueError("critic_hidden needs a context_size (without a context the critic is one number)")
             return self
 
     @classmethod
@@ -237,10 +239,10 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
             gen = torch.Generator().manual_seed(0)  # a deterministic, non-zero initial critic
             width = cfg.context_size or 0
             if cfg.critic_hidden and width:
-                self.critic_hidden = torch.nn.Linear(width, cfg.critic_hidden)
+                self.critic_in = torch.nn.Linear(width, cfg.critic_hidden)
                 with torch.no_grad():
-                    self.critic_hidden.weight.copy_(torch.randn(cfg.critic_hidden, width, generator=gen) / math.sqrt(width))
-                    self.critic_hidden.bias.zero_()
+                    self.critic_in.weight.copy_(torch.randn(cfg.critic_hidden, width, generator=gen) / math.sqrt(width))
+                    self.critic_in.bias.zero_()
                 width = cfg.critic_hidden
             self.critic_out = torch.nn.Linear(max(width, 1), 1)
             with torch.no_grad():
@@ -303,7 +305,7 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
             )
         h = ctx.to(dt)
         if self.config.critic_hidden:
-            h = torch.tanh(F.linear(h, self.critic_hidden.weight.to(dt), self.critic_hidden.bias.to(dt)))
+            h = torch.tanh(F.linear(h, self.critic_in.weight.to(dt), self.critic_in.bias.to(dt)))
         return F.linear(h, out.weight.to(dt), out.bias.to(dt)).squeeze(-1)
 
     def score_surrogate(self, f, log_q):

@@ -195,6 +195,8 @@ def test_context_errors_name_the_argument():
         est.estimate(lambda z: z.sum(-1), logits=logits, context=torch.zeros(5, 2))
     with pytest.raises(ConfigError, match="apply to baseline='learned' only"):
         relaxit.get("reinforce", family="bernoulli", context_size=3)
+    with pytest.raises(ConfigError, match="critic_hidden needs a context_size"):
+        relaxit.get("reinforce", family="bernoulli", baseline="learned", critic_hidden=3)
     with pytest.raises(ConfigError, match="does not apply to baseline='group_normalized'"):
         relaxit.get("reinforce", family="bernoulli", baseline="group_normalized", normalize=True)
 
