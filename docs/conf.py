@@ -54,6 +54,7 @@ nitpick_ignore = [
     # how autodoc spells relaxit_core.schedules.Temperature in config-field annotations
     ("py:class", "pydantic.functional_validators.WrapValidator"),
     ("py:class", "relaxit_core.schedules._validate_temperature"),
+    ("py:class", "pydantic.types.Strict"),  # strict scalars inside Temperature, gst's gap...
 ]
 nitpick_ignore_regex = [
     (r"py:.*", r"pluggy\..*"),  # pluggy's markers: documented by pluggy, not in our inventories

@@ -26,6 +26,7 @@ from relaxit_core import (
     EstimatorConfig,
     EstimatorInfo,
     GradientEstimator,
+    ObjectiveError,
     ParameterError,
     UnknownEstimatorError,
 )
@@ -33,7 +34,7 @@ from relaxit_core.registry import registry as _registry
 from relaxit import schedules
 from relaxit.spec import EstimatorSpec
 
-__version__ = "0.1.0"
+__version__ = "2.0.0"
 
 __all__ = [
     "__version__",
@@ -53,6 +54,7 @@ __all__ = [
     "EstimatorConfig",
     "EstimatorInfo",
     "GradientEstimator",
+    "ObjectiveError",
     "ParameterError",
     "UnknownEstimatorError",
 ]

@@ -44,7 +44,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WrapValidator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, WrapValidator, model_validator
 
 __all__ = [
     "ScheduleBase",
@@ -64,14 +64,14 @@ __all__ = [
 TEMPERATURE_MAX = 1e3
 """The largest temperature a field (or a schedule's ``start``/``end``) accepts."""
 
-_Positive = Annotated[float, Field(gt=0, le=TEMPERATURE_MAX)]
+_Positive = Annotated[float, Strict(), Field(gt=0, le=TEMPERATURE_MAX)]
 
 
 class ScheduleBase(BaseModel):
     """Base class of the schedules: frozen, unknown fields forbidden."""
 
     model_config: ClassVar[ConfigDict] = ConfigDict(
-        frozen=True, extra="forbid", use_attribute_docstrings=True
+        frozen=True, extra="forbid", use_attribute_docstrings=True, strict=True
     )
 
     schedule: str

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, ClassVar, Literal, Union
 
 import torch
-from pydantic import Field
+from pydantic import Field, Strict
 
 import relaxit_core
 from relaxit_core import Capability as C
@@ -141,7 +141,7 @@ class GSTEstimator(relaxit_core.EstimatorBase):
 
         name: Literal["gst"] = "gst"
         tau: Temperature = Field(1.0, description="Temperature τ of softmax(m/τ) in the backward pass.")
-        gap: Union[Literal["p"], Annotated[float, Field(gt=0, le=100)]] = Field(
+        gap: Union[Literal["p"], Annotated[float, Strict(), Field(gt=0, le=100)]] = Field(
             1.0, description="The gap κ: a number in (0, 100] (GST-κ; 1.0 is GST-1.0) or 'p' (GST-p).",
         )
         detach: bool = Field(

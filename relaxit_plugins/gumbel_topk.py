@@ -47,11 +47,12 @@ from torch.autograd.function import once_differentiable
 from torch.distributions.utils import lazy_property
 
 import relaxit_core
-from relaxit_core.schedules import Temperature, as_temperature
+from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
 from relaxit_core.distributions import as_logits, gumbel_like
 from relaxit_core.errors import ParameterError
 from relaxit_core.surrogate import straight_through
+from relaxit_plugins._special import validating
 
 __all__ = [
     "GumbelTopK",
@@ -261,7 +262,8 @@ class GumbelTopK(TorchDistribution):
         probs: ``[..., n]`` probabilities on the simplex (converted with ``log``, never
             used as logits).
         k: subset size, ``1 <= k <= n``.
-        temperature: ``τ > 0``.
+        temperature: ``τ > 0``, a number or a tensor with one temperature per batch element
+            (shape broadcast with ``logits.shape[:-1]``).
 
     Example:
         >>> d = GumbelTopK(logits=torch.zeros(2, 6), k=3, temperature=0.5)
@@ -273,7 +275,8 @@ class GumbelTopK(TorchDistribution):
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.independent(constraints.real, 1)}
     has_rsample = True
 
-    def __init__(self, probs=None, logits=None, *, k: int, temperature: float = 1.0, validate_args=None):
+    def __init__(self, probs=None, logits=None, *, k: int, temperature: float | torch.Tensor = 1.0,
+                 validate_args=None):
         if (probs is None) == (logits is None):
             raise ValueError(f"{type(self).__name__}: give exactly one of `probs` or `logits`")
         param = probs if probs is not None else logits
@@ -282,14 +285,29 @@ class GumbelTopK(TorchDistribution):
         n = param.shape[-1]
         if not 1 <= int(k) <= n:
             raise ValueError(f"{type(self).__name__}: need 1 <= k <= n, got k={k} with n={n} items")
+        if isinstance(temperature, torch.Tensor):
+            temperature = temperature.to(dtype=param.dtype, device=param.device)
+            if validating(validate_args) and not bool((temperature > 0).all()):
+                raise ValueError(f"{type(self).__name__}: argument 'temperature' must be positive")
+            batch = torch.broadcast_shapes(param.shape[:-1], temperature.shape)
+            temperature = temperature.expand(batch)
+            param = param.expand(batch + param.shape[-1:])
+            probs, logits = (param, None) if probs is not None else (None, param)
+        else:
+            temperature = float(temperature)
         if probs is not None:
             self.probs = probs
         else:
             self.logits = logits - logits.logsumexp(-1, keepdim=True)
         self._param = param
         self.k = int(k)
-        self.temperature = as_temperature(temperature, type(self).__name__)
+        self.temperature = temperature
         super().__init__(param.shape[:-1], param.shape[-1:], validate_args=validate_args)
+
+    def _tau(self):
+        """The temperature, broadcastable against ``[..., n]`` scores."""
+        t = self.temperature
+        return t.unsqueeze(-1) if isinstance(t, torch.Tensor) else t
 
     @lazy_property
     def logits(self):
@@ -311,7 +329,8 @@ class GumbelTopK(TorchDistribution):
             if key in self.__dict__:
                 setattr(new, key, getattr(self, key).expand(shape))
         new._param = new.__dict__.get("logits", new.__dict__.get("probs"))
-        new.k, new.temperature = self.k, self.temperature
+        t = self.temperature
+        new.k, new.temperature = self.k, (t.expand(batch_shape) if isinstance(t, torch.Tensor) else t)
         super(GumbelTopK, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -319,7 +338,7 @@ class GumbelTopK(TorchDistribution):
     @classmethod
     def infer_shapes(cls, **arg_shapes):
         shape = torch.Size(arg_shapes.get("logits", arg_shapes.get("probs")))
-        return shape[:-1], shape[-1:]
+        return torch.broadcast_shapes(shape[:-1], torch.Size(arg_shapes.get("temperature", ()))), shape[-1:]
 
     def _scores(self, sample_shape):
         logits = self.logits
@@ -327,7 +346,7 @@ class GumbelTopK(TorchDistribution):
         return logits + gumbel_like(shape, logits)
 
     def rsample(self, sample_shape=torch.Size()):
-        return relaxed_topk(self._scores(sample_shape), self.k, self.temperature)
+        return relaxed_topk(self._scores(sample_shape), self.k, self._tau())
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
@@ -361,7 +380,7 @@ class StraightThroughGumbelTopK(GumbelTopK):
         return self.k <= MAX_LOG_PROB_K
 
     def rsample(self, sample_shape=torch.Size()):
-        soft, idx = _relaxed_topk(self._scores(sample_shape), self.k, self.temperature)
+        soft, idx = _relaxed_topk(self._scores(sample_shape), self.k, self._tau())
         hard = torch.zeros_like(soft).scatter_(-1, idx, 1.0)
         return straight_through(hard, soft)
 
@@ -376,7 +395,9 @@ class StraightThroughGumbelTopK(GumbelTopK):
             raise NotImplementedError(
                 f"log_prob of a {self.k}-subset sums {self.k}! orderings; it is offered for k <= {MAX_LOG_PROB_K}"
             )
-        return set_log_prob(self.logits, value, self.k)
+        # a PMF is locally constant in the value: keep the value in the graph with derivative 0
+        # (so that a straight-through sample's other inputs, e.g. a tensor temperature, get 0, not None)
+        return set_log_prob(self.logits, value, self.k) + 0.0 * value.sum(-1)
 
     def enumerate_support(self, expand=True):
         n = self.event_shape[0]
@@ -404,7 +425,8 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
 
     ``log_prob`` (``LOG_PROB``) is claimed only with ``hard=True`` and ``k <= 7``: the
     exact probability of the unordered set.  The soft law has no ``log_prob`` (see
-    :class:`GumbelTopK`).
+    :class:`GumbelTopK`).  ``tau`` may also be given to ``distribution()`` / ``estimate()``
+    as an optional tensor, one temperature per batch element, overriding the config's number.
 
     Maths:
         :Law: :math:`s = \theta + g`, :math:`g` i.i.d. Gumbel; the top :math:`k` of :math:`s` are
@@ -435,7 +457,8 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
 
     name: ClassVar[str] = "gumbel_topk"
     family: ClassVar[str] = "subset"
-    params: ClassVar[tuple[str, ...]] = ("logits", "probs")
+    params: ClassVar[tuple[str, ...]] = ("logits", "probs", "tau")
+    optional_params: ClassVar[tuple[str, ...]] = ("tau",)
     capabilities: ClassVar[frozenset] = frozenset({C.RSAMPLE, C.HARD, C.LOG_PROB, C.ENUMERATE_SUPPORT})
     reference: ClassVar[str] = (
         "Kool, van Hoof & Welling (2019), Stochastic Beams and Where to Find Them, ICML, Sec. 2, eq. 3 "
@@ -463,7 +486,7 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
             return frozenset({C.RSAMPLE, C.HARD})
         return cls.capabilities
 
-    def build_distribution(self, logits=None, probs=None):
+    def build_distribution(self, logits=None, probs=None, tau=None):
         param = logits if logits is not None else probs
         if param.dim() < 1 or param.shape[-1] < self.config.k:
             raise ParameterError(
@@ -471,7 +494,7 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
                 f"got shape {tuple(param.shape)}"
             )
         law = StraightThroughGumbelTopK if self.config.hard else GumbelTopK
-        return law(probs=probs, logits=logits, k=self.config.k, temperature=self.current_temperature("tau"))
+        return law(probs=probs, logits=logits, k=self.config.k, temperature=self.current_temperature("tau") if tau is None else tau)
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):

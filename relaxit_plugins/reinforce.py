@@ -17,16 +17,20 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import ClassVar, Literal
+import threading
+from typing import Annotated, ClassVar, Literal
 
 import pyro.distributions as pdist
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, Strict, model_validator
 
 import relaxit_core
 from relaxit_core import Capability as C
+from relaxit_core.limits import is_compiling
 from relaxit_core.surrogate import leave_one_out_baseline
 
 __all__ = ["ReinforceEstimator", "group_advantage"]
@@ -171,8 +175,8 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
     ) + (
         {"family": "bernoulli", "baseline": "learned", "normalize": True},
         {"family": "categorical", "baseline": "moving_average", "normalize": True},
-        {"family": "categorical", "baseline": "learned", "context_size": 3, "critic_hidden": 4},
-    )
+    )  # a critic reading a context= is checked by the whole kit in tests/test_reinforce_baselines.py
+    # (registry-wide tests call estimate() without a context)
 
     class Config(relaxit_core.EstimatorConfig):
         """Config of :class:`ReinforceEstimator`."""
@@ -195,10 +199,10 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         std_eps: float = Field(
             1e-4, ge=0, le=1e3, description="group_normalized: added to the group's std (TRL: 1e-4)."
         )
-        std_ddof: Literal[0, 1] = Field(
-            1, description="group_normalized: degrees of freedom of the group's std (1, as torch.std and TRL)."
+        std_ddof: int = Field(
+            1, ge=0, le=1, description="group_normalized: degrees of freedom of the group's std (1, as torch.std and TRL)."
         )
-        context_size: int | None = Field(
+        context_size: Annotated[int, Strict()] | None = Field(
             None, ge=1, le=1 << 20,
             description="learned: number C of context features (context shape (..., C), passed to estimate()); None: no context.",
         )
@@ -234,7 +238,6 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         if cfg.normalize:
             self.register_buffer("signal_second_moment", torch.zeros(()))
             self.register_buffer("signal_updates", torch.zeros((), dtype=torch.long))
-        self._context = None
         if cfg.baseline == "learned":
             gen = torch.Generator().manual_seed(0)  # a deterministic, non-zero initial critic
             width = cfg.context_size or 0
@@ -272,11 +275,12 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
                 f"{self.name}: baseline='learned' with context_size={self.config.context_size} needs "
                 f"context=, a tensor [*B, {self.config.context_size}]; got {got}"
             )
-        self._context = context.detach()
+        # per thread (a context variable), so an estimator shared by threads reads each call's own
+        token = _CONTEXT.set((id(self), context.detach()))
         try:
             return super().estimate(objective, **kwargs)
         finally:
-            self._context = None
+            _CONTEXT.reset(token)
 
     def example_context(self, batch_shape=(), *, dtype=torch.float32, device=None, generator=None):
         """A standard normal context ``[*batch_shape, context_size]`` when the critic reads one
@@ -296,7 +300,9 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
             # no context: the critic is its bias (the weight reads a constant 0, so every
             # parameter takes part in the graph, as data-parallel wrappers expect)
             return F.linear(f.new_zeros(tuple(batch) + (1,)), out.weight.to(dt), out.bias.to(dt)).squeeze(-1)
-        ctx = self._context
+        owner, ctx = _CONTEXT.get()
+        if owner != id(self):
+            ctx = None
         if ctx is None or tuple(ctx.shape[:-1]) != tuple(batch):
             got = None if ctx is None else tuple(ctx.shape)
             raise relaxit_core.ParameterError(
@@ -334,14 +340,17 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         """NVIL's variance normalisation: ``signal / max(1, σ)`` with ``σ²`` from earlier calls."""
         dt = signal.dtype
         decay = self.config.decay
-        m = self.signal_second_moment.to(dt)
-        n = self.signal_updates.to(signal.device)
-        correction = 1 - torch.pow(torch.as_tensor(decay, dtype=dt, device=signal.device), n)
-        var = torch.where(n > 0, m / correction.clamp_min(torch.finfo(dt).tiny), torch.ones_like(m))
-        scale = var.sqrt().clamp_min(1.0)
-        self.signal_second_moment = (decay * m + (1 - decay) * signal.pow(2).mean()).detach()
-        self.signal_updates = n + 1
-        return signal / scale
+        lock = contextlib.nullcontext() if is_compiling() else _EMA_LOCK  # as the moving average
+        with lock:
+            m = self.signal_second_moment.to(dt)
+            n = self.signal_updates.to(signal.device)
+            correction = 1 - torch.pow(torch.as_tensor(decay, dtype=dt, device=signal.device), n)
+            var = torch.where(n > 0, m / correction.clamp_min(torch.finfo(dt).tiny), torch.ones_like(m))
+            new = (decay * m + (1 - decay) * signal.pow(2).mean()).detach()
+            ok = torch.isfinite(new)  # a non-finite objective must not poison later calls
+            self.signal_second_moment = torch.where(ok, new, m)
+            self.signal_updates = n + ok.to(n.dtype)
+        return signal / var.sqrt().clamp_min(1.0)
 
     def baseline(self, f):
         kind = self.config.baseline
@@ -349,15 +358,26 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
             return leave_one_out_baseline(f)
         if kind == "moving_average":
             decay = self.config.decay
-            ema = self.running_mean.to(f)
-            n = self.num_updates.to(f.device)
-            # Bias-corrected EMA of earlier calls (zero before the first update): no host sync.
-            correction = 1 - torch.pow(torch.as_tensor(decay, dtype=f.dtype, device=f.device), n)
-            b = torch.where(n > 0, ema / correction.clamp_min(torch.finfo(f.dtype).tiny), torch.zeros_like(ema))
-            self.running_mean = (decay * ema + (1 - decay) * f.mean()).detach()
-            self.num_updates = n + 1
+            # Read and update the running mean atomically: an estimator shared by threads loses
+            # no update (a process-wide lock, held for a few tensor ops; none while compiling).
+            lock = contextlib.nullcontext() if is_compiling() else _EMA_LOCK
+            with lock:
+                ema = self.running_mean.to(f)
+                n = self.num_updates.to(f.device)
+                # Bias-corrected EMA of earlier calls (zero before the first update): no host sync.
+                correction = 1 - torch.pow(torch.as_tensor(decay, dtype=f.dtype, device=f.device), n)
+                b = torch.where(n > 0, ema / correction.clamp_min(torch.finfo(f.dtype).tiny), torch.zeros_like(ema))
+                self.running_mean = (decay * ema + (1 - decay) * f.mean()).detach()
+                self.num_updates = n + 1
             return b
         return None
+
+
+_EMA_LOCK = threading.Lock()
+"""Makes the moving-average baseline's read-and-update atomic across threads."""
+
+_CONTEXT: contextvars.ContextVar = contextvars.ContextVar("relaxit_reinforce_context", default=(None, None))
+"""``(id(estimator), context)`` of the ``estimate()`` call running in this thread."""
 
 
 @relaxit_core.hookimpl
