@@ -32,6 +32,7 @@ from relaxit_core import (
     UnknownEstimatorError,
 )
 from relaxit_core.registry import registry as _registry
+from relaxit import schedules
 from relaxit.spec import EstimatorSpec
 
 __version__ = "2.0.0"
@@ -46,6 +47,7 @@ __all__ = [
     "schema",
     "validate",
     "EstimatorSpec",
+    "schedules",
     "Capability",
     "ConfigError",
     "Estimate",

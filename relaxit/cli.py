@@ -92,7 +92,7 @@ def _run_describe(args: argparse.Namespace) -> int:
         for sub in spec.get("allOf", ()):
             merged.update(sub)
         bounds = ", ".join(f"{k} {merged[k]}" for k in ("exclusiveMinimum", "minimum", "exclusiveMaximum", "maximum") if k in merged)
-        kind = merged.get("type") or "/".join(map(str, merged.get("enum", []))) or "any"
+        kind = merged.get("type") or "/".join(map(str, merged.get("enum", []))) or _union_kind(merged) or "any"
         head = f"{name} ({kind}; default {merged.get('default')!r}{'; ' + bounds if bounds else ''}): "
         text = rst_to_text(head + rst_inline_to_text(merged.get("description", "")), width=width - 4, indent="      ")
         print("    " + text[6:])
@@ -256,3 +256,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("relaxit: interrupted", file=sys.stderr)
             return 130
+
+
+def _union_kind(spec: dict) -> str:
+    """``number | schedule`` for a temperature field, ``integer | null`` for an optional one..."""
+    kinds = []
+    for sub in spec.get("anyOf", ()):
+        kind = sub.get("type") or ("schedule" if "discriminator" in sub or "$ref" in sub else None)
+        if kind is None and "const" in sub:
+            kind = repr(sub["const"])
+        if kind and kind not in kinds:
+            kinds.append(kind)
+    return " | ".join(kinds)

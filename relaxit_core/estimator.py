@@ -21,6 +21,7 @@ from relaxit_core.config import EstimatorConfig, family_choices, require_family
 from relaxit_core.errors import ConfigError, NonFiniteGradientWarning, ObjectiveError, ParameterError
 from relaxit_core.inference import carry_estimator
 from relaxit_core.limits import Limits, check_probs, find_limits, is_compiling
+from relaxit_core.schedules import ScheduleBase, is_temperature_field
 from relaxit_core.surrogate import score_function_surrogate
 
 __all__ = ["Estimate", "Draw", "GradientEstimator", "EstimatorBase", "Objective"]
@@ -339,6 +340,14 @@ class EstimatorBase(torch.nn.Module):
                 require_family(config, cls.families, cls.__name__)
             if "conformance_configs" not in cls.__dict__ and cls.conformance_configs == ({},):
                 cls.conformance_configs = tuple({"family": f} for f in cls.families)
+        fields = getattr(cls.Config, "model_fields", {})
+        cls.temperature_fields = tuple(n for n, f in fields.items() if is_temperature_field(f))
+        for field in cls.temperature_fields:  # est.tau: the current value, a float
+            if not hasattr(cls, field):
+                setattr(cls, field, property(
+                    lambda self, _f=field: self.temperature(_f),
+                    doc=f"The current value of the temperature field ``{field}`` (a float).",
+                ))
 
     def __init__(self, config: EstimatorConfig | Mapping[str, Any] | None = None, **kwargs: Any):
         super().__init__()
@@ -347,6 +356,43 @@ class EstimatorBase(torch.nn.Module):
         if family is not None:
             self.family = family  # instance attribute shadows the class-level default
         self.capabilities = frozenset(self.capabilities_for(self.config))
+        self._schedules = {
+            f: getattr(self.config, f) for f in self.temperature_fields
+            if isinstance(getattr(self.config, f), ScheduleBase)
+        }
+        if self._schedules:
+            self.register_buffer("schedule_step", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------ schedules
+    temperature_fields: ClassVar[tuple[str, ...]] = ()
+    """The config fields declared with :data:`relaxit_core.schedules.Temperature`."""
+
+    def step(self, n: int = 1) -> None:
+        """Advance the step count of this estimator's temperature schedules by ``n``
+        (in place; a no-op when no field is scheduled)."""
+        if self._schedules:
+            with torch.no_grad():
+                self.schedule_step.add_(n)
+
+    def current_temperature(self, field: str) -> float | torch.Tensor:
+        """The value of temperature field ``field`` for the current step, as used by
+        :meth:`distribution` and :meth:`estimate`: the config's number when the field is
+        not scheduled, else a 0-dim tensor computed from the ``schedule_step`` buffer
+        (no host synchronisation, so compiled code does not recompile as it changes)."""
+        schedule = self._schedules.get(field)
+        if schedule is None:
+            return getattr(self.config, field)
+        return schedule.tensor(self.schedule_step)
+
+    def temperature(self, field: str) -> float:
+        """The current value of temperature field ``field`` as a Python float (also
+        available as the attribute ``est.<field>``)."""
+        if field not in self.temperature_fields:
+            raise AttributeError(f"{self.name} has no temperature field {field!r}")
+        schedule = self._schedules.get(field)
+        if schedule is None:
+            return float(getattr(self.config, field))
+        return schedule.value(int(self.schedule_step))
 
     # ----------------------------------------------------------------- configs
     @classmethod
@@ -553,7 +599,7 @@ class EstimatorBase(torch.nn.Module):
             f = call_objective(objective, z, dist, self.name)
             log_q = reduce_log_prob(dist.log_prob(z), f.dim())
             if reduce == "mean":
-                surrogate = score_function_surrogate(f, log_q, self.baseline(f.detach()))
+                surrogate = self.score_surrogate(f, log_q)
             else:  # one joint sample of S draws: its score is the sum of the draws' scores
                 total = reduce_samples(f, reduce)
                 surrogate = score_function_surrogate(total.unsqueeze(0), log_q.sum(0, keepdim=True))
@@ -648,6 +694,14 @@ class EstimatorBase(torch.nn.Module):
             raise ParameterError(
                 f"{self.name}: reduce={reduce!r} is not supported; allowed: {', '.join(map(repr, self.reductions))}"
             )
+
+    def score_surrogate(self, f: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        """The score-function surrogate of ``reduce="mean"`` from the objective values ``f``
+        and ``log q(z)``, both ``[S, *B]``: by default
+        :func:`~relaxit_core.surrogate.score_function_surrogate` with :meth:`baseline`.
+        Override it for learning signals that are not ``f - b`` (e.g. normalised advantages),
+        keeping the forward value ``f.mean(0)``."""
+        return score_function_surrogate(f, log_q, self.baseline(f.detach()))
 
     def baseline(self, f: torch.Tensor) -> torch.Tensor | None:
         """A baseline for the score-function surrogate, independent of each sample's own

@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from relaxit_core.schedules import step as step_schedules
+
 __all__ = ["DiscreteVAE", "run_task", "TASKS"]
 
 Progress = Callable[[int], None]
@@ -36,6 +38,7 @@ def _train_logits(est, f, logits, opt, timer, steps, num_samples, checkpoints, r
         opt.zero_grad(set_to_none=True)
         out.surrogate.sum().backward()
         opt.step()
+        step_schedules(est)  # temperature schedules advance once per optimisation step
         timer.stop()
         if step in checkpoints:
             record(step)
@@ -358,6 +361,7 @@ def run_vae(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        step_schedules(model)  # temperature schedules advance once per optimisation step
         timer.stop()
         segment.append(loss.detach())
         if step in checkpoints:
