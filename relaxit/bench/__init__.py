@@ -183,6 +183,7 @@ def run(
         if not quiet:
             print("\ninterrupted: keeping the finished runs; writing a partial report", file=stream)
     meta["sessions"][-1]["wall_s"] = time.perf_counter() - t0
+    meta["sessions"][-1]["stopped_at"] = time.time()
     meta["sessions"][-1]["interrupted"] = interrupted
     store.write_meta(out, meta)
     report = rebuild(out)

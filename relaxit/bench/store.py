@@ -82,8 +82,13 @@ def prepare(out: Path, *, resume: bool = False, overwrite: bool = False, clear: 
 def append_result(out: Path, result: dict[str, Any]) -> None:
     """Append one finished run to ``results.jsonl`` and flush it to disk."""
     line = json.dumps(result, default=str) + "\n"
-    with (out / RESULTS).open("a") as fh:
-        fh.write(line)
+    path = out / RESULTS
+    with path.open("a+b") as fh:
+        if fh.tell() > 0:  # after a line torn by an interrupted write, start a new line
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                line = "\n" + line
+        fh.write(line.encode())
         fh.flush()
         os.fsync(fh.fileno())
 
