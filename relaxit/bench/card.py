@@ -76,6 +76,7 @@ class Problem:
     params: list[torch.Tensor]
     objective: list[Callable[[torch.Tensor], torch.Tensor]]
     exact: list[torch.Tensor]
+    batch_ndim: int = 0  # leading batch dimensions the objective keeps (the VAE's data points)
 
 
 # ----------------------------------------------------------------- closed-form toys
@@ -242,7 +243,7 @@ def _vae_problem(task: dict[str, Any], seed: int, device: torch.device) -> Probl
         (g,) = torch.autograd.grad(wide.exact_terms(x.to(DTYPE), leaf, codes.to(DTYPE)).sum(), [leaf])
         exact.append(g.detach())
     family = "bernoulli" if categories is None else "categorical"
-    return Problem(family, VAE_DTYPE, sorted(marks), params, objectives, exact)
+    return Problem(family, VAE_DTYPE, sorted(marks), params, objectives, exact, batch_ndim=1)
 
 
 def _vae_objective(model: CardVAE, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -320,12 +321,12 @@ METRICS = ("rel_bias", "rel_std", "cosine", "mse")
 
 
 # ---------------------------------------------------------------------- runs
-def _evaluations(est, objective, params: torch.Tensor, k: int) -> int:
-    """Objective rows of one ``estimate()`` call: ``est.evaluations`` when the estimator has
-    it, else counted on a copy (leading sizes of every objective call)."""
+def _evaluations(est, objective, params: torch.Tensor, k: int, batch_ndim: int = 0) -> int:
+    """Objective rows of one ``estimate()`` call: ``est.evaluations`` (contract) when the
+    estimator has it, else counted on a copy (leading sizes of every objective call)."""
     fn = getattr(est, "evaluations", None)
     if callable(fn):
-        return int(fn(k, logits=params))
+        return int(fn(k, batch_ndim=batch_ndim, logits=params))
     rows = 0
 
     def counting(z):
@@ -340,14 +341,14 @@ def _evaluations(est, objective, params: torch.Tensor, k: int) -> int:
     return rows
 
 
-def num_samples_for(est, objective, params: torch.Tensor, budget: int) -> tuple[int, int]:
+def num_samples_for(est, objective, params: torch.Tensor, budget: int, batch_ndim: int = 0) -> tuple[int, int]:
     """``(num_samples, evaluations)``: the largest ``num_samples`` whose evaluations fit in
     ``budget``; the estimator's smallest when none fits."""
     k0 = int(getattr(est, "min_num_samples", 1) or 1)
-    best = (k0, _evaluations(est, objective, params, k0))
+    best = (k0, _evaluations(est, objective, params, k0, batch_ndim))
     for k in range(k0 + 1, budget + 1):
         try:
-            ev = _evaluations(est, objective, params, k)
+            ev = _evaluations(est, objective, params, k, batch_ndim)
         except ValueError:  # e.g. ARM's num_samples must be even
             continue
         if ev > budget:
@@ -390,7 +391,7 @@ def run_card(run: dict[str, Any], progress: Callable[[int], None]) -> dict[str, 
     task, device = run["task"], torch.device(run["device"])
     prob = problem(task, run["seed"], run["device"])
     base = relaxit.build(run["estimator"]).to(device=device, dtype=prob.dtype)
-    k, evals = num_samples_for(base, prob.objective[0], prob.params[0], task["budget"])
+    k, evals = num_samples_for(base, prob.objective[0], prob.params[0], task["budget"], prob.batch_ndim)
     stateful = _is_stateful(base, prob.objective[0], prob.params[0], k)
     done = 0
 
