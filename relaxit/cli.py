@@ -53,11 +53,14 @@ def _run_describe(args: argparse.Namespace) -> int:
     import relaxit
 
     info = relaxit.describe(args.name)
+    advice = _advice(info.name)
     if args.json:
-        print(json.dumps(info.to_dict(), indent=2))
+        print(json.dumps({**info.to_dict(), "advice": advice}, indent=2))
         return 0
     print(f"{info.name}  ({'/'.join(info.families)})")
     print(f"  {info.summary}")
+    if advice:
+        print(f"  advice:       {advice}")
     print(f"  reference:    {info.reference}")
     print(f"  params:       {', '.join(info.params)}")
     print(f"  capabilities: {', '.join(sorted(c.value for c in info.capabilities))}")
@@ -71,6 +74,15 @@ def _run_describe(args: argparse.Namespace) -> int:
         kind = spec.get("type") or "/".join(map(str, spec.get("enum", [])))
         print(f"    {field} ({kind}; default {spec.get('default')!r}{'; ' + bounds if bounds else ''}): {spec.get('description', '')}")
     return 0
+
+
+def _advice(name: str) -> str | None:
+    """One line from the bench's shipped gradient card (``relaxit.bench.advice``), if any."""
+    try:
+        from relaxit.bench.advice import advice
+    except ImportError:  # pragma: no cover - the bench module is part of the package
+        return None
+    return advice(name)
 
 
 @command

@@ -267,3 +267,53 @@ def test_default_preset_has_the_card_first_with_three_seeds():
     for r in p.runs:
         if r.estimator["name"] in ("reinforce", "relax", "vimco", "indecater"):
             assert r.estimator["family"] in ("bernoulli", "categorical")
+
+
+# ------------------------------------------------------------- the chooser
+def _summary():
+    def row(label, mse, ev=12):
+        return {"label": label, "k": 12, "evaluations": ev, "mse": mse, "mse_se": 0.01, "rel_bias": 0.0, "rel_bias_se": 0.0,
+                "rel_std": mse ** 0.5, "rel_std_se": 0.01, "cosine": 0.9, "cosine_se": 0.01}
+
+    est = {
+        "disarm": {"name": "disarm", "unbiased": True, "blackbox": True},
+        "relax": {"name": "relax", "unbiased": True, "blackbox": False},
+        "straight_through_bernoulli": {"name": "straight_through_bernoulli", "unbiased": False, "blackbox": False},
+        "reinforce": {"name": "reinforce", "unbiased": True, "blackbox": True},
+    }
+    tasks = {
+        "card-a": {"model": "toy", "family": "bernoulli", "budget": 12,
+                   "rows": [row("disarm", 0.2), row("relax", 0.1), row("straight_through_bernoulli", 0.05), row("reinforce", 3.0)]},
+        "card-b": {"model": "poly", "family": "bernoulli", "budget": 12,
+                   "rows": [row("disarm", 0.3), row("relax", 0.5, ev=24), row("straight_through_bernoulli", 0.04), row("reinforce", 9.0)]},
+    }
+    return {"source": {"command": "relaxit bench --preset card", "seeds": [0, 1], "config": "docs/results/card/config.json"},
+            "estimators": est, "tasks": tasks}
+
+
+def test_chooser_recommendations_follow_the_filters():
+    from relaxit.bench.advice import advice, chooser_page, recommend
+
+    s = _summary()
+    assert recommend(s, "bernoulli", 12, differentiable=True, bias_ok=True)[0][0] == "straight_through_bernoulli"
+    # relax is over budget on card-b: not a candidate; the black-box, unbiased choice is disarm
+    assert [x[0] for x in recommend(s, "bernoulli", 12, differentiable=True, bias_ok=False)] == ["disarm", "reinforce"]
+    assert [x[0] for x in recommend(s, "bernoulli", 12, differentiable=False, bias_ok=True)] == ["disarm", "reinforce"]
+    line = advice("disarm", s)
+    assert line.startswith("unbiased, needs only f's values") and "first choice for" in line
+    assert advice("no_such", s) is None
+    page = chooser_page(s)
+    assert page.startswith("# Which estimator for my problem?") and "| black box | unbiased only |" in page
+
+
+def test_shipped_chooser_page_is_in_sync_and_describe_prints_advice(capsys):
+    from relaxit.bench.advice import chooser_page, load
+
+    summary = load()
+    if summary is None:
+        pytest.skip("no shipped card summary")
+    page = (ROOT / "docs" / "guides" / "chooser.md").read_text()
+    assert page == chooser_page(summary), "regenerate: python -m relaxit.bench.advice page > docs/guides/chooser.md"
+    name = next(iter(summary["estimators"].values()))["name"]
+    assert main(["describe", name]) == 0
+    assert "advice:" in capsys.readouterr().out

@@ -1,5 +1,5 @@
 """Named bench configs: ``default`` (minutes on a laptop), ``paper`` (larger, several
-seeds) and ``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1).
+seeds), ``card`` (the longer gradient card behind the docs' chooser page) and ``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1).
 
 Each preset is a plain mapping, the same thing a ``--config`` file holds.
 """
@@ -143,7 +143,29 @@ _SHI2022: dict[str, Any] = {
     ],
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"default": _DEFAULT, "paper": _PAPER, "shi2022": _SHI2022}
+# The longer gradient card behind the docs' "Which estimator for my problem?" page: two
+# budgets (2 and 12 objective evaluations per gradient), 5 seeds, a longer warm-up.
+_CARD_SIZES = {
+    "toy": {"draws": 1024},
+    "toy-categorical": {"draws": 1024},
+    "poly": {"draws": 256},
+    "vae-bernoulli": {"draws": 128, "batch": 4, "train_steps": 100},
+    "vae-categorical": {"draws": 128, "batch": 4, "train_steps": 100},
+}
+_CARD_LONG: dict[str, Any] = {
+    "preset": "card",
+    "seeds": [0, 1, 2, 3, 4],
+    "workers": 2,
+    "output": "bench-card",
+    "tasks": [
+        {"name": "gradient-card", "model": model, "label": f"card-{model}-e{budget}", "budget": budget,
+         "warmup": 50, "variant_fields": _DEFAULT_VARIANTS, **sizes}
+        for budget in (2, 12)
+        for model, sizes in _CARD_SIZES.items()
+    ],
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"default": _DEFAULT, "paper": _PAPER, "shi2022": _SHI2022, "card": _CARD_LONG}
 
 
 def preset(name: str) -> dict[str, Any]:
