@@ -374,19 +374,23 @@ def plot_card(summary: dict[str, list[dict[str, Any]]], out: Path, style: dict[s
             any_zero |= hollow
             ax.errorbar(
                 [px], [py],
-                xerr=None if zx or r.get("rel_std_se") is None else [[min(r["rel_std_se"], x - x * 1e-3)], [r["rel_std_se"]]],
-                yerr=None if zy or r.get("rel_bias_se") is None else [[min(r["rel_bias_se"], y - y * 1e-3)], [r["rel_bias_se"]]],
+                xerr=None if zx or r.get("rel_std_se") is None else [[min(r["rel_std_se"], x - fx)], [r["rel_std_se"]]],
+                yerr=None if zy or r.get("rel_bias_se") is None else [[min(r["rel_bias_se"], y - fy)], [r["rel_bias_se"]]],
                 fmt=st["marker"], color=st["color"], markersize=7, elinewidth=0.8,
                 markerfacecolor="none" if hollow else st["color"],
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.axvline(fx, color="0.7", linewidth=0.8, linestyle=":")
-        ax.axhline(fy, color="0.7", linewidth=0.8, linestyle=":")
+        if any(x <= fx for x in xs):
+            ax.axvline(fx, color="0.6", linewidth=0.8, linestyle=":")
+        if any(y <= fy for y in ys):
+            ax.axhline(fy, color="0.6", linewidth=0.8, linestyle=":")
+            ax.annotate("exactly 0", (1.0, fy), xycoords=("axes fraction", "data"), xytext=(-2, 2),
+                        textcoords="offset points", ha="right", va="bottom", fontsize=7, color="0.4")
         ax.set_xlabel("relative std  sqrt(tr Σ) / |g|")
         ax.set_ylabel("relative bias  |E ĝ - g| / |g| (debiased)")
         ax.set_title(task, fontsize=10)
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3, which="major")
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
     handles = [Line2D([], [], linestyle="", marker=st["marker"], color=st["color"], markersize=6) for st in used.values()]

@@ -472,9 +472,9 @@ def run_task(run: dict[str, Any], progress: Progress | None = None) -> dict[str,
     torch.manual_seed(run["seed"])
     random.seed(run["seed"])
     np.random.seed(run["seed"] % 2**32)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = runner(run["task"]["name"])(run, progress)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     steps = run.get("steps") or run["task"]["steps"]
     return {
         **run_identity(run),
@@ -485,5 +485,6 @@ def run_task(run: dict[str, Any], progress: Progress | None = None) -> dict[str,
             "train_s": out["train_s"],
             "ms_per_step": 1000 * out["train_s"] / steps,
             "wall_s": wall,
+            "cpu_s": cpu,  # CPU time of this process (one torch thread): independent of the machine's load
         },
     }
