@@ -317,3 +317,30 @@ def test_shipped_chooser_page_is_in_sync_and_describe_prints_advice(capsys):
     name = next(iter(summary["estimators"].values()))["name"]
     assert main(["describe", name]) == 0
     assert "advice:" in capsys.readouterr().out
+
+
+def test_card_draws_are_one_batched_estimate_call_per_checkpoint(monkeypatch):
+    import relaxit
+    from relaxit.bench.card import run_card
+    from relaxit.bench.config import GradientCardTask
+
+    calls = []
+    build = relaxit.build
+
+    def counting_build(spec):
+        est = build(spec)
+        inner = est.estimate
+
+        def estimate(objective, **kw):
+            calls.append(tuple(kw["logits"].shape))
+            return inner(objective, **kw)
+
+        est.estimate = estimate
+        return est
+
+    monkeypatch.setattr(relaxit, "build", counting_build)
+    task = GradientCardTask.model_validate(_vae_task("poly", dim=7, draws=333)).model_dump(mode="json")
+    run = {"task": task, "seed": 0, "device": "cpu", "estimator": {"name": "disarm"}}
+    out = run_card(run, lambda step: None)
+    assert [c for c in calls if c[0] == 333] == [(333, 7)] * 3  # one call makes every draw
+    assert len(calls) == 3 and out["metrics"]["evaluations"] == 4  # disarm's cost is declared, not counted

@@ -10,7 +10,17 @@ cost?"::
     relaxit bench --config my_run.yaml                # the whole run from a file
     relaxit bench --config bench-out/config.json  # reproduce a run exactly
 
-Tasks (``relaxit.bench.tasks``): ``toy`` and ``toy-categorical`` (the REBAR/RELAX toy
+The report opens with the gradient card (task ``gradient-card``, :mod:`relaxit.bench.card`):
+every estimator's gradient against the exact gradient of the same objective, at an equal
+number of objective evaluations, at three checkpoints of a shared training run, with
+standard errors over seeds and paired significance tests.
+
+Runs survive interruption: each finished run is appended to ``results.jsonl`` at once;
+Ctrl-C keeps them, writes a partial report and exits 130; ``--resume`` runs what is missing;
+``--report-only`` rebuilds the report; an output directory holding another run's results is
+refused unless ``--overwrite``.
+
+Training tasks (``relaxit.bench.tasks``): ``toy`` and ``toy-categorical`` (the REBAR/RELAX toy
 ``E[(z - t)^2]``: bias and variance against the exact gradient by enumeration, and training
 curves), ``vae-bernoulli`` and ``vae-categorical`` (VAEs on scikit-learn's bundled 8x8
 digits, binarised, fixed split; test -ELBO, IWAE bound, encoder-gradient variance, time per
@@ -19,7 +29,8 @@ step) and ``subset`` (select k of n features; estimators of the ``subset`` famil
 Estimators are chosen from the registry by family (``relaxit.bench.selection``) and
 built with :func:`relaxit.build`: a third-party plugin is benchmarked by being installed.
 
-Outputs (``--output``, default ``bench-out/``): ``results.json`` (versions, seeds,
+Outputs (``--output``, default ``bench-out/``): ``results.jsonl`` (one finished run a
+line), ``results.json`` (versions, seeds,
 config, notes, per-run metrics, curves and timings), ``results.csv``, ``report.md``
 (tables and plots), PNG plots, and ``config.json``, the resolved config that reproduces the
 run (same seeds, same numbers on the same software and device).
