@@ -134,6 +134,8 @@ def test_output_with_results_is_never_overwritten(tmp_path, capsys):
         (["--tasks", "toyy"], "Did you mean 'toy'"),
         (["--workers", "0"], "workers"),
         (["--resume", "--tasks", "toy"], "takes no run options"),
+        (["--tasks", "vae-bernoulli", "--data", "/nonexistent/mnist.npz"], "no data at"),
+        (["--config", "/nonexistent/run.yaml"], "No such file"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(tmp_path, capsys, argv, message):

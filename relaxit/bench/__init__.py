@@ -98,6 +98,18 @@ def _check_device(device: str) -> None:
         raise ValueError(f"device {device!r} requested but MPS is not available")
 
 
+def _check_inputs(cfg: BenchConfig) -> None:
+    """What a run would otherwise find missing only after work has started."""
+    import importlib.util
+
+    if cfg.backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise BenchError("the Ray backend needs Ray: pip install 'relaxit[ray]'")
+    for task in cfg.tasks:
+        data = getattr(task, "data", "digits")
+        if data != "digits" and not Path(data).expanduser().exists():
+            raise BenchError(f"{task.id}: no data at {data!r}")
+
+
 def plan(config: BenchConfig | Mapping[str, Any] | str | Path):
     """The resolved config, the runs and the notes of ``config`` (nothing is run)."""
     from relaxit.bench.selection import resolve
@@ -147,6 +159,7 @@ def run(
     t0 = time.perf_counter()
     cfg0 = _as_config(config)
     _check_device(cfg0.device)
+    _check_inputs(cfg0)
     out = Path(cfg0.output)
     store.prepare(out, resume=resume, overwrite=overwrite, clear=False)
     started = _dt.datetime.now().isoformat(timespec="seconds")
