@@ -96,17 +96,39 @@ def build_summary(results_path: str | Path) -> dict[str, Any]:
                                      "blackbox": _blackbox(spec, family)}
             out_rows.append({
                 "label": r["label"],
+                "evaluations_max": max(x["metrics"]["evaluations"] for x in runs if x["task"] == task and x["label"] == r["label"]),
                 **{k: r.get(k) for k in ("k", "evaluations", "mse", "mse_se", "rel_bias", "rel_bias_se",
                                          "rel_std", "rel_std_se", "cosine", "cosine_se")},
             })
+            out_rows[-1]["evaluations"] = out_rows[-1].pop("evaluations_max")
+            out_rows[-1]["k"] = int(round(out_rows[-1]["k"])) if out_rows[-1].get("k") is not None else None
         tasks[task] = {"model": t["model"], "family": family, "budget": t["budget"], "rows": out_rows}
     return {
-        "source": {"command": data.get("command"), "preset": data["config"].get("preset"),
+        "source": {"command": _plain_command(data.get("command")), "preset": data["config"].get("preset"),
                    "seeds": data["config"].get("seeds"), "versions": data.get("versions"),
                    "config": "docs/results/card/config.json"},
         "estimators": props,
         "tasks": tasks,
     }
+
+
+def _plain_command(command: str | None) -> str | None:
+    """The command without its output directory (a local path of whoever ran it)."""
+    if not command:
+        return command
+    import shlex
+
+    words = shlex.split(command)
+    out, skip = [], False
+    for w in words:
+        if skip:
+            skip = False
+            continue
+        if w in ("-o", "--output"):
+            skip = True
+            continue
+        out.append(w)
+    return " ".join(shlex.quote(w) for w in out)
 
 
 def _budgets(summary: dict[str, Any], family: str) -> list[int]:
@@ -181,7 +203,16 @@ def advice(name: str, summary: dict[str, Any] | None = None) -> str | None:
     needs = "needs only f's values" if p["blackbox"] else "needs f differentiable in z"
     text = (f"{kind}, {needs}; gradient card at {budget} evaluations: mean MSE rank {mean_rank:.1f} of "
             f"{size:.0f} over {len(ranks)} models")
-    text += ("; first choice for: " + "; ".join(chosen[:3]) + ("; ..." if len(chosen) > 3 else "")) if chosen else ""
+    if chosen:
+        text += "; first choice for: " + "; ".join(chosen[:3]) + ("; ..." if len(chosen) > 3 else "")
+    else:  # point to the better estimator of its own kind
+        better = []
+        for family in sorted({summary["tasks"][t]["family"] for t, _, _ in ranks}):
+            rec = recommend(summary, family, budget, differentiable=not p["blackbox"], bias_ok=not p["unbiased"])
+            if rec and rec[0][0] != label:
+                better.append(f"`{rec[0][0]}` ({family})")
+        if better:
+            text += f"; of its kind the card prefers {', '.join(better)}"
     return text + " (see 'Which estimator for my problem?' in the docs)."
 
 
