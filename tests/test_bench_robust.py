@@ -130,7 +130,8 @@ def test_output_with_results_is_never_overwritten(tmp_path, capsys):
     [
         (["--estimators", "gumbel_softmx", "--tasks", "toy"], "Did you mean 'gumbel_softmax'"),
         (["--estimators", "gumbel_softmax", "--tasks", "toy"], "no runs selected"),
-        (["--tasks", "toy", "-K", "0", "--no-variants"], "no runs selected"),
+        (["--tasks", "toy", "-K", "0", "--no-variants"], "greater than or equal to 1"),
+        (["--tasks", "toy", "--estimators", "gumbel_softmax,gumbel_rao"], "no runs selected"),
         (["--tasks", "toyy"], "Did you mean 'toy'"),
         (["--workers", "0"], "workers"),
         (["--resume", "--tasks", "toy"], "takes no run options"),

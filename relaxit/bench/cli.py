@@ -26,6 +26,8 @@ presets: default (the suite run without arguments), paper (larger, 3 seeds),
   shi2022 (Shi et al. 2022, Table 1: 200 Bernoulli latents, K = 2, 3; RLOO, DisARM, ARMS,
   double CV, RELAX, RODEO when registered).
 
+--steps and -K apply to the training tasks; the card runs each estimator at the budget
+of objective evaluations of its task (--seeds replaces the card's own three seeds too).
 Estimators default to every registered one that fits the task's family, plus one-at-a-time
 variants of their boolean/choice config fields (--no-variants to turn off). --config FILE
 (YAML or JSON) gives the whole run; the output directory's config.json reproduces a run.
@@ -150,7 +152,8 @@ def _one_line(exc: BaseException) -> str:
         for err in exc.errors():
             loc = ".".join(str(x) for x in err.get("loc", ()))
             parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-        return "invalid config: " + "; ".join(parts)
+        more = f" (and {len(parts) - 2} more)" if len(parts) > 2 else ""
+        return "invalid config: " + "; ".join(parts[:2]) + more
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, KeyError) and text.startswith(("'", '"')):
         text = text[1:-1]

@@ -72,7 +72,9 @@ class EstimatorEntry(_Frozen):
 class _TaskBase(_Frozen):
     label: str | None = Field(None, description="Task name in tables, file names and run ids (default: its name).")
     steps: int = Field(ge=1, description="Training steps per run.")
-    num_samples: list[int] = Field([2], description="Samples K per estimate() call; a list makes one run per K.")
+    num_samples: list[Annotated[int, Field(ge=1)]] = Field(
+        [2], min_length=1, description="Samples K per estimate() call; a list makes one run per K."
+    )
     lr: float = Field(gt=0, description="Adam learning rate.")
     checkpoints: int = Field(
         10, ge=1, description="Evaluations (metrics and gradient variance) spread evenly over training."
@@ -278,7 +280,10 @@ class TaskInfo:
 
 
 #: Every bench task, one line each: name -> (config class, family, runner, report kind).
-#: A new task adds its config class (with ``name: Literal[...]``) and one line here.
+#: A new task adds its config class (with ``name: Literal[...]``), a runner
+#: ``run(run: dict, progress: Callable[[int], None]) -> {"metrics", "curves", "train_s"}`` and
+#: one line here.  Its report kind may be new: the report then shows its first four numeric
+#: metrics (``relaxit.bench.report.COLUMNS`` / ``CURVE`` give a kind its own columns and plots).
 TASKS: dict[str, TaskInfo] = {
     "gradient-card": TaskInfo(GradientCardTask, None, "relaxit.bench.card:run_card", "card"),
     "toy": TaskInfo(ToyTask, "bernoulli", "relaxit.bench.tasks:run_toy", "toy"),

@@ -4,6 +4,7 @@ terminal table."""
 from __future__ import annotations
 
 import csv
+import shlex
 import json
 import math
 import os
@@ -59,11 +60,28 @@ RATIO_METRICS = {"mse", "rel_std", "grad_var", "variance", "loss_gap", "test_mse
 ZERO = 1e-12  # relative values below this are zero up to rounding
 
 
+def _columns(kind: str, rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """The table columns of a report kind; a task of a kind the report does not know shows
+    its first four numeric metrics (the first ranks the rows; lower is better)."""
+    if kind in COLUMNS:
+        return COLUMNS[kind]
+    keys: list[str] = []
+    for r in rows:
+        for k, v in r.items():
+            if k.endswith("_se") or k in keys or k in _ROW_FIELDS or isinstance(v, bool) or not isinstance(v, (int, float)):
+                continue
+            keys.append(k)
+    return [(k, k, ".4g") for k in keys[:4]] or [("ms_per_step", "ms/step", ".2f")]
+
+
+_ROW_FIELDS = {"num_samples", "seeds", "failed", "ok_seeds", "ms_per_step", "time_ratio"}
+
+
 def kind_of(task_name: str) -> str:
     from relaxit.bench.config import TASKS
 
     info = TASKS.get(task_name)
-    return info.kind if info is not None else "subset"
+    return info.kind if info is not None else task_name
 
 
 def versions() -> dict[str, Any]:
@@ -125,7 +143,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         for r in rows:
             if "ms_per_step" in r:
                 r["time_ratio"] = r["ms_per_step"] / fastest
-        key = COLUMNS[rows[0]["kind"]][0][0]
+        key = _columns(rows[0]["kind"], rows)[0][0]
         sign = -1 if key in HIGHER_IS_BETTER else 1
         rows.sort(key=lambda r: (not isinstance(r.get(key), (int, float)) or math.isnan(r[key]), sign * r.get(key, 0.0)))
         table[task] = rows
@@ -147,8 +165,12 @@ def _rows_for(rows: list[dict[str, Any]], multi_k: bool) -> tuple[list[str], lis
     kind = rows[0]["kind"]
     card = kind == "card"
     extra = ["K", "evals"] if card else (["K"] if multi_k else [])
-    timing = ["ms/grad"] if card else ["ms/step", "x fastest"]
-    header = ["estimator", *extra, *(c[1] for c in COLUMNS[kind]), *timing]
+    ref = next((r for r in rows if r.get("name") == "reinforce" and r["label"] in ("reinforce", "reinforce(family=bernoulli)",
+                                                                               "reinforce(family=categorical)")), None)
+    ref_ms = ref.get("ms_per_gradient") if ref else None
+    timing = (["ms/grad", "x reinforce"] if ref_ms else ["ms/grad"]) if card else ["ms/step", "x fastest"]
+    columns = _columns(kind, rows)
+    header = ["estimator", *extra, *(c[1] for c in columns), *timing]
     body = []
     for r in rows:
         lead = [r["label"]]
@@ -159,9 +181,12 @@ def _rows_for(rows: list[dict[str, Any]], multi_k: bool) -> tuple[list[str], lis
         if r["failed"] == r["seeds"]:
             body.append([*lead, "FAILED", *[""] * (len(header) - len(lead) - 1)])
             continue
-        cells = lead + [_fmt(r.get(k), f, r.get(k + "_se")) for k, _, f in COLUMNS[kind]]
+        cells = lead + [_fmt(r.get(k), f, r.get(k + "_se")) for k, _, f in columns]
         if card:
             cells.append(_fmt(r.get("ms_per_gradient"), ".3f"))
+            if ref_ms:
+                ms = r.get("ms_per_gradient")
+                cells.append(_fmt(ms / ref_ms if isinstance(ms, (int, float)) else None, ".2f"))
         else:
             cells += [_fmt(r.get("ms_per_step"), ".2f"), _fmt(r.get("time_ratio"), ".2f")]
         body.append(cells)
@@ -256,6 +281,8 @@ def plot_task(results: list[dict[str, Any]], task: str, out: Path, style: dict[s
         return []
     kind = kind_of(next(iter(groups.values()))[0]["task_name"])
     if kind == "card":
+        return []
+    if kind not in CURVE:
         return []
     key, title, logy = CURVE[kind]
     seeds = max(len(rs) for rs in groups.values())
@@ -511,8 +538,9 @@ _TASK_TEXT["card"] = (
     "fit the budget. *rel. MSE* `= E|ĝ - g|² / |g|²`; *rel. bias* `= sqrt(max(0, |ḡ - g|² - tr Σ̂ / N)) / |g|` "
     "(squared bias debiased for the Monte Carlo noise, so unbiased estimators show about 0); "
     "*rel. std* `= sqrt(tr Σ̂) / |g|`; *cosine*: mean cosine similarity of one estimate with `g`; "
-    "all averaged over the checkpoints; *ms/grad*: time per gradient estimate in the batched call "
-    "(measured while other runs share the CPUs: a rough guide only)."
+    "all averaged over the checkpoints; *ms/grad*: CPU time per gradient estimate in the batched call "
+    "(process CPU time with one torch thread, so runs sharing the machine do not inflate it); *x reinforce*: "
+    "its ratio to plain REINFORCE's on the same model."
 )
 
 ALPHA = 0.05
@@ -643,7 +671,7 @@ def rebuild(out: Path, *, command: str | None = None) -> dict[str, Any]:
     comparisons: dict[str, dict[str, Any]] = {}
     for task, rows in summary.items():
         kind = rows[0]["kind"]
-        keys = [c[0] for c in COLUMNS[kind]] if kind == "card" else [COLUMNS[kind][0][0]]
+        keys = [c[0] for c in COLUMNS[kind]] if kind == "card" else [_columns(kind, rows)[0][0]]
         comparisons[task] = {k: compare(results, rows, task, k) for k in keys}
     payload = {
         "relaxit_bench": 2,
@@ -683,7 +711,7 @@ def rebuild(out: Path, *, command: str | None = None) -> dict[str, Any]:
     if missing:
         lines += [
             f"> **PARTIAL REPORT**: {len(missing)} of {len(planned)} planned runs have no result (interrupted). "
-            "`relaxit bench --resume -o DIR` runs only those.",
+            f"`relaxit bench --resume -o {shlex.quote(str(out))}` runs only those.",
             "",
         ]
     lines += [
@@ -724,10 +752,10 @@ def rebuild(out: Path, *, command: str | None = None) -> dict[str, Any]:
         kind = rows[0]["kind"]
         lines.append(format_tables({task: rows}, markdown=True))
         lines.append("")
-        lines.append(_TASK_TEXT[kind])
+        lines.append(_TASK_TEXT.get(kind, ""))
         lines.append("")
         seeds = max(r.get("ok_seeds", 0) for r in rows)
-        key, title, _ = COLUMNS[kind][0]
+        key, title, _ = _columns(kind, rows)[0]
         if seeds < 2:
             lines.append(f"- *{title}*: `{rows[0]['label']}` lowest observed; 1 seed: no error bars and no "
                          "significance test (run more seeds, e.g. `--seeds 0,1,2`).")
