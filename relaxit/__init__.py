@@ -32,7 +32,7 @@ from relaxit_core import (
 from relaxit_core.registry import registry as _registry
 from relaxit.spec import EstimatorSpec
 
-__version__ = "0.1.0"
+__version__ = "2.0.0"
 
 __all__ = [
     "__version__",
