@@ -19,13 +19,13 @@ _DEFAULT_VARIANTS = ["hard", "baseline"]
 # The gradient card (about half of the default's time): 3 seeds, so that every figure has a
 # standard error over seeds; small draws for the VAEs (their gradients have 4 x 12 or
 # 4 x 32 coordinates) and a short warm-up of the estimators' own state.
-_CARD = {"name": "gradient-card", "seeds": [0, 1, 2], "budget": 12, "warmup": 20, "variant_fields": _DEFAULT_VARIANTS}
+_CARD = {"name": "gradient-card", "seeds": [0, 1, 2], "budget": 12, "warmup": 50, "variant_fields": _DEFAULT_VARIANTS}
 _DEFAULT_CARD = [
     {**_CARD, "model": "toy", "draws": 512},
     {**_CARD, "model": "toy-categorical", "draws": 512},
     {**_CARD, "model": "poly", "draws": 256},
-    {**_CARD, "model": "vae-bernoulli", "draws": 128, "batch": 4, "train_steps": 100},
-    {**_CARD, "model": "vae-categorical", "draws": 128, "batch": 4, "train_steps": 100},
+    {**_CARD, "model": "vae-bernoulli", "draws": 256, "batch": 4, "train_steps": 100},
+    {**_CARD, "model": "vae-categorical", "draws": 256, "batch": 4, "train_steps": 100},
 ]
 _DEFAULT: dict[str, Any] = {
     "preset": "default",
