@@ -48,7 +48,7 @@ def _lines(out: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------ interruption
-@pytest.mark.parametrize("workers", [2, 1])
+@pytest.mark.parametrize("workers", [2, pytest.param(1, marks=pytest.mark.slow)])  # the pool is the harder case
 def test_sigint_keeps_finished_runs_writes_partial_report_exits_130(tmp_path, workers):
     out = tmp_path / "out"
     cfg = tmp_path / "run.json"
