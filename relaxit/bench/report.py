@@ -168,14 +168,17 @@ def _rows_for(rows: list[dict[str, Any]], multi_k: bool) -> tuple[list[str], lis
     ref = next((r for r in rows if r.get("name") == "reinforce" and r["label"] in ("reinforce", "reinforce(family=bernoulli)",
                                                                                "reinforce(family=categorical)")), None)
     ref_ms = ref.get("ms_per_gradient") if ref else None
-    timing = (["ms/grad", "x reinforce"] if ref_ms else ["ms/grad"]) if card else ["ms/step", "x fastest"]
+    timing = (["MSE x evals/budget", "ms/grad", "x reinforce"] if ref_ms else ["MSE x evals/budget", "ms/grad"]) if card \
+        else ["ms/step", "x fastest"]
     columns = _columns(kind, rows)
     header = ["estimator", *extra, *(c[1] for c in columns), *timing]
     body = []
     for r in rows:
         lead = [r["label"]]
         if card:
-            lead += [_fmt(r.get("k"), ".0f"), _fmt(r.get("evaluations"), ".0f")]
+            ev, budget = r.get("evaluations"), r.get("budget")
+            over = isinstance(ev, (int, float)) and isinstance(budget, (int, float)) and ev > budget
+            lead += [_fmt(r.get("k"), ".0f"), _fmt(ev, ".0f") + (" (over)" if over else "")]
         elif multi_k:
             lead.append(str(r["num_samples"]))
         if r["failed"] == r["seeds"]:
@@ -183,6 +186,9 @@ def _rows_for(rows: list[dict[str, Any]], multi_k: bool) -> tuple[list[str], lis
             continue
         cells = lead + [_fmt(r.get(k), f, r.get(k + "_se")) for k, _, f in columns]
         if card:
+            mse, ev, budget = r.get("mse"), r.get("evaluations"), r.get("budget")
+            ok = all(isinstance(v, (int, float)) for v in (mse, ev, budget)) and budget
+            cells.append(_fmt(mse * ev / budget if ok else None, ".3g"))
             cells.append(_fmt(r.get("ms_per_gradient"), ".3f"))
             if ref_ms:
                 ms = r.get("ms_per_gradient")
@@ -535,7 +541,8 @@ _TASK_TEXT["card"] = (
     "exact-gradient training run shared by every estimator; estimators with state of their own "
     "(learned control variates, baselines) first warm it up on the frozen model. Each row uses "
     "the largest `num_samples` *K* whose objective evaluations (*evals*, from `est.evaluations`) "
-    "fit the budget. *rel. MSE* `= E|ĝ - g|² / |g|²`; *rel. bias* `= sqrt(max(0, |ḡ - g|² - tr Σ̂ / N)) / |g|` "
+    "fit the budget (*(over)*: its smallest call costs more; *MSE x evals/budget* then compares it at "
+    "equal cost, exactly so for an unbiased estimator whose variance falls as 1/evaluations). *rel. MSE* `= E|ĝ - g|² / |g|²`; *rel. bias* `= sqrt(max(0, |ḡ - g|² - tr Σ̂ / N)) / |g|` "
     "(squared bias debiased for the Monte Carlo noise, so unbiased estimators show about 0); "
     "*rel. std* `= sqrt(tr Σ̂) / |g|`; *cosine*: mean cosine similarity of one estimate with `g`; "
     "all averaged over the checkpoints; *ms/grad*: CPU time per gradient estimate in the batched call "
