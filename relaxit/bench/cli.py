@@ -23,6 +23,7 @@ tasks:
   subset                 select k of n features (estimators of the 'subset' family)
 
 presets: default (the suite run without arguments), paper (larger, 3 seeds),
+  card (the longer gradient card behind the docs' "Which estimator for my problem?"),
   shi2022 (Shi et al. 2022, Table 1: 200 Bernoulli latents, K = 2, 3; RLOO, DisARM, ARMS,
   double CV, RELAX, RODEO when registered).
 
