@@ -189,7 +189,7 @@ def _rows_for(rows: list[dict[str, Any]], multi_k: bool) -> tuple[list[str], lis
             mse, ev, budget = r.get("mse"), r.get("evaluations"), r.get("budget")
             ok = all(isinstance(v, (int, float)) for v in (mse, ev, budget)) and budget
             cells.append(_fmt(mse * ev / budget if ok else None, ".3g"))
-            cells.append(_fmt(r.get("ms_per_gradient"), ".3f"))
+            cells.append(_fmt(r.get("ms_per_gradient"), ".3g"))
             if ref_ms:
                 ms = r.get("ms_per_gradient")
                 cells.append(_fmt(ms / ref_ms if isinstance(ms, (int, float)) else None, ".2f"))
