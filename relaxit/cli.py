@@ -67,8 +67,9 @@ def _run_describe(args: argparse.Namespace) -> int:
     import relaxit
 
     info = relaxit.describe(args.name)
+    advice = _advice(info.name)
     if args.json:
-        print(json.dumps(info.to_dict(), indent=2))
+        print(json.dumps({**info.to_dict(), "advice": advice}, indent=2))
         return 0
     from relaxit_core.text import rst_inline_to_text, rst_to_text, terminal_width
 
@@ -79,6 +80,8 @@ def _run_describe(args: argparse.Namespace) -> int:
 
     print(f"{info.name}  ({'/'.join(info.families)})")
     print(rst_to_text(info.summary, width=width, indent="  "))
+    if advice:
+        field("advice:", advice)
     field("reference:", info.reference)
     field("params:", ", ".join(info.params))
     field("capabilities:", ", ".join(sorted(c.value for c in info.capabilities)))
@@ -101,6 +104,15 @@ def _run_describe(args: argparse.Namespace) -> int:
         print("  maths (TeX; typeset on the method's page of the docs):")
         print(rst_to_text(maths, width=width, indent="    "))
     return 0
+
+
+def _advice(name: str) -> str | None:
+    """One line from the bench's shipped gradient card (``relaxit.bench.advice``), if any."""
+    try:
+        from relaxit.bench.advice import advice
+    except ImportError:  # pragma: no cover - the bench module is part of the package
+        return None
+    return advice(name)
 
 
 def maths_section(cls: type) -> str:
