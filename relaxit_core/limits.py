@@ -176,7 +176,8 @@ def _slow(est: Any, params: Mapping[str, torch.Tensor], num_samples: int | None)
                 raise ParameterError(
                     f"{name_}: argument {key!r} has {_count(short)} row(s) (last dimension) with {what}"
                 )
-            out[key] = _row_stand_in(v, finite)
+            if not getattr(est, "masks_natively", False):  # else the estimator reads -inf itself
+                out[key] = _row_stand_in(v, finite)
             rows[key] = ~finite
         names.append(key)
     return Limits(out, tuple(names), masks, rows)
@@ -202,7 +203,7 @@ def _branch_free(est: Any, params: Mapping[str, torch.Tensor]) -> Limits:
             out[key] = torch.where(mask, torch.zeros((), dtype=v.dtype, device=v.device), v)
             masks.append((mask, (v > 0).to(v.dtype)))
             names.append(key)
-        elif kind == _FREE_ROW and v.dim() > 0:
+        elif kind == _FREE_ROW and v.dim() > 0 and not getattr(est, "masks_natively", False):
             out[key] = _row_stand_in(v, torch.isfinite(v))
             names.append(key)
     return Limits(out, tuple(names), masks)

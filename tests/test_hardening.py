@@ -506,3 +506,19 @@ def test_moving_average_baseline_loses_no_update_across_threads():
     for t in threads:
         t.join()
     assert int(est.num_updates) == 400
+
+
+def test_sampling_without_replacement_never_draws_a_masked_category():
+    """Defect 3: k samples without replacement from a row with fewer unmasked categories than
+    k drew the masked ones; unordered_set handles -inf itself (masks_natively) and is then
+    exhaustive, so its estimate is the exact gradient on the unmasked categories."""
+    est = relaxit.get("unordered_set")
+    logits = torch.tensor([[-INF, 0.3, -0.2, -INF]], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    out = est.estimate(lambda z: (z * w).sum((-1, -2)), num_samples=3, logits=logits)
+    assert bool((out.samples[..., [0, 3]] == 0).all())
+    out.surrogate.backward()
+    p = torch.softmax(logits.detach()[0, 1:3], -1)
+    exact = p * (w[1:3] - (p * w[1:3]).sum())
+    torch.testing.assert_close(logits.grad[0, 1:3], exact)
+    assert bool((logits.grad[0, [0, 3]] == 0).all())
