@@ -522,3 +522,32 @@ def test_sampling_without_replacement_never_draws_a_masked_category():
     exact = p * (w[1:3] - (p * w[1:3]).sum())
     torch.testing.assert_close(logits.grad[0, 1:3], exact)
     assert bool((logits.grad[0, [0, 3]] == 0).all())
+
+
+UNBIASED_ROWS = [(e, i) for e, i in ROWS if C.UNBIASED in e.capabilities and e.family == "categorical"]
+
+
+@pytest.mark.parametrize("est", [e for e, _ in UNBIASED_ROWS], ids=[i for _, i in UNBIASED_ROWS])
+def test_unbiased_estimators_stay_unbiased_with_a_masked_category(est):
+    """With a -inf logit the estimate on the other categories is the exact gradient of the
+    objective under the law without the masked category (by enumeration)."""
+    torch.manual_seed(4)
+    logits = torch.tensor([0.3, -INF, -0.5, 0.8], dtype=torch.float64)
+    w = torch.tensor([0.7, 5.0, -1.2, 0.4], dtype=torch.float64)
+
+    def f(z):
+        return torch.sin(2 * (z * w).sum(-1))
+
+    def reduced(z3):  # the same objective without category 1
+        return f(torch.cat([z3[..., :1], torch.zeros_like(z3[..., :1]), z3[..., 1:]], -1))
+
+    exact = exact_gradient(reduced, {"logits": logits[[0, 2, 3]]}, "categorical")["logits"]
+    n = 3000
+    leaf = logits.expand(n, 4).clone().requires_grad_(True)
+    out = est.estimate(f, num_samples=max(2, est.min_num_samples), logits=leaf)
+    assert bool((out.samples[..., 1] == 0).all())
+    (g,) = torch.autograd.grad(out.surrogate.sum(), leaf)
+    assert bool((g[:, 1] == 0).all())
+    g = g[:, [0, 2, 3]]
+    se = g.std(0) / n**0.5
+    assert bool(((g.mean(0) - exact).abs() <= Z * se + 1e-9).all()), (g.mean(0), exact, se)
