@@ -5,6 +5,7 @@ One section per defect of the issue; each test names the defect it pins.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal
 
 import pydantic
@@ -551,3 +552,29 @@ def test_unbiased_estimators_stay_unbiased_with_a_masked_category(est):
     g = g[:, [0, 2, 3]]
     se = g.std(0) / n**0.5
     assert bool(((g.mean(0) - exact).abs() <= Z * se + 1e-9).all()), (g.mean(0), exact, se)
+
+
+KL_LAWS = [(e, i) for e, i in zip(INSTANCES, IDS)
+           if C.KL in e.capabilities and "logits" in e.params and e.family in ("bernoulli", "categorical")]
+
+
+@pytest.mark.parametrize("est", [e for e, _ in KL_LAWS], ids=[i for _, i in KL_LAWS])
+def test_kl_at_a_limit_is_exact_never_nan(est):
+    """Defect 3 (laws): the KL of relaxit's straight-through laws was 0 * inf = NaN at a limit."""
+    from torch.distributions import kl_divergence
+
+    if est.family == "bernoulli":
+        a = torch.tensor([INF, -INF, 0.3, INF], dtype=torch.float64)
+        b = torch.tensor([0.0, 0.0, 0.0, -INF], dtype=torch.float64)
+        want = torch.tensor([math.log(2), math.log(2), float("nan"), INF], dtype=torch.float64)
+        want[2] = torch.distributions.kl_divergence(torch.distributions.Bernoulli(logits=a[2]), torch.distributions.Bernoulli(logits=b[2]))
+    else:
+        a = torch.tensor([[-INF, 0.0, 1.0]], dtype=torch.float64)
+        b = torch.zeros(1, 3, dtype=torch.float64)
+    p_law, q_law = est.distribution(logits=a), est.distribution(logits=b)
+    if est.family == "categorical":  # from the laws' own probabilities (tempered by tau_forward...)
+        p, q = p_law.probs[0, 1:], q_law.probs[0, 1:]
+        want = (p * (p.log() - q.log())).sum().reshape(1)
+    torch.testing.assert_close(kl_divergence(p_law, q_law), want)
+    assert not bool(torch.isnan(kl_divergence(q_law, p_law)).any())
+    assert bool((kl_divergence(p_law, p_law) == 0).all())
