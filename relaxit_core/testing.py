@@ -24,6 +24,7 @@ import copy
 import io
 import math
 import pickle
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from relaxit_core.capabilities import FAMILIES, Capability
-from relaxit_core.errors import ConfigError, ParameterError, UnknownEstimatorError
+from relaxit_core.errors import ConfigError, EstimatorWarning, ParameterError, UnknownEstimatorError
 from relaxit_core.estimator import EstimatorBase, GradientEstimator
 
 __all__ = ["Check", "CHECKS", "checks_for", "check_estimator", "parametrize_with_checks", "estimator_id", "instances"]
@@ -470,6 +471,37 @@ def check_estimate_contract(est, device):
 
 
 @_check()
+def check_two_phase(est, device):
+    """With ``cost_samples`` set, ``draw`` then ``from_costs`` give what ``estimate`` gives under the same random stream."""
+    form = getattr(est, "cost_samples", None)
+    _assert(form in (None, "any", "own"), f"cost_samples must be None, 'any' or 'own', got {form!r}")
+    if form is None:
+        return
+    s = max(4, _min_samples(est))
+    for reduce in tuple(getattr(est, "reductions", ("mean",))):
+        grads = []
+        for phase in ("estimate", "two"):
+            params = _params(est, (2, 3), device=device, requires_grad=True)
+            d = est.distribution(**{k: v.detach() for k, v in params.items()})
+            base = _objective(d, 1, device=device)
+            state = copy.deepcopy(est.state_dict())
+            torch.manual_seed(11)
+            if phase == "estimate":
+                out = est.estimate(base, num_samples=s, reduce=reduce, **params)
+            else:
+                draw = est.draw(s, **params)
+                out = est.from_costs(base(draw.samples), draw, reduce=reduce, **params)
+            est.load_state_dict(state)
+            out.surrogate.sum().backward()
+            grads.append((out.value, [v.grad for v in _float_params(params).values()]))
+        (v1, g1), (v2, g2) = grads
+        tol = _tol(torch.float64, float(v1.abs().max()))
+        _assert(bool(torch.allclose(v1, v2, atol=tol, rtol=0)), f"two phases give another value than estimate() ({reduce})")
+        for a, b in zip(g1, g2):
+            _assert(bool(torch.allclose(a, b, atol=tol * 16, rtol=1e-9)), f"two phases give another gradient than estimate() ({reduce})")
+
+
+@_check()
 def check_evaluations(est, device):
     """``evaluations(num_samples, batch_ndim=b, **params)`` equals the objective rows one gradient-building ``estimate`` call evaluates."""
     s = max(4, _min_samples(est))
@@ -623,14 +655,16 @@ def check_pyro_site(est, device):
         return pyro.sample("z", est.distribution(**params).to_event(n_batch))
 
     pyro.clear_param_store()
-    tr = poutine.trace(guide).get_trace()
-    _assert(tr.nodes["z"]["value"].shape == d.shape(), "the site's value has the wrong shape")
-    if C.LOG_PROB in est.capabilities:
-        _assert(bool(torch.isfinite(tr.log_prob_sum())), "the site's log_prob is not finite")
-        loss = pyro.infer.Trace_ELBO().differentiable_loss(model, guide)
-        loss.backward()
-        for k, v in _float_params(params).items():
-            _assert(v.grad is not None and bool(torch.isfinite(v.grad).all()), f"ELBO gradient of {k!r} not finite")
+    with warnings.catch_warnings():  # Trace_ELBO on a score-function law warns (EstimatorWarning): expected here
+        warnings.simplefilter("ignore", EstimatorWarning)
+        tr = poutine.trace(guide).get_trace()
+        _assert(tr.nodes["z"]["value"].shape == d.shape(), "the site's value has the wrong shape")
+        if C.LOG_PROB in est.capabilities:
+            _assert(bool(torch.isfinite(tr.log_prob_sum())), "the site's log_prob is not finite")
+            loss = pyro.infer.Trace_ELBO().differentiable_loss(model, guide)
+            loss.backward()
+            for k, v in _float_params(params).items():
+                _assert(v.grad is not None and bool(torch.isfinite(v.grad).all()), f"ELBO gradient of {k!r} not finite")
 
 
 # -------------------------------------------------------------------------- running

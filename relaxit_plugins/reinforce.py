@@ -92,6 +92,8 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         for b in ("none", "moving_average", "leave_one_out")
     )
 
+    cost_samples: ClassVar[str] = "any"  # draw()/from_costs() of the base class; any i.i.d. draws serve
+
     class Config(relaxit_core.EstimatorConfig):
         """Config of :class:`ReinforceEstimator`."""
 
