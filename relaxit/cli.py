@@ -96,7 +96,8 @@ def _run_describe(args: argparse.Namespace) -> int:
             merged.update(sub)
         bounds = ", ".join(f"{k} {merged[k]}" for k in ("exclusiveMinimum", "minimum", "exclusiveMaximum", "maximum") if k in merged)
         kind = merged.get("type") or "/".join(map(str, merged.get("enum", []))) or _union_kind(merged) or "any"
-        head = f"{name} ({kind}; default {merged.get('default')!r}{'; ' + bounds if bounds else ''}): "
+        default = f"default {merged.get('default')!r}" if "default" in merged else "required"
+        head = f"{name} ({kind}; {default}{'; ' + bounds if bounds else ''}): "
         text = rst_to_text(head + rst_inline_to_text(merged.get("description", "")), width=width - 4, indent="      ")
         print("    " + text[6:])
     maths = maths_section(info.cls)

@@ -3,6 +3,7 @@ noise samplers and numerically safe helpers.  Public API: third-party plugins ma
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +23,8 @@ __all__ = [
     "exponential_like",
     "logistic_like",
     "as_logits",
+    "bernoulli_kl",
+    "categorical_kl",
 ]
 
 
@@ -254,7 +257,30 @@ class BernoulliPMFLaw(BinaryLogitsDistribution):
 
 @register_kl(BernoulliPMFLaw, BernoulliPMFLaw)
 def _kl_bernoulli_pmf(p, q):
-    """KL of the Bernoulli laws, from logits (``log p = -softplus(-logits)``)."""
-    return p.probs * (F.softplus(-q.logits) - F.softplus(-p.logits)) + (1 - p.probs) * (
-        F.softplus(q.logits) - F.softplus(p.logits)
-    )
+    """KL of the Bernoulli laws, from logits (see :func:`bernoulli_kl`)."""
+    return bernoulli_kl(p.logits, q.logits)
+
+
+def bernoulli_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``KL(Bernoulli(logits=a) || Bernoulli(logits=b))``, elementwise, exact at the limits:
+    an infinite logit is a sure 1 or 0 (the KL is then ``-log q`` of that value, ``+inf``
+    where ``q`` gives it probability 0), never NaN; finite wherever both laws put mass on
+    the same values."""
+    fa, fb = torch.isfinite(a), torch.isfinite(b)
+    a0 = torch.where(fa, a, torch.zeros_like(a))
+    b0 = torch.where(fb, b, torch.zeros_like(b))
+    pa = torch.sigmoid(a0)
+    kl = pa * (F.softplus(-b0) - F.softplus(-a0)) + (1 - pa) * (F.softplus(b0) - F.softplus(a0))
+    at_limit = torch.where(a > 0, F.softplus(-b), F.softplus(b))  # -log q(the sure value)
+    inf = torch.full_like(kl, math.inf)
+    kl = torch.where(fb, kl, inf)  # q sure of one value, p (finite) not: infinite
+    return torch.where(fa, kl, at_limit)
+
+
+def categorical_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """``sum_k p_k (log p_k - log q_k)`` over the last dimension, from normalised log
+    probabilities, with ``0 log 0 = 0`` (a masked category of ``p``, logit ``-inf``) and
+    ``+inf`` where ``q_k = 0 < p_k``; never NaN."""
+    p = log_p.exp()
+    diff = torch.where(p > 0, log_p - log_q, torch.zeros_like(log_p))
+    return (p * diff).sum(-1)

@@ -306,6 +306,11 @@ class EstimatorBase(torch.nn.Module):
     """The tensor arguments that are logits, whose infinities denote limits (Bernoulli
     ``±inf``, categorical ``-inf``) that the core takes out before the estimator runs (see
     :mod:`relaxit_core.limits`); every other argument must be finite."""
+    masks_natively: ClassVar[bool] = False
+    """True when the estimator itself handles categorical ``-inf`` logits (masked categories)
+    exactly, e.g. sampling without replacement that must stop at the unmasked ones: the core
+    then checks them (``+inf``, NaN, fully masked rows still raise) but passes them on
+    unchanged instead of replacing them by finite stand-ins."""
     integer_params: ClassVar[tuple[str, ...]] = ()
     """Tensor arguments that may be integer tensors (e.g. a support's ``values``); all others
     must be floating-point."""

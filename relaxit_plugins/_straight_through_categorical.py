@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import constraints, register_kl
 
-from relaxit_core.distributions import CategoricalLogitsDistribution, gumbel_like
+from relaxit_core.distributions import CategoricalLogitsDistribution, categorical_kl, gumbel_like
 
 __all__ = ["OneHotStraightThrough", "one_hot_argmax"]
 
@@ -105,4 +105,4 @@ class OneHotStraightThrough(CategoricalLogitsDistribution):
 @register_kl(OneHotStraightThrough, OneHotStraightThrough)
 def _kl_one_hot_straight_through(p, q):
     """KL of the two categorical laws of the hard values: ``sum_k p_k (log p_k - log q_k)``."""
-    return (p.probs * (p.logits - q.logits)).sum(-1)
+    return categorical_kl(p.logits.log_softmax(-1), q.logits.log_softmax(-1))  # 0 log 0 = 0 at masked categories

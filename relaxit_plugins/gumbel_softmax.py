@@ -20,7 +20,7 @@ from torch.distributions import constraints, register_kl
 import relaxit_core
 from relaxit_core.schedules import Temperature, log_temperature
 from relaxit_core import Capability as C
-from relaxit_core.distributions import CategoricalLogitsDistribution, gumbel_like
+from relaxit_core.distributions import CategoricalLogitsDistribution, categorical_kl, gumbel_like
 from relaxit_core.surrogate import straight_through
 
 __all__ = ["GumbelSoftmax", "StraightThroughGumbelSoftmax", "GumbelSoftmaxEstimator"]
@@ -129,7 +129,7 @@ class StraightThroughGumbelSoftmax(GumbelSoftmax):
 @register_kl(StraightThroughGumbelSoftmax, StraightThroughGumbelSoftmax)
 def _kl_st_gumbel_softmax(p, q):
     """KL of the hard (categorical) laws."""
-    return (p.probs * (p.logits - q.logits)).sum(-1)
+    return categorical_kl(p.logits.log_softmax(-1), q.logits.log_softmax(-1))  # 0 log 0 = 0 at masked categories
 
 
 class GumbelSoftmaxEstimator(relaxit_core.EstimatorBase):

@@ -66,7 +66,9 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
     - ``"none"``: ``b = 0``.
     - ``"moving_average"``: ``b`` is a bias-corrected exponential moving average (``decay``)
       of the objective over earlier calls; it is updated after the current estimate, so it
-      never depends on the current samples.  Kept as buffers of the module.
+      never depends on the current samples.  Kept as buffers of the module; the read and
+      the update are one atomic step, so an estimator shared by several threads loses no
+      update (their order is the threads' order).
     - ``"leave_one_out"`` (RLOO, Kool et al. 2019, eq. 8): ``b_s`` is the mean of the other
       ``S - 1`` samples' values; needs ``num_samples >= 2``.  Unbiased.
     - ``"group_mean"`` (Dr. GRPO, Liu et al. 2025): ``b = mean_s f(z_s)``, the sample itself

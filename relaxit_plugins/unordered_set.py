@@ -181,6 +181,7 @@ class UnorderedSetEstimator(relaxit_core.EstimatorBase):
     name: ClassVar[str] = "unordered_set"
     family: ClassVar[str] = "categorical"
     params: ClassVar[tuple[str, ...]] = ("logits", "probs")
+    masks_natively: ClassVar[bool] = True  # -inf configurations are invalid beam slots (never drawn)
     capabilities: ClassVar[frozenset] = frozenset(
         {C.SCORE_FUNCTION, C.LOG_PROB, C.KL, C.ENUMERATE_SUPPORT, C.UNBIASED, C.HARD}
     )

@@ -47,3 +47,8 @@ def test_cli_unknown_names_get_did_you_mean(capsys):
     with pytest.raises(SystemExit) as exit_:
         _cli(capsys, "descrbe", "gumbel_softmax")
     assert exit_.value.code == 2 and "did you mean 'describe'?" in capsys.readouterr().err
+
+
+def test_cli_describe_marks_a_required_family(capsys):
+    rc, out, _ = _cli(capsys, "describe", "reinforce")
+    assert rc == 0 and "family (string; required)" in out

@@ -5,6 +5,7 @@ One section per defect of the issue; each test names the defect it pins.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal
 
 import pydantic
@@ -506,3 +507,74 @@ def test_moving_average_baseline_loses_no_update_across_threads():
     for t in threads:
         t.join()
     assert int(est.num_updates) == 400
+
+
+def test_sampling_without_replacement_never_draws_a_masked_category():
+    """Defect 3: k samples without replacement from a row with fewer unmasked categories than
+    k drew the masked ones; unordered_set handles -inf itself (masks_natively) and is then
+    exhaustive, so its estimate is the exact gradient on the unmasked categories."""
+    est = relaxit.get("unordered_set")
+    logits = torch.tensor([[-INF, 0.3, -0.2, -INF]], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    out = est.estimate(lambda z: (z * w).sum((-1, -2)), num_samples=3, logits=logits)
+    assert bool((out.samples[..., [0, 3]] == 0).all())
+    out.surrogate.backward()
+    p = torch.softmax(logits.detach()[0, 1:3], -1)
+    exact = p * (w[1:3] - (p * w[1:3]).sum())
+    torch.testing.assert_close(logits.grad[0, 1:3], exact)
+    assert bool((logits.grad[0, [0, 3]] == 0).all())
+
+
+UNBIASED_ROWS = [(e, i) for e, i in ROWS if C.UNBIASED in e.capabilities and e.family == "categorical"]
+
+
+@pytest.mark.parametrize("est", [e for e, _ in UNBIASED_ROWS], ids=[i for _, i in UNBIASED_ROWS])
+def test_unbiased_estimators_stay_unbiased_with_a_masked_category(est):
+    """With a -inf logit the estimate on the other categories is the exact gradient of the
+    objective under the law without the masked category (by enumeration)."""
+    torch.manual_seed(4)
+    logits = torch.tensor([0.3, -INF, -0.5, 0.8], dtype=torch.float64)
+    w = torch.tensor([0.7, 5.0, -1.2, 0.4], dtype=torch.float64)
+
+    def f(z):
+        return torch.sin(2 * (z * w).sum(-1))
+
+    def reduced(z3):  # the same objective without category 1
+        return f(torch.cat([z3[..., :1], torch.zeros_like(z3[..., :1]), z3[..., 1:]], -1))
+
+    exact = exact_gradient(reduced, {"logits": logits[[0, 2, 3]]}, "categorical")["logits"]
+    n = 3000
+    leaf = logits.expand(n, 4).clone().requires_grad_(True)
+    out = est.estimate(f, num_samples=max(2, est.min_num_samples), logits=leaf)
+    assert bool((out.samples[..., 1] == 0).all())
+    (g,) = torch.autograd.grad(out.surrogate.sum(), leaf)
+    assert bool((g[:, 1] == 0).all())
+    g = g[:, [0, 2, 3]]
+    se = g.std(0) / n**0.5
+    assert bool(((g.mean(0) - exact).abs() <= Z * se + 1e-9).all()), (g.mean(0), exact, se)
+
+
+KL_LAWS = [(e, i) for e, i in zip(INSTANCES, IDS)
+           if C.KL in e.capabilities and "logits" in e.params and e.family in ("bernoulli", "categorical")]
+
+
+@pytest.mark.parametrize("est", [e for e, _ in KL_LAWS], ids=[i for _, i in KL_LAWS])
+def test_kl_at_a_limit_is_exact_never_nan(est):
+    """Defect 3 (laws): the KL of relaxit's straight-through laws was 0 * inf = NaN at a limit."""
+    from torch.distributions import kl_divergence
+
+    if est.family == "bernoulli":
+        a = torch.tensor([INF, -INF, 0.3, INF], dtype=torch.float64)
+        b = torch.tensor([0.0, 0.0, 0.0, -INF], dtype=torch.float64)
+        want = torch.tensor([math.log(2), math.log(2), float("nan"), INF], dtype=torch.float64)
+        want[2] = torch.distributions.kl_divergence(torch.distributions.Bernoulli(logits=a[2]), torch.distributions.Bernoulli(logits=b[2]))
+    else:
+        a = torch.tensor([[-INF, 0.0, 1.0]], dtype=torch.float64)
+        b = torch.zeros(1, 3, dtype=torch.float64)
+    p_law, q_law = est.distribution(logits=a), est.distribution(logits=b)
+    if est.family == "categorical":  # from the laws' own probabilities (tempered by tau_forward...)
+        p, q = p_law.probs[0, 1:], q_law.probs[0, 1:]
+        want = (p * (p.log() - q.log())).sum().reshape(1)
+    torch.testing.assert_close(kl_divergence(p_law, q_law), want)
+    assert not bool(torch.isnan(kl_divergence(q_law, p_law)).any())
+    assert bool((kl_divergence(p_law, p_law) == 0).all())
