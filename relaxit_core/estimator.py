@@ -644,7 +644,8 @@ class EstimatorBase(torch.nn.Module):
         at ``draw.samples`` (the values ``objective(draw.samples)`` would return).
 
         The default serves score-function estimators whose gradient is
-        ``mean_s (f_s - b_s) ∇ log q(z_s)`` with :meth:`baseline`; ``reduce`` as in
+        ``mean_s (f_s - b_s) ∇ log q(z_s)`` with :meth:`baseline` (through
+        :meth:`score_surrogate`, as :meth:`estimate`); ``reduce`` as in
         :meth:`estimate`.  With ``cost_samples == "any"`` the parameters may carry the
         sample dimension (shape ``[S, *batch_shape, ...]``)."""
         if self.cost_samples is None:
@@ -653,7 +654,7 @@ class EstimatorBase(torch.nn.Module):
         z = draw.samples
         log_q = reduce_log_prob(self.distribution(**params).log_prob(z), costs.dim())
         if reduce == "mean":
-            surrogate = score_function_surrogate(costs, log_q, self.baseline(costs.detach()))
+            surrogate = self.score_surrogate(costs, log_q)  # the same learning signal as estimate()
         else:  # one joint sample of S draws: its score is the sum of the draws' scores
             total = reduce_samples(costs, reduce)
             surrogate = score_function_surrogate(total.unsqueeze(0), log_q.sum(0, keepdim=True))

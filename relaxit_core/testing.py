@@ -496,11 +496,12 @@ def check_two_phase(est, device):
             base = _objective(d, 1, device=device)
             state = copy.deepcopy(est.state_dict())
             torch.manual_seed(11)
+            ctx = _context(est, tuple(d.batch_shape)[:1], device=device)
             if phase == "estimate":
-                out = est.estimate(base, num_samples=s, reduce=reduce, **params)
+                out = est.estimate(base, num_samples=s, reduce=reduce, **ctx, **params)
             else:
                 draw = est.draw(s, **params)
-                out = est.from_costs(base(draw.samples), draw, reduce=reduce, **params)
+                out = est.from_costs(base(draw.samples), draw, reduce=reduce, **ctx, **params)
             est.load_state_dict(state)
             out.surrogate.sum().backward()
             grads.append((out.value, [v.grad for v in _float_params(params).values()]))

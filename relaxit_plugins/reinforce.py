@@ -265,6 +265,17 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         """As :meth:`relaxit_core.EstimatorBase.estimate`; with ``baseline="learned"`` and a
         ``context_size``, ``context`` (``[*B, context_size]``, ``B`` the objective's batch) is
         the input of the critic (detached: no gradient reaches whatever computed it)."""
+        with self._context_scope(context):
+            return super().estimate(objective, **kwargs)
+
+    def from_costs(self, costs, draw, *, context=None, **kwargs):
+        """As :meth:`relaxit_core.EstimatorBase.from_costs`, with ``context`` as in :meth:`estimate`."""
+        with self._context_scope(context):
+            return super().from_costs(costs, draw, **kwargs)
+
+    @contextlib.contextmanager
+    def _context_scope(self, context):
+        """Check ``context`` against the config and hold it (per thread) while the call runs."""
         if self.config.baseline != "learned" or self.config.context_size is None:
             if context is not None:
                 raise relaxit_core.ParameterError(
@@ -272,7 +283,8 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
                     f"this estimator has baseline={self.config.baseline!r}, "
                     f"context_size={self.config.context_size!r}"
                 )
-            return super().estimate(objective, **kwargs)
+            yield
+            return
         if not isinstance(context, torch.Tensor) or context.dim() < 1 or context.shape[-1] != self.config.context_size:
             got = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__
             raise relaxit_core.ParameterError(
@@ -282,7 +294,7 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         # per thread (a context variable), so an estimator shared by threads reads each call's own
         token = _CONTEXT.set((id(self), context.detach()))
         try:
-            return super().estimate(objective, **kwargs)
+            yield
         finally:
             _CONTEXT.reset(token)
 
