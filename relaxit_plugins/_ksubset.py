@@ -1,0 +1,335 @@
+r"""The exact k-subset law ``p(z) ∝ exp(θ·z) 1[Σ_i z_i = k]`` (shared by ``simple`` and ``sfess``).
+
+Independent Bernoulli variables with logits ``θ`` conditioned on exactly ``k`` ones (the
+"conditional Poisson" or k-subset exponential family of Ahmed et al. 2023, *SIMPLE: A
+Gradient Estimator for k-Subset Sampling*, ICLR, Sec. 3).  Its partition function is the
+elementary symmetric polynomial ``Z(θ) = e_k(e^{θ_1}, …, e^{θ_n})`` and its mean is the
+vector of exact inclusion probabilities ``μ_i = P(z_i = 1) = ∂ log Z / ∂θ_i``.
+
+The dynamic program, in log space.  With ``P_j[m] = log e_j(e^{θ_0}, …, e^{θ_{m-1}})`` (the
+first ``m`` items, ``m = 0..n``) the recursion ``e_j(x_{<m+1}) = e_j(x_{<m}) + x_m e_{j-1}(x_{<m})``
+unrolls into a cumulative sum over ``m``:
+
+.. math::
+    P_0[m] = 0, \qquad P_j[0] = -\infty \ (j \ge 1), \qquad
+    P_j[m + 1] = \operatorname{logcumsumexp}_{m' \le m} \bigl(θ_{m'} + P_{j-1}[m']\bigr),
+
+so the table costs ``k`` vectorised ``logcumsumexp`` passes over ``[batch, n]`` (a loop over
+``j``, never over the batch or the items), ``Θ(B·n·k)`` work, and ``log Z = P_k[n]``.  When
+``k > n/2`` the complement is used (``z ↦ 1 - z`` maps the law with ``(θ, k)`` to the law with
+``(-θ, n - k)``), so the loop has ``min(k, n - k)`` steps.
+
+- Marginals: the same table for the reversed items gives suffix sums ``S_j[m]`` (items
+  ``m..n-1``) and ``μ_i = exp(θ_i - log Z + logsumexp_j (P_j[i] + S_{k-1-j}[i+1]))``, exact
+  to rounding (differentiable: ``simple`` back-propagates through it).
+- Exact sampling: ``P_r`` is, up to normalisation, the log-CDF of the position of the last
+  of ``r`` ones: ``P(last one < m | r ones among the first e items) = exp(P_r[m] - P_r[e])``.
+  Drawing the positions from the last one backwards is ``k`` inverse-CDF steps, each one
+  ``searchsorted`` per sample (``Θ(S·B·k·log n)`` after the table).
+- ``log p(z) = θ·z - log Z``; ``enumerate_support`` lists the ``C(n, k)`` k-hot vectors in
+  the lexicographic order of ``itertools.combinations(range(n), k)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from functools import lru_cache
+
+import torch
+from pyro.distributions import TorchDistribution
+from torch.distributions import constraints, register_kl
+from torch.distributions.utils import lazy_property
+
+from relaxit_core.errors import ParameterError
+from relaxit_plugins.gumbel_topk import KHot
+
+__all__ = [
+    "KSubset",
+    "log_partition",
+    "inclusion_probs",
+    "sample_k_subset",
+    "prefix_table",
+    "MAX_ENUMERATE",
+]
+
+MAX_ENUMERATE = 1 << 20
+"""The most k-hot vectors that ``enumerate_support`` lists."""
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _neg(dtype: torch.dtype) -> float:
+    """A finite stand-in for ``log 0`` (keeps forward-mode derivatives free of ``inf - inf``)."""
+    return -0.25 * torch.finfo(dtype).max
+
+
+def prefix_table(theta: torch.Tensor, k: int) -> torch.Tensor:
+    """The table ``P[m, ..., j] = log e_j(exp θ[..., :m])``, shape ``[n + 1, *batch, k + 1]``.
+
+    ``theta`` has shape ``[*batch, n]``.  One vectorised ``logaddexp`` over ``[*batch, k + 1]``
+    per item (module docstring); ``log 0`` is a large finite negative number.
+    """
+    n = theta.shape[-1]
+    batch = theta.shape[:-1]
+    neg = _neg(theta.dtype)
+    state = torch.cat([theta.new_zeros(batch + (1,)), theta.new_full(batch + (k,), neg)], -1)
+    pad = theta.new_full(batch + (1,), neg)
+    cols = theta.unsqueeze(-1).movedim(-2, 0)  # [n, *batch, 1]
+    rows = [state]
+    for m in range(n):
+        state = torch.logaddexp(state, torch.cat([pad, state[..., :-1]], -1) + cols[m])
+        rows.append(state)
+    return torch.stack(rows)
+
+
+def _oriented(theta: torch.Tensor, k: int):
+    """``(θ', k', flipped)``: the complement when it has fewer ones (``k' = min(k, n - k)``)."""
+    n = theta.shape[-1]
+    if 2 * k > n:
+        return -theta, n - k, True
+    return theta, k, False
+
+
+def _check_k(theta: torch.Tensor, k: int, what: str) -> None:
+    if theta.dim() < 1:
+        raise ParameterError(f"{what}: `logits` need a last dimension of items")
+    n = theta.shape[-1]
+    if not 0 <= k <= n:
+        raise ParameterError(f"{what}: need 0 <= k <= n, got k={k} with n={n} items in `logits`")
+
+
+def _marginals_and_log_z(t: torch.Tensor, k: int):
+    """``(μ, log Z)`` for ``0 < k < n`` (``t`` in the working dtype), forward–backward form."""
+    n = t.shape[-1]
+    fwd = prefix_table(t, k)  # [n + 1, *batch, k + 1]
+    bwd = prefix_table(t.flip(-1), k - 1)  # bwd[m]: the last m items
+    log_z = fwd[-1, ..., k]
+    # μ_i ∝ e^{θ_i} Σ_j e_j(items < i) e_{k-1-j}(items > i); bwd[n - 1 - i] covers items > i
+    comb = (fwd[:-1, ..., :k] + bwd[:-1, ..., :k].flip(0).flip(-1)).logsumexp(-1)  # [n, *batch]
+    mu = torch.exp(t + comb.movedim(0, -1) - log_z.unsqueeze(-1))
+    return mu, log_z
+
+
+def _marginals_fn(t: torch.Tensor, k: int) -> torch.Tensor:
+    t2, k2, flipped = _oriented(t, k)
+    mu = _marginals_and_log_z(t2, k2)[0]
+    return 1 - mu if flipped else mu
+
+
+class _LogPartition(torch.autograd.Function):
+    """``log Z`` with the exact gradient ``μ`` (no tape through the dynamic program)."""
+
+    @staticmethod
+    def forward(ctx, t, k):
+        t2, k2, flipped = _oriented(t, k)
+        mu, log_z = _marginals_and_log_z(t2, k2)
+        if flipped:
+            mu, log_z = 1 - mu, log_z + t.sum(-1)
+        ctx.save_for_backward(mu)
+        return log_z
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mu,) = ctx.saved_tensors
+        return grad.unsqueeze(-1) * mu, None
+
+
+class _Marginals(torch.autograd.Function):
+    """``μ(θ)`` with the backward ``g ↦ Cov(z) g`` (``∂μ/∂θ`` is the covariance of ``z``,
+    symmetric), evaluated as the directional derivative of ``μ`` along ``g`` (forward mode)."""
+
+    @staticmethod
+    def forward(ctx, t, k):
+        ctx.k = k
+        ctx.save_for_backward(t)
+        return _marginals_fn(t, k)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (t,) = ctx.saved_tensors
+        with torch.no_grad():
+            _, tangent = torch.func.jvp(lambda x: _marginals_fn(x, ctx.k), (t,), (grad.to(t.dtype),))
+        return tangent, None
+
+
+def log_partition(theta: torch.Tensor, k: int) -> torch.Tensor:
+    """``log Σ_{|z| = k} exp(θ·z) = log e_k(exp θ)`` over the last dimension; differentiable
+    (its gradient is :func:`inclusion_probs`)."""
+    _check_k(theta, k, "log_partition")
+    n = theta.shape[-1]
+    t = theta.to(_work_dtype(theta.dtype))
+    if k == 0:
+        return (0 * t).sum(-1).to(theta.dtype)
+    if k == n:
+        return t.sum(-1).to(theta.dtype)
+    return _LogPartition.apply(t, k).to(theta.dtype)
+
+
+def inclusion_probs(theta: torch.Tensor, k: int) -> torch.Tensor:
+    """The exact marginals ``μ_i = P(z_i = 1)`` of the k-subset law, by the forward–backward
+    form of the dynamic program (module docstring).  Differentiable in ``theta``: the
+    backward pass multiplies by the covariance matrix of ``z`` (the Jacobian of ``μ``)."""
+    _check_k(theta, k, "inclusion_probs")
+    n = theta.shape[-1]
+    t = theta.to(_work_dtype(theta.dtype))
+    if k == 0 or k == n:
+        return (torch.full_like(t, float(k == n)) + 0 * t).to(theta.dtype)
+    return _Marginals.apply(t, k).to(theta.dtype)
+
+
+def sample_k_subset(theta: torch.Tensor, k: int, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    """Exact samples of the k-subset law with logits ``theta`` (``[..., n]``): k-hot vectors of
+    shape ``sample_shape + theta.shape`` in ``theta``'s dtype, without gradient.
+
+    Inverse-CDF sampling of the positions of the ones, last first, from the prefix table
+    (module docstring).
+    """
+    _check_k(theta, k, "sample_k_subset")
+    sample_shape = torch.Size(sample_shape)
+    n = theta.shape[-1]
+    batch = theta.shape[:-1]
+    s = int(sample_shape.numel())
+    with torch.no_grad():
+        t = theta.detach().to(_work_dtype(theta.dtype))
+        t2, k2, flipped = _oriented(t, k)
+        out = torch.zeros(batch + (s, n), dtype=theta.dtype, device=theta.device)
+        if k2 > 0:
+            table = prefix_table(t2, k2).movedim(-1, 0).movedim(1, -1).contiguous()  # [k + 1, *batch, n + 1]
+            end = torch.full(batch + (s,), n, dtype=torch.long, device=theta.device)
+            log_u = torch.rand(batch + (k2, s), dtype=torch.float64, device=theta.device)
+            log_u = log_u.clamp_min_(torch.finfo(torch.float64).tiny).log_().to(t.dtype)
+            for r in range(k2, 0, -1):
+                cdf = table[r]  # P_r[m], non-decreasing in m: the log-CDF of the last one
+                top = cdf.gather(-1, end)
+                target = log_u[..., r - 1, :] + top
+                m = torch.searchsorted(cdf, target, right=True)  # first m with P_r[m] > target
+                pos = (m - 1).clamp(min=r - 1).minimum(end - 1)  # room for r - 1 ones before it
+                out.scatter_(-1, pos.unsqueeze(-1), 1.0)
+                end = pos
+        if flipped:
+            out = 1 - out
+        out = out.movedim(-2, 0).reshape(sample_shape + batch + (n,))
+    return out
+
+
+@lru_cache(maxsize=64)
+def _combination_index(n: int, k: int) -> torch.Tensor:
+    """``[C(n, k), k]`` item indices in the order of ``itertools.combinations(range(n), k)``
+    (``torch.combinations`` builds an ``n^k`` grid first)."""
+    flat = list(itertools.chain.from_iterable(itertools.combinations(range(n), k)))
+    return torch.tensor(flat, dtype=torch.long).reshape(math.comb(n, k), k)
+
+
+class KSubset(TorchDistribution):
+    r"""The k-subset law ``p(z) = exp(θ·z - log Z(θ)) 1[Σ z = k]`` on k-hot vectors.
+
+    Independent ``Bernoulli(logits=θ)`` variables conditioned on exactly ``k`` ones (see the
+    module docstring for the dynamic program).  ``sample`` is exact; ``log_prob`` is the
+    probability mass; ``mean`` is the vector of exact inclusion probabilities;
+    ``enumerate_support`` lists the ``C(n, k)`` k-hot vectors in lexicographic order of their
+    index combinations (``itertools.combinations(range(n), k)``).  The law is invariant to
+    adding a constant to every logit.
+
+    Args:
+        logits: ``[..., n]`` real scores ``θ``.
+        k: the number of ones, ``0 <= k <= n``.
+
+    Example:
+        >>> import torch
+        >>> d = KSubset(torch.tensor([2.0, 0.0, 0.0, -1.0]), k=2)
+        >>> z = d.sample((3,))
+        >>> z.sum(-1).tolist(), round(float(d.mean.sum()), 6)
+        ([2.0, 2.0, 2.0], 2.0)
+    """
+
+    arg_constraints = {"logits": constraints.independent(constraints.real, 1)}
+    has_enumerate_support = True
+
+    def __init__(self, logits: torch.Tensor, k: int, validate_args=None):
+        if not isinstance(logits, torch.Tensor) or logits.dim() < 1:
+            raise ParameterError("KSubset: `logits` must be a tensor with a last dimension of items")
+        n = logits.shape[-1]
+        if isinstance(k, bool) or int(k) != k or not 0 <= int(k) <= n:
+            raise ParameterError(f"KSubset: need an integer 0 <= k <= n, got k={k!r} with n={n} items in `logits`")
+        self.logits = logits
+        self.k = int(k)
+        super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=True, event_dim=1)
+    def support(self):
+        return KHot(self.k)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(KSubset, _instance)
+        batch_shape = torch.Size(batch_shape)
+        new.logits = self.logits.expand(batch_shape + self.event_shape)
+        new.k = self.k
+        super(KSubset, new).__init__(batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    @classmethod
+    def infer_shapes(cls, logits):
+        shape = torch.Size(logits)
+        return shape[:-1], shape[-1:]
+
+    @lazy_property
+    def log_partition(self) -> torch.Tensor:
+        """``log Z(θ)``, shape ``batch_shape`` (differentiable)."""
+        return log_partition(self.logits, self.k)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The exact inclusion probabilities ``P(z_i = 1)`` (differentiable)."""
+        return inclusion_probs(self.logits, self.k)
+
+    @property
+    def mode(self) -> torch.Tensor:
+        """The most probable k-hot vector: the top ``k`` logits."""
+        n = self.event_shape[0]
+        if self.k == 0:
+            return torch.zeros_like(self.logits)
+        idx = self.logits.detach().topk(self.k, dim=-1).indices
+        return torch.zeros_like(self.logits).scatter_(-1, idx, 1.0) if self.k < n else torch.ones_like(self.logits)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        mu = self.mean
+        return mu * (1 - mu)
+
+    def entropy(self) -> torch.Tensor:
+        """``H = log Z - θ·μ``."""
+        return self.log_partition - (self.logits * self.mean).sum(-1)
+
+    def sample(self, sample_shape=torch.Size()):
+        return sample_k_subset(self.logits, self.k, torch.Size(sample_shape))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        score = (self.logits * value).sum(-1)
+        return score - self.log_partition
+
+    def enumerate_support(self, expand=True):
+        n = self.event_shape[0]
+        if math.comb(n, self.k) > MAX_ENUMERATE:
+            raise ValueError(
+                f"KSubset.enumerate_support: C({n}, {self.k}) = {math.comb(n, self.k)} k-hot vectors "
+                f"exceed {MAX_ENUMERATE}"
+            )
+        idx = _combination_index(n, self.k).to(self.logits.device)
+        values = torch.zeros(idx.shape[0], n, dtype=self.logits.dtype, device=self.logits.device)
+        values.scatter_(-1, idx, 1.0)
+        values = values.view((-1,) + (1,) * len(self.batch_shape) + (n,))
+        return values.expand((-1,) + self.batch_shape + (n,)) if expand else values
+
+
+@register_kl(KSubset, KSubset)
+def _kl_ksubset(p: KSubset, q: KSubset) -> torch.Tensor:
+    """``KL(p || q) = (θ_p - θ_q)·μ_p - log Z_p + log Z_q`` (same ``k``)."""
+    if p.k != q.k:
+        raise ValueError(f"KL between k-subset laws needs the same k, got {p.k} and {q.k}")
+    return ((p.logits - q.logits) * p.mean).sum(-1) - p.log_partition + q.log_partition
