@@ -623,8 +623,9 @@ def instances(obj: Any) -> list[Any]:
 def estimator_id(est: Any) -> str:
     """``name`` plus the config fields that differ from the defaults, e.g. ``gumbel_softmax[hard=True]``."""
     cfg = est.config
-    default = type(cfg)()
-    diff = {k: v for k, v in cfg.model_dump().items() if getattr(default, k) != v}
+    # fields without a default (a required ``family``) always show
+    default = {k: f.default for k, f in type(cfg).model_fields.items() if not f.is_required()}
+    diff = {k: v for k, v in cfg.model_dump().items() if k not in default or default[k] != v}
     return est.name + ("[" + ",".join(f"{k}={v}" for k, v in diff.items()) + "]" if diff else "")
 
 

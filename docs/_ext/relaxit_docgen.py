@@ -75,9 +75,18 @@ def _instances(cls: type) -> list[Any]:
 
 def _config_diff(est: Any) -> str:
     cfg = est.config
-    default = type(cfg)()
-    diff = {k: v for k, v in cfg.model_dump().items() if k != "name" and getattr(default, k) != v}
+    default = {k: f.default for k, f in type(cfg).model_fields.items() if not f.is_required()}
+    diff = {k: v for k, v in cfg.model_dump().items() if k != "name" and (k not in default or default[k] != v)}
     return ", ".join(f"{k}={v!r}" for k, v in diff.items()) or "default"
+
+
+def _default_instance(cls: type) -> Any:
+    """The default config's instance, or the first conformance config's when a field (a
+    required ``family``) has no default."""
+    try:
+        return cls()
+    except Exception:  # noqa: BLE001 - required fields
+        return cls(dict(getattr(cls, "conformance_configs", ({},))[0]))
 
 
 def _default_capabilities(cls: type) -> frozenset[str]:
@@ -207,7 +216,7 @@ def when_to_use(info: Any) -> list[str]:
 def example_code(info: Any) -> str:
     """A runnable example of ``estimate`` for any registered estimator."""
     cls = info.cls
-    est = cls()
+    est = _default_instance(cls)
     config = est.config.model_dump(mode="json")
     num_samples = max(4, int(getattr(est, "min_num_samples", 1)))
     return textwrap.dedent(
@@ -315,7 +324,7 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
         )
     else:
         out += ["This estimator has no config fields besides ``name``.", ""]
-    dumped = cls().config.model_dump(mode="json")
+    dumped = _default_instance(cls).config.model_dump(mode="json")
     out += ["As YAML (the default config):", "", ".. code-block:: yaml", ""]
     out += [f"   {k}: {json.dumps(v)}" for k, v in dumped.items()] + [""]
 
