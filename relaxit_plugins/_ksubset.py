@@ -49,6 +49,7 @@ __all__ = [
     "log_partition",
     "inclusion_probs",
     "sample_k_subset",
+    "sample_and_marginals",
     "prefix_table",
     "MAX_ENUMERATE",
 ]
@@ -62,27 +63,43 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _neg(dtype: torch.dtype) -> float:
-    """A finite stand-in for ``log 0`` (keeps forward-mode derivatives free of ``inf - inf``)."""
+    """A finite stand-in for ``log 0`` (keeps differences of table entries free of ``inf - inf``)."""
     return -0.25 * torch.finfo(dtype).max
 
 
 def prefix_table(theta: torch.Tensor, k: int) -> torch.Tensor:
     """The table ``P[m, ..., j] = log e_j(exp θ[..., :m])``, shape ``[n + 1, *batch, k + 1]``.
 
-    ``theta`` has shape ``[*batch, n]``.  One vectorised ``logaddexp`` over ``[*batch, k + 1]``
-    per item (module docstring); ``log 0`` is a large finite negative number.
+    ``theta`` has shape ``[*batch, n]``.  Two vectorised operations over ``[*batch, k]`` per
+    item, written into one preallocated table (module docstring); ``log 0`` is a large finite
+    negative number.  Not differentiable (:func:`log_partition` and :func:`inclusion_probs`
+    have exact backward passes of their own).
     """
     n = theta.shape[-1]
     batch = theta.shape[:-1]
-    neg = _neg(theta.dtype)
-    state = torch.cat([theta.new_zeros(batch + (1,)), theta.new_full(batch + (k,), neg)], -1)
-    pad = theta.new_full(batch + (1,), neg)
-    cols = theta.unsqueeze(-1).movedim(-2, 0)  # [n, *batch, 1]
-    rows = [state]
+    with torch.no_grad():
+        theta = theta.detach()
+        out = theta.new_empty((n + 1,) + batch + (k + 1,))
+        out[..., 0] = 0.0
+        out[0, ..., 1:] = _neg(theta.dtype)
+        cols = theta.unsqueeze(-1).movedim(-2, 0)  # [n, *batch, 1]
+        for m in range(n):
+            torch.logaddexp(out[m, ..., 1:], out[m, ..., :-1] + cols[m], out=out[m + 1, ..., 1:])
+    return out
+
+
+def _ratio_table(table: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``R[m, ..., j] = E[g·z_{<m} | j ones among the first m items]`` under the weights of a
+    prefix ``table`` (``[n + 1, *batch, J]``) — the expectation semiring of the same DP, in
+    ratio form: ``R[m+1, j] = a R[m, j] + (1 - a)(R[m, j-1] + g_m)``, ``a = exp(P[m, j] - P[m+1, j])``,
+    a convex combination (no overflow)."""
+    n = g.shape[-1]
+    keep = torch.exp(table[:-1, ..., 1:] - table[1:, ..., 1:])  # [n, *batch, J - 1]
+    cols = g.unsqueeze(-1).movedim(-2, 0)  # [n, *batch, 1]
+    out = torch.zeros_like(table)
     for m in range(n):
-        state = torch.logaddexp(state, torch.cat([pad, state[..., :-1]], -1) + cols[m])
-        rows.append(state)
-    return torch.stack(rows)
+        torch.lerp(out[m, ..., :-1] + cols[m], out[m, ..., 1:], keep[m], out=out[m + 1, ..., 1:])
+    return out
 
 
 def _oriented(theta: torch.Tensor, k: int):
@@ -101,22 +118,34 @@ def _check_k(theta: torch.Tensor, k: int, what: str) -> None:
         raise ParameterError(f"{what}: need 0 <= k <= n, got k={k} with n={n} items in `logits`")
 
 
-def _marginals_and_log_z(t: torch.Tensor, k: int):
-    """``(μ, log Z)`` for ``0 < k < n`` (``t`` in the working dtype), forward–backward form."""
+def _forward_backward(t: torch.Tensor, k: int, fwd: torch.Tensor | None = None):
+    """``(μ, log Z, fwd, bwd, weights)`` for ``0 < k < n`` (``t`` oriented, working dtype).
+
+    ``fwd``: the prefix table (reused when given, e.g. from the sampler); ``bwd``: the prefix
+    table of the reversed items (``bwd[m]``: the last ``m`` items); ``weights[i, ..., j]``:
+    ``log P(j ones before i, z_i = 1)`` up to ``log μ_i``.
+    """
     n = t.shape[-1]
-    fwd = prefix_table(t, k)  # [n + 1, *batch, k + 1]
-    bwd = prefix_table(t.flip(-1), k - 1)  # bwd[m]: the last m items
+    if fwd is None:
+        fwd = prefix_table(t, k)  # [n + 1, *batch, k + 1]
+    bwd = prefix_table(t.flip(-1), k - 1)
     log_z = fwd[-1, ..., k]
     # μ_i ∝ e^{θ_i} Σ_j e_j(items < i) e_{k-1-j}(items > i); bwd[n - 1 - i] covers items > i
-    comb = (fwd[:-1, ..., :k] + bwd[:-1, ..., :k].flip(0).flip(-1)).logsumexp(-1)  # [n, *batch]
+    terms = fwd[:-1, ..., :k] + bwd[:-1, ..., :k].flip(0).flip(-1)  # [n, *batch, k]
+    comb = terms.logsumexp(-1)  # [n, *batch]
     mu = torch.exp(t + comb.movedim(0, -1) - log_z.unsqueeze(-1))
-    return mu, log_z
+    return mu, log_z, fwd, bwd, terms - comb.unsqueeze(-1)
 
 
-def _marginals_fn(t: torch.Tensor, k: int) -> torch.Tensor:
-    t2, k2, flipped = _oriented(t, k)
-    mu = _marginals_and_log_z(t2, k2)[0]
-    return 1 - mu if flipped else mu
+def _covariance_times(t, k, g, fwd, bwd, log_w, mu):
+    """``Cov(z) g`` for the oriented law: ``μ_i (g_i + E[g·z_{-i} | z_i = 1] - g·μ)``, the
+    conditional expectation from the ratio tables of both directions (no autograd)."""
+    r_fwd = _ratio_table(fwd, g)  # [n + 1, *batch, k + 1]
+    r_bwd = _ratio_table(bwd, g.flip(-1))  # [n + 1, *batch, k]
+    # given z_i = 1 and j ones before i: E[g·z_{<i}] = r_fwd[i, j], E[g·z_{>i}] = r_bwd[n-1-i, k-1-j]
+    cond = r_fwd[:-1, ..., :k] + r_bwd[:-1, ..., :k].flip(0).flip(-1)  # [n, *batch, k]
+    rest = (log_w.exp() * cond).sum(-1).movedim(0, -1)  # [*batch, n]
+    return mu * (g + rest - (g * mu).sum(-1, keepdim=True))
 
 
 class _LogPartition(torch.autograd.Function):
@@ -125,7 +154,7 @@ class _LogPartition(torch.autograd.Function):
     @staticmethod
     def forward(ctx, t, k):
         t2, k2, flipped = _oriented(t, k)
-        mu, log_z = _marginals_and_log_z(t2, k2)
+        mu, log_z = _forward_backward(t2, k2)[:2]
         if flipped:
             mu, log_z = 1 - mu, log_z + t.sum(-1)
         ctx.save_for_backward(mu)
@@ -139,20 +168,21 @@ class _LogPartition(torch.autograd.Function):
 
 class _Marginals(torch.autograd.Function):
     """``μ(θ)`` with the backward ``g ↦ Cov(z) g`` (``∂μ/∂θ`` is the covariance of ``z``,
-    symmetric), evaluated as the directional derivative of ``μ`` along ``g`` (forward mode)."""
+    symmetric), from the expectation-semiring (ratio) tables of the same DP."""
 
     @staticmethod
-    def forward(ctx, t, k):
-        ctx.k = k
-        ctx.save_for_backward(t)
-        return _marginals_fn(t, k)
+    def forward(ctx, t, k, fwd):
+        t2, k2, flipped = _oriented(t, k)
+        mu, _, fwd, bwd, log_w = _forward_backward(t2, k2, fwd)
+        ctx.k2 = k2
+        ctx.save_for_backward(t2, mu, fwd, bwd, log_w)
+        return 1 - mu if flipped else mu
 
     @staticmethod
     def backward(ctx, grad):
-        (t,) = ctx.saved_tensors
-        with torch.no_grad():
-            _, tangent = torch.func.jvp(lambda x: _marginals_fn(x, ctx.k), (t,), (grad.to(t.dtype),))
-        return tangent, None
+        t2, mu, fwd, bwd, log_w = ctx.saved_tensors
+        # the complement has the same covariance: Cov(1 - z) = Cov(z)
+        return _covariance_times(t2, ctx.k2, grad.to(t2.dtype), fwd, bwd, log_w, mu), None, None
 
 
 def log_partition(theta: torch.Tensor, k: int) -> torch.Tensor:
@@ -168,7 +198,7 @@ def log_partition(theta: torch.Tensor, k: int) -> torch.Tensor:
     return _LogPartition.apply(t, k).to(theta.dtype)
 
 
-def inclusion_probs(theta: torch.Tensor, k: int) -> torch.Tensor:
+def inclusion_probs(theta: torch.Tensor, k: int, *, _table: torch.Tensor | None = None) -> torch.Tensor:
     """The exact marginals ``μ_i = P(z_i = 1)`` of the k-subset law, by the forward–backward
     form of the dynamic program (module docstring).  Differentiable in ``theta``: the
     backward pass multiplies by the covariance matrix of ``z`` (the Jacobian of ``μ``)."""
@@ -177,10 +207,11 @@ def inclusion_probs(theta: torch.Tensor, k: int) -> torch.Tensor:
     t = theta.to(_work_dtype(theta.dtype))
     if k == 0 or k == n:
         return (torch.full_like(t, float(k == n)) + 0 * t).to(theta.dtype)
-    return _Marginals.apply(t, k).to(theta.dtype)
+    return _Marginals.apply(t, k, _table).to(theta.dtype)
 
 
-def sample_k_subset(theta: torch.Tensor, k: int, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+def sample_k_subset(theta: torch.Tensor, k: int, sample_shape: torch.Size = torch.Size(), *,
+                    _table: torch.Tensor | None = None) -> torch.Tensor:
     """Exact samples of the k-subset law with logits ``theta`` (``[..., n]``): k-hot vectors of
     shape ``sample_shape + theta.shape`` in ``theta``'s dtype, without gradient.
 
@@ -197,7 +228,8 @@ def sample_k_subset(theta: torch.Tensor, k: int, sample_shape: torch.Size = torc
         t2, k2, flipped = _oriented(t, k)
         out = torch.zeros(batch + (s, n), dtype=theta.dtype, device=theta.device)
         if k2 > 0:
-            table = prefix_table(t2, k2).movedim(-1, 0).movedim(1, -1).contiguous()  # [k + 1, *batch, n + 1]
+            table = prefix_table(t2, k2) if _table is None else _table
+            table = table.movedim(-1, 0).movedim(1, -1).contiguous()  # [k + 1, *batch, n + 1]
             end = torch.full(batch + (s,), n, dtype=torch.long, device=theta.device)
             log_u = torch.rand(batch + (k2, s), dtype=torch.float64, device=theta.device)
             log_u = log_u.clamp_min_(torch.finfo(torch.float64).tiny).log_().to(t.dtype)
@@ -213,6 +245,17 @@ def sample_k_subset(theta: torch.Tensor, k: int, sample_shape: torch.Size = torc
             out = 1 - out
         out = out.movedim(-2, 0).reshape(sample_shape + batch + (n,))
     return out
+
+
+def sample_and_marginals(theta: torch.Tensor, k: int, sample_shape: torch.Size = torch.Size()):
+    """``(samples, μ)``: :func:`sample_k_subset` and :func:`inclusion_probs` sharing one prefix table."""
+    _check_k(theta, k, "sample_and_marginals")
+    n = theta.shape[-1]
+    table = None
+    if 0 < k < n:
+        t2, k2, _ = _oriented(theta.detach().to(_work_dtype(theta.dtype)), k)
+        table = prefix_table(t2, k2)
+    return sample_k_subset(theta, k, sample_shape, _table=table), inclusion_probs(theta, k, _table=table)
 
 
 @lru_cache(maxsize=64)

@@ -19,9 +19,10 @@ of the structures it returns, and is then available to every config::
 
     est = relaxit.build({"name": "imle", "k": 3, "solver": "my_topk"})
 
-or passed directly at construction, ``relaxit.get("imle", k=3, solver=MapSolver(...))``
-(the config then records the solver's name; rebuilding from that config needs the name
-registered).
+or passed directly at construction, ``relaxit.get("imle", k=3, solver=MapSolver(...))`` (or
+a callable with a ``family`` attribute): it is then registered under its name, which the
+config records, so that the config validates and rebuilds in this process (another process
+registers it again, as it imports any plugin).
 """
 
 from __future__ import annotations
@@ -159,7 +160,21 @@ def resolve_solver(est_name: str, config_kwargs: dict, default: str | None = Non
                 f"`family` attribute, got {type(solver).__name__}"
             )
         solver = MapSolver(getattr(solver, "__name__", "custom"), _two_args(solver), family)
+    if _REGISTRY.get(solver.name) is not solver:
+        if solver.name in ("topk", "argmax"):
+            raise ConfigError(f"{est_name}: {solver.name!r} is a built-in solver name; give your MapSolver another name")
+        _REGISTRY[solver.name] = solver  # so that the config naming it validates and rebuilds
     return {**config_kwargs, "solver": solver.name}, solver
+
+
+def validate_solver_name(name: str | None) -> str | None:
+    """Pydantic validator of a ``solver`` config field: a registered name (or ``None``)."""
+    if name is not None and name not in _REGISTRY:
+        raise ValueError(
+            f"unknown solver {name!r}; registered: {', '.join(sorted(_REGISTRY))} "
+            "(register your own with relaxit_plugins.imle.register_solver)"
+        )
+    return name
 
 
 # ------------------------------------------------------------------- perturb-and-MAP

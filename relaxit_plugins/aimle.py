@@ -10,7 +10,7 @@ difference):
     \widehat{∇_θ} f = \frac{1}{2λ} \bigl( y^*(θ + λ∇_z f + τε) - y^*(θ - λ∇_z f + τε) \bigr),
 
 and ``λ`` is set per example relative to the scales of ``θ`` and of the downstream gradient,
-``λ = β ‖θ‖ / ‖∇_z f‖``, with ``β`` adapted across calls so that the gradient hits a target
+``λ = β ‖θ + τε‖ / ‖∇_z f‖``, with ``β`` adapted across calls so that the gradient hits a target
 sparsity "norm" (Sec. 4, the adaptive target distribution): an exponential moving average
 ``ν`` (``ema_decay``) of the mean number of non-zero entries of the per-sample MAP difference
 is kept, and ``β ← max(0, β + β_step)`` when ``ν < target_norm``, ``β - β_step`` otherwise
@@ -18,9 +18,11 @@ is kept, and ``β ← max(0, β + β_step)`` when ``ν < target_norm``, ``β - �
 ``state_dict``) updated without a host sync.  ``symmetric=False`` gives the one-sided
 difference ``(y*(θ + τε) - y*(θ - λ∇f + τε)) / λ``.
 
-Difference from the authors' code: the norms in ``λ`` are taken per example (each batch
+Differences from the authors' code: the norms in ``λ`` are taken per example (each batch
 element and sample on its own), not over the whole batch, so one example's scale does not
-set another's step.
+set another's step; and the scale is the norm of the perturbed scores ``θ + τε`` that the
+solver sees, not of ``θ`` alone, so that ``θ = 0`` (a common initialisation) still gets a
+non-zero step (with ``‖θ‖`` it would never move).
 """
 
 from __future__ import annotations
@@ -28,16 +30,17 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 import relaxit_core
+from relaxit_plugins._solvers import validate_solver_name
 from relaxit_plugins.imle import Noise, PerturbAndMAPEstimator
 
 __all__ = ["AimleEstimator"]
 
 
 class AimleEstimator(PerturbAndMAPEstimator):
-    r"""Adaptive I-MLE (Minervini et al. 2023): central MAP differences with ``λ = β‖θ‖/‖∇f‖``, ``β`` adapted to a target gradient norm.
+    r"""Adaptive I-MLE (Minervini et al. 2023): central MAP differences with ``λ = β‖θ+τε‖/‖∇f‖``, ``β`` adapted to a target gradient norm.
 
     Backward: ``(y*(θ + λ∇f + τε) - y*(θ - λ∇f + τε)) / (2λ)``, ``∇f`` at the forward sample
     ``z = y*(θ + τε)``; ``β`` moves by ``beta_step`` per call towards a mean number
@@ -58,7 +61,7 @@ class AimleEstimator(PerturbAndMAPEstimator):
     reference: ClassVar[str] = (
         "Minervini, Franceschi & Niepert (2023), Adaptive Perturbation-Based Gradient Estimation for Discrete "
         "Latent Variable Models, AAAI (arXiv 2209.04862), Sec. 4: adaptive target distribution "
-        "(lambda = beta |theta| / |grad f|, beta adapted to a target gradient norm), central differences"
+        "(lambda = beta |theta + tau eps| / |grad f|, beta adapted to a target gradient norm), central differences"
     )
     conformance_configs = ({}, {"k": 2, "symmetric": False, "noise": "gumbel"}, {"solver": "argmax"})
 
@@ -68,7 +71,7 @@ class AimleEstimator(PerturbAndMAPEstimator):
         name: Literal["aimle"] = "aimle"
         k: int = Field(1, ge=1, le=1_000_000, description="Subset size for subset solvers (ignored by categorical ones).")
         target_norm: float = Field(1.0, gt=0, le=1e6, description="Target mean number of non-zero gradient entries per sample.")
-        beta: float = Field(1.0, ge=0, le=1e6, description="Initial beta of lambda = beta * |theta| / |grad f|.")
+        beta: float = Field(1.0, ge=0, le=1e6, description="Initial beta of lambda = beta * |theta + tau eps| / |grad f|.")
         beta_step: float = Field(1e-4, ge=0, le=1e3, description="Change of beta per call (towards the target norm).")
         ema_decay: float = Field(0.9, ge=0, lt=1, description="Decay of the moving average of the gradient norm.")
         symmetric: bool = Field(True, description="Central (two-sided) differences; False: one-sided I-MLE differences.")
@@ -76,6 +79,11 @@ class AimleEstimator(PerturbAndMAPEstimator):
         noise_temperature: float = Field(1.0, ge=0, le=1e3, description="Scale tau of the noise.")
         noise_iterations: int = Field(10, ge=1, le=10_000, description="Terms s of the sum-of-Gamma noise.")
         solver: str = Field("topk", description="Name of a registered MAP solver ('topk', 'argmax', or your own).")
+
+        @field_validator("solver")
+        @classmethod
+        def _known_solver(cls, v):
+            return validate_solver_name(v)
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
@@ -85,7 +93,7 @@ class AimleEstimator(PerturbAndMAPEstimator):
     def map_gradient(self, dist, theta, eps, z, dz):
         noisy = theta + self.config.noise_temperature * eps
         beta = self.beta.to(theta.dtype)
-        theta_norm = torch.linalg.vector_norm(theta, dim=-1, keepdim=True)
+        theta_norm = torch.linalg.vector_norm(noisy, dim=-1, keepdim=True)  # the scores the solver sees
         dz_norm = torch.linalg.vector_norm(dz, dim=-1, keepdim=True)
         lam = torch.where(dz_norm > 0, beta * theta_norm / dz_norm.clamp_min(torch.finfo(dz.dtype).tiny),
                           torch.zeros_like(dz_norm))

@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 import relaxit_core
 from relaxit_core import Capability as C
@@ -48,6 +48,7 @@ from relaxit_plugins._solvers import (
     get_solver,
     register_solver,
     resolve_solver,
+    validate_solver_name,
 )
 
 __all__ = ["ImleEstimator", "PerturbAndMAPEstimator", "MapSolver", "register_solver", "available_solvers"]
@@ -164,6 +165,11 @@ class ImleEstimator(PerturbAndMAPEstimator):
         noise_temperature: float = Field(1.0, ge=0, le=1e3, description="Scale tau of the noise.")
         noise_iterations: int = Field(10, ge=1, le=10_000, description="Terms s of the sum-of-Gamma noise.")
         solver: str = Field("topk", description="Name of a registered MAP solver ('topk', 'argmax', or your own).")
+
+        @field_validator("solver")
+        @classmethod
+        def _known_solver(cls, v):
+            return validate_solver_name(v)
 
     def map_gradient(self, dist, theta, eps, z, dz):
         lam = self.config.lambda_

@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 import relaxit_core
 from relaxit_core import Capability as C
@@ -45,6 +45,7 @@ from relaxit_plugins._solvers import (
     get_solver,
     noise_like,
     resolve_solver,
+    validate_solver_name,
 )
 
 __all__ = ["PerturbedEstimator", "smoothed_argmax", "fenchel_young_loss", "noise_score"]
@@ -177,6 +178,11 @@ class PerturbedEstimator(relaxit_core.EstimatorBase):
         solver: str | None = Field(
             None, description="Name of a registered MAP solver of the family; default 'topk' (subset) or 'argmax' (categorical)."
         )
+
+        @field_validator("solver")
+        @classmethod
+        def _known_solver(cls, v):
+            return validate_solver_name(v)
 
         @model_validator(mode="before")
         @classmethod

@@ -22,8 +22,9 @@ exact gradient of ``E_θ[c·z] = c·μ(θ)`` for every sample; otherwise it is b
 
 ``μ`` and ``log Z`` come from the log-space dynamic program of
 :mod:`relaxit_plugins._ksubset` (Θ(B·n·min(k, n−k)), one vectorised step per item), the
-backward pass multiplies by ``Cov_θ(z)`` as a directional derivative of ``μ`` (forward mode),
-and samples are drawn exactly by inverse-CDF steps over the same table.  (The authors' code
+backward pass multiplies by ``Cov_θ(z)`` with the expectation-semiring (ratio) tables of the
+same DP, ``(Cov_θ(z) g)_i = μ_i (g_i + E[g·z_{-i} | z_i = 1] - g·μ)``,
+and samples are drawn exactly by inverse-CDF steps over the same prefix table.  (The authors' code
 draws the forward sample by Gumbel top-k, whose law is the Plackett–Luce set law, not
 ``p_θ``; here forward samples follow ``p_θ`` exactly, so ``log_prob`` describes them.)
 """
@@ -39,7 +40,7 @@ import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_core.errors import ParameterError
 from relaxit_core.surrogate import straight_through
-from relaxit_plugins._ksubset import KSubset
+from relaxit_plugins._ksubset import KSubset, sample_and_marginals
 
 __all__ = ["SimpleKSubset", "SimpleEstimator"]
 
@@ -55,8 +56,8 @@ class SimpleKSubset(KSubset):
         return super().expand(batch_shape, _instance=new)
 
     def rsample(self, sample_shape=torch.Size()):
-        hard = self.sample(sample_shape)
-        return straight_through(hard, self.mean)
+        hard, mu = sample_and_marginals(self.logits, self.k, torch.Size(sample_shape))
+        return straight_through(hard, mu)
 
 
 def _law_for(name: str, k: int, logits: torch.Tensor, law=KSubset):
