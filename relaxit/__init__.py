@@ -32,7 +32,7 @@ from relaxit_core import (
 from relaxit_core.registry import registry as _registry
 from relaxit.spec import EstimatorSpec
 
-__version__ = "0.1.0"
+__version__ = "2.0.0"
 
 __all__ = [
     "__version__",
@@ -59,7 +59,7 @@ __all__ = [
 def get(name: str, /, **config: Any) -> GradientEstimator:
     """The estimator ``name`` with its config fields given as keywords.
 
-    >>> get("reinforce", baseline="leave_one_out").config.baseline
+    >>> get("reinforce", family="bernoulli", baseline="leave_one_out").config.baseline
     'leave_one_out'
 
     Raises:

@@ -83,8 +83,12 @@ def prefix_table(theta: torch.Tensor, k: int) -> torch.Tensor:
         out[..., 0] = 0.0
         out[0, ..., 1:] = _neg(theta.dtype)
         cols = theta.unsqueeze(-1).movedim(-2, 0)  # [n, *batch, 1]
+        compiling = torch.compiler.is_compiling()  # dynamo refuses non-contiguous out= (same values)
         for m in range(n):
-            torch.logaddexp(out[m, ..., 1:], out[m, ..., :-1] + cols[m], out=out[m + 1, ..., 1:])
+            if compiling:
+                out[m + 1, ..., 1:] = torch.logaddexp(out[m, ..., 1:], out[m, ..., :-1] + cols[m])
+            else:
+                torch.logaddexp(out[m, ..., 1:], out[m, ..., :-1] + cols[m], out=out[m + 1, ..., 1:])
     return out
 
 
@@ -97,8 +101,12 @@ def _ratio_table(table: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     keep = torch.exp(table[:-1, ..., 1:] - table[1:, ..., 1:])  # [n, *batch, J - 1]
     cols = g.unsqueeze(-1).movedim(-2, 0)  # [n, *batch, 1]
     out = torch.zeros_like(table)
+    compiling = torch.compiler.is_compiling()
     for m in range(n):
-        torch.lerp(out[m, ..., :-1] + cols[m], out[m, ..., 1:], keep[m], out=out[m + 1, ..., 1:])
+        if compiling:
+            out[m + 1, ..., 1:] = torch.lerp(out[m, ..., :-1] + cols[m], out[m, ..., 1:], keep[m])
+        else:
+            torch.lerp(out[m, ..., :-1] + cols[m], out[m, ..., 1:], keep[m], out=out[m + 1, ..., 1:])
     return out
 
 

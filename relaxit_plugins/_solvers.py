@@ -17,9 +17,9 @@ of the structures it returns, and is then available to every config::
     def my_topk(scores, k):          # k: the config's k (None for categorical); or my_topk(scores)
         ...
 
-    est = relaxit.build({"name": "imle", "k": 3, "solver": "my_topk"})
+    est = relaxit.build({"name": "imle", "family": "subset", "k": 3, "solver": "my_topk"})
 
-or passed directly at construction, ``relaxit.get("imle", k=3, solver=MapSolver(...))`` (or
+or passed directly at construction, ``relaxit.get("imle", family="subset", k=3, solver=MapSolver(...))`` (or
 a callable with a ``family`` attribute): it is then registered under its name, which the
 config records, so that the config validates and rebuilds in this process (another process
 registers it again, as it imports any plugin).
@@ -45,6 +45,8 @@ from relaxit_plugins.gumbel_topk import KHot as _KHot
 __all__ = ["MapSolver", "register_solver", "get_solver", "available_solvers", "topk_map", "argmax_map"]
 
 SOLVER_FAMILIES = ("subset", "categorical")
+DEFAULT_SOLVER = {"subset": "topk", "categorical": "argmax"}
+"""The built-in solver of each family (the default of an estimator's ``solver`` field)."""
 
 
 @dataclass(frozen=True)

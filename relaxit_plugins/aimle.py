@@ -50,7 +50,7 @@ class AimleEstimator(PerturbAndMAPEstimator):
 
     Example:
         >>> import relaxit, torch
-        >>> est = relaxit.get("aimle", k=2)
+        >>> est = relaxit.get("aimle", family="subset", k=2)
         >>> logits = torch.randn(3, 6, requires_grad=True)
         >>> out = est.estimate(lambda z: (z * torch.arange(6.0)).sum(-1), num_samples=4, logits=logits)
         >>> out.surrogate.sum().backward(); logits.grad.shape, float(est.beta) != 1.0
@@ -63,12 +63,16 @@ class AimleEstimator(PerturbAndMAPEstimator):
         "Latent Variable Models, AAAI (arXiv 2209.04862), Sec. 4: adaptive target distribution "
         "(lambda = beta |theta + tau eps| / |grad f|, beta adapted to a target gradient norm), central differences"
     )
-    conformance_configs = ({}, {"k": 2, "symmetric": False, "noise": "gumbel"}, {"solver": "argmax"})
+    conformance_configs = ({"family": "subset"}, {"family": "subset", "k": 2, "symmetric": False, "noise": "gumbel"},
+                           {"family": "categorical"})
 
     class Config(relaxit_core.EstimatorConfig):
         """Config of :class:`AimleEstimator`."""
 
         name: Literal["aimle"] = "aimle"
+        family: Literal["subset", "categorical"] = Field(
+            description="The structures: k-hot subsets (default solver top-k) or one-hot categories (argmax). Required."
+        )
         k: int = Field(1, ge=1, le=1_000_000, description="Subset size for subset solvers (ignored by categorical ones).")
         target_norm: float = Field(1.0, gt=0, le=1e6, description="Target mean number of non-zero gradient entries per sample.")
         beta: float = Field(1.0, ge=0, le=1e6, description="Initial beta of lambda = beta * |theta + tau eps| / |grad f|.")
@@ -78,7 +82,9 @@ class AimleEstimator(PerturbAndMAPEstimator):
         noise: Noise = Field("sum_of_gamma", description="Perturbation noise (sum-of-Gamma with kappa = k, Gumbel, normal, or none).")
         noise_temperature: float = Field(1.0, ge=0, le=1e3, description="Scale tau of the noise.")
         noise_iterations: int = Field(10, ge=1, le=10_000, description="Terms s of the sum-of-Gamma noise.")
-        solver: str = Field("topk", description="Name of a registered MAP solver ('topk', 'argmax', or your own).")
+        solver: str | None = Field(
+            None, description="Name of a registered MAP solver of the family; default 'topk' (subset) or 'argmax' (categorical)."
+        )
 
         @field_validator("solver")
         @classmethod

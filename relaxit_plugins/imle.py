@@ -24,9 +24,11 @@ The ``1/λ`` factor is the finite-difference scale: without it the gradient grow
 With ``noise="none"`` (or ``noise_temperature=0``) the estimate is exactly
 ``(MAP(θ) - MAP(θ - λ∇f)) / λ``.  Biased; needs ``f`` differentiable in ``z``.
 
-MAP solvers come by name from a registry (``solver="topk"`` for k-subsets, ``"argmax"`` for
-one-hot categories; register your own with :func:`register_solver`) or as a
-:class:`MapSolver` passed at construction; the estimator's family is its solver's family.
+``family`` is required (``"subset"`` or ``"categorical"``), as for every estimator serving
+several families.  MAP solvers come by name from a registry (default ``"topk"`` for
+``family="subset"``, ``"argmax"`` for ``"categorical"``; register your own with
+:func:`register_solver`) or as a :class:`MapSolver` passed at construction; the solver's
+family must be the estimator's.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from pydantic import Field, field_validator
 import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_core.estimator import call_objective
-from relaxit_core.errors import ParameterError
+from relaxit_core.errors import ConfigError, ParameterError
 from relaxit_plugins._solvers import (
+    DEFAULT_SOLVER,
     MapSolver,
     PerturbAndMAP,
     available_solvers,
@@ -68,13 +71,18 @@ class PerturbAndMAPEstimator(relaxit_core.EstimatorBase):
     reductions: ClassVar[tuple[str, ...]] = ("mean",)
 
     def __init__(self, config=None, **kwargs):
-        if isinstance(config, dict) and not isinstance(config.get("solver", ""), str):
+        if isinstance(config, dict) and not isinstance(config.get("solver") or "", str):
             config, solver = resolve_solver(self.name, dict(config))
         else:
             kwargs, solver = resolve_solver(self.name, kwargs)
         super().__init__(config, **kwargs)
-        self.solver = solver if solver is not None else get_solver(self.config.solver, self.name)
-        self.family = self.solver.family
+        name = self.config.solver or DEFAULT_SOLVER[self.config.family]
+        self.solver = solver if solver is not None else get_solver(name, self.name)
+        if self.solver.family != self.config.family:
+            raise ConfigError(
+                f"{self.name}: solver {self.solver.name!r} returns {self.solver.family!r} structures, "
+                f"but family={self.config.family!r}"
+            )
 
     # ------------------------------------------------------------------ law
     @property
@@ -140,7 +148,7 @@ class ImleEstimator(PerturbAndMAPEstimator):
 
     Example:
         >>> import relaxit, torch
-        >>> est = relaxit.get("imle", k=2, lambda_=5.0)
+        >>> est = relaxit.get("imle", family="subset", k=2, lambda_=5.0)
         >>> logits = torch.zeros(3, 6, requires_grad=True)
         >>> out = est.estimate(lambda z: (z * torch.arange(6.0)).sum(-1), num_samples=4, logits=logits)
         >>> out.samples.sum(-1).unique().tolist(), out.value.shape
@@ -153,18 +161,24 @@ class ImleEstimator(PerturbAndMAPEstimator):
         "Family Distributions, NeurIPS (arXiv 2106.01798): perturb-and-MAP, target theta - lambda grad f, "
         "sum-of-Gamma noise (Sec. 4, Thm. 1); gradient divided by lambda (uclnlp/torch-imle#3)"
     )
-    conformance_configs = ({}, {"k": 2, "noise": "gumbel", "lambda_": 1.0}, {"solver": "argmax"})
+    conformance_configs = ({"family": "subset"}, {"family": "subset", "k": 2, "noise": "gumbel", "lambda_": 1.0},
+                           {"family": "categorical"})
 
     class Config(relaxit_core.EstimatorConfig):
         """Config of :class:`ImleEstimator`."""
 
         name: Literal["imle"] = "imle"
+        family: Literal["subset", "categorical"] = Field(
+            description="The structures: k-hot subsets (default solver top-k) or one-hot categories (argmax). Required."
+        )
         k: int = Field(1, ge=1, le=1_000_000, description="Subset size for subset solvers (ignored by categorical ones).")
         lambda_: float = Field(10.0, gt=0, le=1e6, description="Step of the target distribution theta - lambda * grad f; the gradient is divided by it.")
         noise: Noise = Field("sum_of_gamma", description="Perturbation noise (sum-of-Gamma with kappa = k, Gumbel, normal, or none).")
         noise_temperature: float = Field(1.0, ge=0, le=1e3, description="Scale tau of the noise.")
         noise_iterations: int = Field(10, ge=1, le=10_000, description="Terms s of the sum-of-Gamma noise.")
-        solver: str = Field("topk", description="Name of a registered MAP solver ('topk', 'argmax', or your own).")
+        solver: str | None = Field(
+            None, description="Name of a registered MAP solver of the family; default 'topk' (subset) or 'argmax' (categorical)."
+        )
 
         @field_validator("solver")
         @classmethod

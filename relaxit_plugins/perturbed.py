@@ -32,13 +32,14 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_core.errors import ParameterError
 from relaxit_core.estimator import call_objective
 from relaxit_plugins._solvers import (
+    DEFAULT_SOLVER,
     MapSolver,
     PerturbAndMAP,
     check_solver_k,
@@ -50,7 +51,6 @@ from relaxit_plugins._solvers import (
 
 __all__ = ["PerturbedEstimator", "smoothed_argmax", "fenchel_young_loss", "noise_score"]
 
-_DEFAULT_SOLVER = {"subset": "topk", "categorical": "argmax"}
 
 
 def noise_score(noise: str, eps: torch.Tensor) -> torch.Tensor:
@@ -184,20 +184,13 @@ class PerturbedEstimator(relaxit_core.EstimatorBase):
         def _known_solver(cls, v):
             return validate_solver_name(v)
 
-        @model_validator(mode="before")
-        @classmethod
-        def _family_required(cls, data):
-            if isinstance(data, dict) and data.get("family") is None:
-                raise ValueError("perturbed needs family= one of 'subset', 'categorical' (no default)")
-            return data
-
     def __init__(self, config=None, **kwargs):
         if isinstance(config, dict) and not isinstance(config.get("solver") or "", str):
             config, solver = resolve_solver(self.name, dict(config))
         else:
             kwargs, solver = resolve_solver(self.name, kwargs)
         super().__init__(config, **kwargs)
-        name = self.config.solver or _DEFAULT_SOLVER[self.config.family]
+        name = self.config.solver or DEFAULT_SOLVER[self.config.family]
         self.solver = solver if solver is not None else get_solver(name, self.name)
         if self.solver.family != self.config.family:
             raise relaxit_core.ConfigError(

@@ -42,11 +42,25 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
 
     Cost: ``num_samples`` objective evaluations in one batched call.  Families:
     ``"bernoulli"`` (samples 0/1, law ``Bernoulli(logits)``) and ``"categorical"``
-    (one-hot samples, law ``OneHotCategorical(logits)``).
+    (one-hot samples, law ``OneHotCategorical(logits)``); ``family`` is required.
+
+    Maths:
+        :Law: :math:`z_s \sim q_\theta` i.i.d.: :math:`\operatorname{Bernoulli}(\sigma(\theta))` or
+            :math:`\operatorname{OneHotCategorical}(\operatorname{softmax}(\theta))` (``family``).
+        :Estimator: the score function with a baseline (Williams 1992, eq. 11):
+
+            .. math::
+                \hat g = \frac1S \sum_{s=1}^{S} \bigl(f(z_s) - b_s\bigr) \nabla_\theta \log q_\theta(z_s),
+
+            :math:`b_s = 0`, a moving average of earlier calls, or the leave-one-out mean
+            :math:`b_s = \frac{1}{S-1}\sum_{j \ne s} f(z_j)` (RLOO, Kool et al. 2019, eq. 8).
+        :Gradient: unbiased, :math:`\mathbb{E}[\hat g] = \nabla_\theta \mathbb{E}_{q_\theta}[f(z)]`, for each
+            baseline.
+        :Cost: :math:`S` objective evaluations in one batched call.
 
     Example:
         >>> import relaxit, torch
-        >>> est = relaxit.build({"name": "reinforce", "baseline": "leave_one_out"})
+        >>> est = relaxit.build({"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"})
         >>> logits = torch.zeros(3, requires_grad=True)
         >>> out = est.estimate(lambda z: (z - 0.45).pow(2).sum(-1), num_samples=4, logits=logits)
         >>> out.surrogate.backward(); logits.grad.shape
@@ -65,6 +79,8 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         "eq. 11; Kool, van Hoof & Welling (2019), Buy 4 REINFORCE Samples, Get a Baseline for "
         "Free!, ICLR Workshop, eq. 8"
     )
+    example_config: ClassVar[dict] = {"family": "bernoulli", "baseline": "leave_one_out"}
+    """The config of the docs' generated example: RLOO, the baseline to use by default."""
     conformance_configs = tuple(
         {"family": fam, "baseline": b}
         for fam in ("bernoulli", "categorical")
@@ -76,7 +92,7 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
 
         name: Literal["reinforce"] = "reinforce"
         family: Literal["bernoulli", "categorical"] = Field(
-            "bernoulli", description="The discrete law: independent Bernoulli or one-hot categorical."
+            description="The discrete law: independent Bernoulli or one-hot categorical (required)."
         )
         baseline: Literal["none", "moving_average", "leave_one_out"] = Field(
             "none", description="Variance-reduction baseline (all keep the estimate unbiased)."

@@ -55,8 +55,24 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
     Cost: one objective call on ``3S`` inputs (``b``, ``σ_λ(z)``, ``σ_λ(z̃)``; ``S`` without
     the relaxation term), the network on ``2S`` inputs, and two backward passes through
     them (the second differentiates ``ĝ`` for the variance objective).  Samples are exactly
-    0/1 or one-hot; the law is ``Bernoulli(logits)`` or ``OneHotCategorical(logits)``
+    0/1 or one-hot (``family``, required); the law is ``Bernoulli(logits)`` or ``OneHotCategorical(logits)``
     (``log_prob`` is the PMF).
+
+    Maths:
+        :Law: :math:`b = H(z)` with the relaxed variable :math:`z = \theta + L` (Bernoulli, :math:`L`
+            logistic) or :math:`z = \log p + G` (categorical, :math:`G` Gumbel); :math:`\tilde z \sim p(z \mid b)`
+            (Grathwohl et al. 2018, Appendix B).
+        :Estimator: REINFORCE with a learned control variate :math:`c_\phi` (Grathwohl et al. 2018,
+            eq. 8 and Algorithm 2):
+
+            .. math::
+                \hat g = \bigl[f(b) - c_\phi(\tilde z)\bigr] \nabla_\theta \log p(b)
+                + \nabla_\theta c_\phi(z) - \nabla_\theta c_\phi(\tilde z), \qquad
+                c_\phi(z) = \eta f(\sigma_\lambda(z)) + r_\rho(z) .
+        :Gradient: unbiased for every :math:`\phi = (\eta, \lambda, \rho)`, which follow
+            :math:`\partial \sum \hat g^2 / \partial \phi` (Algorithm 1).
+        :Cost: :math:`3S` objective evaluations (:math:`S` without the relaxation term), the network on
+            :math:`2S` inputs and two backward passes.
 
     Example:
         >>> import relaxit, torch
@@ -80,10 +96,12 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
         "Optimizing control variates for black-box gradient estimation, ICLR, eq. 8, "
         "Algorithms 1-2, Appendix B"
     )
+    example_config: ClassVar[dict] = {"family": "bernoulli"}
+    """The config of the docs' generated example: ``family`` is required."""
     conformance_configs = (
-        {},
+        {"family": "bernoulli"},
         {"family": "categorical"},
-        {"relaxation": False, "hidden": 4},
+        {"family": "bernoulli", "relaxation": False, "hidden": 4},
     )
     reductions: ClassVar[tuple[str, ...]] = ("mean",)
 
@@ -92,7 +110,7 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
 
         name: Literal["relax"] = "relax"
         family: Literal["bernoulli", "categorical"] = Field(
-            "bernoulli", description="The discrete law: independent Bernoulli or one-hot categorical."
+            description="The discrete law: independent Bernoulli or one-hot categorical (required)."
         )
         hidden: int = Field(16, ge=1, le=65536, description="Width of the control-variate network r_ρ.")
         relaxation: bool = Field(True, description="Include η f(σ_λ(z)) in the control variate (3 objective evaluations per sample).")
@@ -120,6 +138,11 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
 
     def build_distribution(self, logits):
         return law(self.family, logits)
+
+    def evaluations_per_sample(self, *, batch_ndim=0, **params):
+        """Three objective rows per hard sample with the relaxation term (``b``, ``σ_λ(z)``,
+        ``σ_λ(z̃)``), one without it."""
+        return 3 if self.config.relaxation else 1
 
     def estimate(self, objective, *, num_samples=1, reduce="mean", **params):
         num_samples = self._check_num_samples(num_samples)

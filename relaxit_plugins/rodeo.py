@@ -143,6 +143,27 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
     ``θ(1 - b) + (1 - θ) b``) and the paper's experiments are binary VAEs; no categorical
     RODEO is given there in a form implemented here.  Law ``Bernoulli(logits)``, PMF ``log_prob``.
 
+    Maths:
+        :Law: :math:`K = S \ge 2` independent :math:`x_k \sim q = \operatorname{Bernoulli}(p)`, :math:`p = \sigma(\eta)`.
+        :Estimator: RLOO with control variates from the Gibbs Stein operator on the :math:`D`
+            one-flip neighbours :math:`y^{(d)}` of :math:`x` (Shi et al. 2022, Secs. 3-4):
+
+            .. math::
+                (\mathcal{A}h)(x) = \frac1D \sum_{d=1}^{D} q\bigl(y^{(d)}_d\bigr)\bigl(h(y^{(d)}) - h(x)\bigr),
+                \qquad \mathbb{E}_q[\mathcal{A}h] = 0,
+
+            .. math::
+                \hat g = \frac1K \sum_{k=1}^{K} \Bigl[\Bigl(f(x_k) - \frac{1}{K-1}\sum_{j \ne k}
+                \bigl(f(x_j) + \alpha (\mathcal{A}h_{0,j})(x_j)\bigr)\Bigr) \nabla_\eta \log q(x_k)
+                \\ + \beta (\mathcal{A}H_k)(x_k)\Bigr],
+
+            with :math:`H_k(y) = h_{1,k}(y) \nabla_\eta \log q(y)` and :math:`h_k` a small network of the
+            other samples' Taylor surrogate of :math:`f`.
+        :Gradient: unbiased for every :math:`\alpha`, :math:`\beta` and network weight (learned on
+            :math:`\sum \hat g^2` when ``learn`` is true).
+        :Cost: :math:`K` objective evaluations in one batched call, one backward pass for
+            :math:`\nabla_x f`, the network at :math:`K (D + 1)` scalar inputs.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("rodeo")

@@ -68,11 +68,28 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
 
     ``num_samples`` is ``K >= 2``; one call costs ``K`` objective evaluations in one
     batched call.  Families: ``"bernoulli"`` (law ``Bernoulli(logits)``) and
-    ``"categorical"`` (law ``OneHotCategorical(logits)``); ``log_prob`` is the PMF.
+    ``"categorical"`` (law ``OneHotCategorical(logits)``), ``family`` required;
+    ``log_prob`` is the PMF.
+
+    Maths:
+        :Law: :math:`z_1, \dots, z_K \sim q_\theta` i.i.d. (:math:`K = S \ge 2`), Bernoulli or one-hot
+            categorical (``family``).
+        :Estimator: the multi-sample bound :math:`L = \log \frac1K \sum_k w_k` (Mnih & Rezende 2016,
+            eq. 2) with leave-one-out control variates (eqs. 5, 10-11):
+
+            .. math::
+                \hat g = \sum_{j=1}^{K} \bigl(L - L_{-j}\bigr) \nabla_\theta \log q_\theta(z_j)
+                + \sum_{j=1}^{K} \tilde w_j \nabla \log w_j, \qquad
+                \tilde w_j = \frac{w_j}{\sum_k w_k},
+
+            where :math:`L_{-j}` replaces :math:`\log w_j` by the mean of the other log-weights.
+            With ``reduce="mean"`` this is RLOO.
+        :Gradient: unbiased for :math:`\nabla_\theta \mathbb{E}[L]`.
+        :Cost: :math:`K` objective evaluations in one batched call.
 
     Example:
         >>> import relaxit, torch
-        >>> est = relaxit.get("vimco")
+        >>> est = relaxit.get("vimco", family="bernoulli")
         >>> logits = torch.zeros(4, requires_grad=True)
         >>> out = est.estimate(lambda z: -(z - 0.3).pow(2).sum(-1), num_samples=5,
         ...                    reduce="logmeanexp", logits=logits)
@@ -91,6 +108,8 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
         "Mnih & Rezende (2016), Variational Inference for Monte Carlo Objectives, ICML, "
         "eqs. 2, 5, 10-11"
     )
+    example_config: ClassVar[dict] = {"family": "bernoulli"}
+    """The config of the docs' generated example: ``family`` is required."""
     conformance_configs = ({"family": "bernoulli"}, {"family": "categorical"})
     reductions: ClassVar[tuple[str, ...]] = ("mean", "logmeanexp")
     min_num_samples: int = 2
@@ -100,7 +119,7 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
 
         name: Literal["vimco"] = "vimco"
         family: Literal["bernoulli", "categorical"] = Field(
-            "bernoulli", description="The discrete law: independent Bernoulli or one-hot categorical."
+            description="The discrete law: independent Bernoulli or one-hot categorical (required)."
         )
 
     def build_distribution(self, logits=None, probs=None):

@@ -29,7 +29,8 @@ def _quadratic(c, d):
 @pytest.mark.parametrize("solver,k", [("topk", 3), ("argmax", 1)])
 def test_imle_without_noise_is_the_map_difference_over_lambda(solver, k):
     lam = 2.5
-    est = relaxit.get("imle", k=k, lambda_=lam, noise="none", solver=solver)
+    family = "subset" if solver == "topk" else "categorical"
+    est = relaxit.get("imle", family=family, k=k, lambda_=lam, noise="none", solver=solver)
     theta = torch.randn(4, 7, dtype=torch.float64, requires_grad=True)
     c, d = torch.randn(4, 7, dtype=torch.float64), torch.randn(4, 7, dtype=torch.float64)
     f, grad_f = _quadratic(c, d)
@@ -48,7 +49,7 @@ def test_imle_gradient_scale_does_not_grow_with_lambda():
     c = torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
     norms = []
     for lam in (1.5, 10.0, 100.0):
-        est = relaxit.get("imle", k=1, lambda_=lam, noise="none")
+        est = relaxit.get("imle", family="subset", k=1, lambda_=lam, noise="none")
         out = est.estimate(lambda z: (z * c).sum(-1), num_samples=1, logits=theta)
         (g,) = torch.autograd.grad(out.surrogate.sum(), theta)
         norms.append(float(g.norm()))
@@ -72,7 +73,7 @@ def test_solver_hook_by_name_and_by_callable():
 
     register_solver("test_bottom_k", bottom_k, family="subset")
     assert available_solvers()["test_bottom_k"] == "subset"
-    est = relaxit.build({"name": "imle", "k": 2, "solver": "test_bottom_k", "noise": "none"})
+    est = relaxit.build({"name": "imle", "family": "subset", "k": 2, "solver": "test_bottom_k", "noise": "none"})
     theta = torch.tensor([3.0, 2.0, 1.0, 0.0])
     out = est.estimate(lambda z: (z * theta).sum(-1), num_samples=1, logits=theta)
     assert out.samples[0].tolist() == [0.0, 0.0, 1.0, 1.0]
@@ -82,31 +83,34 @@ def test_solver_hook_by_name_and_by_callable():
         return torch.zeros_like(scores).index_fill_(-1, torch.tensor([0]), 1.0)
 
     first_one.family = "categorical"
-    est2 = relaxit.get("imle", solver=first_one)
+    est2 = relaxit.get("imle", family="categorical", solver=first_one)
     assert est2.family == "categorical" and est2.config.solver == "first_one"
     assert est2.distribution(logits=torch.randn(2, 5)).sample()[:, 0].tolist() == [1.0, 1.0]
     est3 = relaxit.get("perturbed", family="subset", k=1, solver=MapSolver("mine", topk_map, "subset"))
     assert est3.config.solver == "mine"
     with pytest.raises(ConfigError, match="topk"):
-        relaxit.get("imle", solver="no_such_solver")
+        relaxit.get("imle", family="subset", solver="no_such_solver")
     with pytest.raises(ConfigError, match="categorical"):
         relaxit.get("perturbed", family="categorical", solver="topk")
 
 
-def test_perturbed_requires_family():
-    with pytest.raises(ConfigError, match="subset"):
-        relaxit.get("perturbed")
+@pytest.mark.parametrize("name", ["imle", "aimle", "perturbed"])
+def test_family_is_required_and_must_fit_the_solver(name):
+    with pytest.raises(ConfigError, match="'subset', 'categorical'"):
+        relaxit.get(name)
+    with pytest.raises(ConfigError, match="argmax"):
+        relaxit.get(name, family="subset", solver="argmax")
 
 
 def test_imle_needs_a_differentiable_objective():
-    est = relaxit.get("imle", k=1)
+    est = relaxit.get("imle", family="subset", k=1)
     with pytest.raises(ParameterError, match="differentiable"):
         est.estimate(lambda z: (z.argmax(-1) == 0).double(), logits=torch.randn(3, 4, dtype=torch.float64))
 
 
 def test_aimle_central_difference_and_beta_adaptation():
     beta = 0.7
-    est = relaxit.get("aimle", k=2, noise="none", beta=beta, beta_step=0.05, target_norm=100.0)
+    est = relaxit.get("aimle", family="subset", k=2, noise="none", beta=beta, beta_step=0.05, target_norm=100.0)
     theta = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
     c, d = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
     f, grad_f = _quadratic(c, d)
@@ -121,7 +125,7 @@ def test_aimle_central_difference_and_beta_adaptation():
     assert math.isclose(float(est.beta), beta + 0.05)
     est.estimate(f, num_samples=2, logits=theta)
     assert math.isclose(float(est.beta), beta + 0.1)
-    low = relaxit.get("aimle", k=2, beta=5.0, beta_step=10.0, target_norm=1e-3, noise="none")
+    low = relaxit.get("aimle", family="subset", k=2, beta=5.0, beta_step=10.0, target_norm=1e-3, noise="none")
     low.estimate(f, num_samples=2, logits=theta)
     assert float(low.beta) == 0.0  # a dense gradient above the target: beta falls, clamped at zero
     assert "beta" in est.state_dict()
