@@ -9,7 +9,10 @@ Timed per configuration (batch B, n items, subset size k), each a median of inte
 - ``simple step``: one ``simple`` estimate (exact sample, marginals) and its backward pass
   (the covariance-vector product) vs the hand-written DP's marginals with plain autograd
   backward through the loop (what one writes without relaxit), plus the same exact sampler;
-- ``gumbel_topk step``: a hard Gumbel top-k sample and its backward pass.
+- ``gumbel_topk step``: a hard Gumbel top-k sample and its backward pass;
+- ``log Z: tree / DP``: the divide-and-conquer (log-depth) form against the sequential DP's
+  prefix table (on a CPU the tree does a few times more work; it is meant for accelerators,
+  where the DP's ``n`` sequential steps are launch-bound).
 
     python benchmarks/subset_speed.py             # B=256 n=1000 k=100, and smaller
     python benchmarks/subset_speed.py --quick     # smaller sizes only
@@ -24,7 +27,7 @@ import torch
 from torch.utils.benchmark import Timer
 
 import relaxit
-from relaxit_plugins._ksubset import inclusion_probs, sample_k_subset
+from relaxit_plugins._ksubset import inclusion_probs, log_partition_tree, prefix_table, sample_k_subset
 
 
 def hand_marginals(theta: torch.Tensor, k: int) -> torch.Tensor:
@@ -62,8 +65,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     print(f"device={args.device}, threads={args.threads}, float32; medians of {args.rounds} interleaved rounds\n")
     print("| B x n x k | marginals: ours / hand DP | SIMPLE step: ours / hand DP + autograd | "
-          "SIMPLE step / gumbel_topk step | SIMPLE step (ms) | gumbel_topk step (ms) |")
-    print("|---|---:|---:|---:|---:|---:|")
+          "SIMPLE step / gumbel_topk step | SIMPLE step (ms) | gumbel_topk step (ms) | log Z: tree / DP |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for size in args.sizes.split(","):
         b, n, k = (int(x) for x in size.split("x"))
         theta = torch.randn(b, n, device=args.device, requires_grad=True)
@@ -90,6 +93,8 @@ def main(argv=None) -> None:
             "s_ours": Timer("f()", globals={"f": ours_step}),
             "s_hand": Timer("f()", globals={"f": hand_step}),
             "s_topk": Timer("f()", globals={"f": topk_step}),
+            "z_tree": Timer("f(t, k)", globals={"f": log_partition_tree, "t": theta.detach(), "k": k}),
+            "z_dp": Timer("f(t, k)", globals={"f": prefix_table, "t": theta.detach(), "k": k}),
         }
         times = {key: [] for key in timers}
         for _ in range(args.rounds):  # interleaved, so that load changes hit every variant
@@ -97,7 +102,8 @@ def main(argv=None) -> None:
                 times[key].append(timer.blocked_autorange(min_run_time=args.min_time).median)
         med = {key: statistics.median(v) for key, v in times.items()}
         print(f"| {b} x {n} x {k} | {med['m_ours'] / med['m_hand']:.2f} | {med['s_ours'] / med['s_hand']:.2f} | "
-              f"{med['s_ours'] / med['s_topk']:.1f} | {med['s_ours'] * 1e3:.1f} | {med['s_topk'] * 1e3:.1f} |",
+              f"{med['s_ours'] / med['s_topk']:.1f} | {med['s_ours'] * 1e3:.1f} | {med['s_topk'] * 1e3:.1f} | "
+              f"{med['z_tree'] / med['z_dp']:.2f} |",
               flush=True)
 
 

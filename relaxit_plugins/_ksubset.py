@@ -26,6 +26,10 @@ so the table costs ``k`` vectorised ``logcumsumexp`` passes over ``[batch, n]`` 
   of ``r`` ones: ``P(last one < m | r ones among the first e items) = exp(P_r[m] - P_r[e])``.
   Drawing the positions from the last one backwards is ``k`` inverse-CDF steps, each one
   ``searchsorted`` per sample (``Θ(S·B·k·log n)`` after the table).
+- Divide and conquer (:func:`log_partition_tree`): ``Z`` is the coefficient of ``x^k`` in
+  ``Π_i (1 + e^{θ_i} x)``; multiplying the factors pairwise in a balanced tree, truncated at
+  degree ``k``, in log space, takes ``⌈log2 n⌉`` batched steps — the form for accelerators,
+  where the ``n`` sequential steps of the DP are launch-bound; autograd gives its marginals.
 - ``log p(z) = θ·z - log Z``; ``enumerate_support`` lists the ``C(n, k)`` k-hot vectors in
   the lexicographic order of ``itertools.combinations(range(n), k)``.
 """
@@ -50,6 +54,7 @@ __all__ = [
     "inclusion_probs",
     "sample_k_subset",
     "sample_and_marginals",
+    "log_partition_tree",
     "prefix_table",
     "MAX_ENUMERATE",
 ]
@@ -127,11 +132,11 @@ def _check_k(theta: torch.Tensor, k: int, what: str) -> None:
 
 
 def _forward_backward(t: torch.Tensor, k: int, fwd: torch.Tensor | None = None):
-    """``(μ, log Z, fwd, bwd, weights)`` for ``0 < k < n`` (``t`` oriented, working dtype).
+    """``(μ, log Z, fwd, bwd, comb)`` for ``0 < k < n`` (``t`` oriented, working dtype).
 
     ``fwd``: the prefix table (reused when given, e.g. from the sampler); ``bwd``: the prefix
-    table of the reversed items (``bwd[m]``: the last ``m`` items); ``weights[i, ..., j]``:
-    ``log P(j ones before i, z_i = 1)`` up to ``log μ_i``.
+    table of the reversed items (``bwd[m]``: the last ``m`` items); ``comb[i]``:
+    ``logsumexp_j`` of :func:`_pair_terms`.
     """
     n = t.shape[-1]
     if fwd is None:
@@ -139,20 +144,25 @@ def _forward_backward(t: torch.Tensor, k: int, fwd: torch.Tensor | None = None):
     bwd = prefix_table(t.flip(-1), k - 1)
     log_z = fwd[-1, ..., k]
     # μ_i ∝ e^{θ_i} Σ_j e_j(items < i) e_{k-1-j}(items > i); bwd[n - 1 - i] covers items > i
-    terms = fwd[:-1, ..., :k] + bwd[:-1, ..., :k].flip(0).flip(-1)  # [n, *batch, k]
-    comb = terms.logsumexp(-1)  # [n, *batch]
+    comb = _pair_terms(fwd, bwd, k).logsumexp(-1)  # [n, *batch]
     mu = torch.exp(t + comb.movedim(0, -1) - log_z.unsqueeze(-1))
-    return mu, log_z, fwd, bwd, terms - comb.unsqueeze(-1)
+    return mu, log_z, fwd, bwd, comb
 
 
-def _covariance_times(t, k, g, fwd, bwd, log_w, mu):
+def _pair_terms(fwd: torch.Tensor, bwd: torch.Tensor, k: int) -> torch.Tensor:
+    """``[i, ..., j] = log e_j(items < i) + log e_{k-1-j}(items > i)``, shape ``[n, *batch, k]``."""
+    return fwd[:-1, ..., :k] + bwd[:-1, ..., :k].flip(0).flip(-1)
+
+
+def _covariance_times(t, k, g, fwd, bwd, comb, mu):
     """``Cov(z) g`` for the oriented law: ``μ_i (g_i + E[g·z_{-i} | z_i = 1] - g·μ)``, the
     conditional expectation from the ratio tables of both directions (no autograd)."""
     r_fwd = _ratio_table(fwd, g)  # [n + 1, *batch, k + 1]
     r_bwd = _ratio_table(bwd, g.flip(-1))  # [n + 1, *batch, k]
     # given z_i = 1 and j ones before i: E[g·z_{<i}] = r_fwd[i, j], E[g·z_{>i}] = r_bwd[n-1-i, k-1-j]
     cond = r_fwd[:-1, ..., :k] + r_bwd[:-1, ..., :k].flip(0).flip(-1)  # [n, *batch, k]
-    rest = (log_w.exp() * cond).sum(-1).movedim(0, -1)  # [*batch, n]
+    weight = torch.exp(_pair_terms(fwd, bwd, k) - comb.unsqueeze(-1))  # P(j ones before i | z_i = 1)
+    rest = (weight * cond).sum(-1).movedim(0, -1)  # [*batch, n]
     return mu * (g + rest - (g * mu).sum(-1, keepdim=True))
 
 
@@ -181,16 +191,16 @@ class _Marginals(torch.autograd.Function):
     @staticmethod
     def forward(ctx, t, k, fwd):
         t2, k2, flipped = _oriented(t, k)
-        mu, _, fwd, bwd, log_w = _forward_backward(t2, k2, fwd)
+        mu, _, fwd, bwd, comb = _forward_backward(t2, k2, fwd)
         ctx.k2 = k2
-        ctx.save_for_backward(t2, mu, fwd, bwd, log_w)
+        ctx.save_for_backward(t2, mu, fwd, bwd, comb)
         return 1 - mu if flipped else mu
 
     @staticmethod
     def backward(ctx, grad):
-        t2, mu, fwd, bwd, log_w = ctx.saved_tensors
+        t2, mu, fwd, bwd, comb = ctx.saved_tensors
         # the complement has the same covariance: Cov(1 - z) = Cov(z)
-        return _covariance_times(t2, ctx.k2, grad.to(t2.dtype), fwd, bwd, log_w, mu), None, None
+        return _covariance_times(t2, ctx.k2, grad.to(t2.dtype), fwd, bwd, comb, mu), None, None
 
 
 def log_partition(theta: torch.Tensor, k: int) -> torch.Tensor:
@@ -339,7 +349,7 @@ class KSubset(TorchDistribution):
 
     @property
     def mode(self) -> torch.Tensor:
-        """The most probable k-hot vector: the top ``k`` logits."""
+        """The most probable k-hot vector (ones at the top ``k`` logits)."""
         n = self.event_shape[0]
         if self.k == 0:
             return torch.zeros_like(self.logits)
@@ -384,3 +394,45 @@ def _kl_ksubset(p: KSubset, q: KSubset) -> torch.Tensor:
     if p.k != q.k:
         raise ValueError(f"KL between k-subset laws needs the same k, got {p.k} and {q.k}")
     return ((p.logits - q.logits) * p.mean).sum(-1) - p.log_partition + q.log_partition
+
+
+# ------------------------------------------------------------------ divide and conquer
+def _log_convolve(a: torch.Tensor, b: torch.Tensor, length: int, neg: float) -> torch.Tensor:
+    """Log-space product of polynomials with log-coefficients ``a``, ``b`` (``[..., L]``),
+    truncated to ``length`` coefficients: ``c[j] = logsumexp_i (a[i] + b[j - i])``.
+
+    The outer sum ``[..., L, L]`` is skewed (row ``i`` shifted right by ``i``: pad each row by
+    ``L``, flatten, cut, reshape to width ``2L - 1``) so that the anti-diagonals become columns.
+    """
+    size = a.shape[-1]
+    outer = a.unsqueeze(-1) + b.unsqueeze(-2)  # [..., L, L]
+    padded = torch.nn.functional.pad(outer, (0, size), value=neg)  # [..., L, 2L]
+    flat = padded.flatten(-2)[..., : size * (2 * size - 1)]
+    skew = flat.unflatten(-1, (size, 2 * size - 1))  # row i: entries at columns i .. i + L - 1
+    return skew[..., : min(length, 2 * size - 1)].logsumexp(-2)
+
+
+def log_partition_tree(theta: torch.Tensor, k: int) -> torch.Tensor:
+    """``log e_k(exp θ)`` by divide and conquer: a balanced tree of truncated log-space
+    polynomial products (``⌈log2 n⌉`` levels, each one batched log-space convolution), the
+    log-depth form of the dynamic program for accelerators (same ``Θ(B·n·k)`` work, up to a
+    constant, but ``O(log n)`` sequential steps instead of ``n``).  Differentiable by plain
+    autograd (its gradient is the marginals, its Hessian the covariance of ``z``).
+    """
+    _check_k(theta, k, "log_partition_tree")
+    n = theta.shape[-1]
+    t = theta.to(_work_dtype(theta.dtype))
+    t2, k2, flipped = _oriented(t, k)
+    if k2 == 0:
+        out = 0 * t2.sum(-1)
+    else:
+        neg = _neg(t.dtype) / 4  # room for sums of a few sentinels
+        size = 1 << max(0, (n - 1).bit_length())
+        pad = torch.nn.functional.pad(t2, (0, size - n), value=neg)  # empty items: e^θ = 0
+        polys = torch.stack([torch.zeros_like(pad), pad], -1)  # [..., size, 2]: 1 + e^θ x
+        while polys.shape[-2] > 1:
+            polys = _log_convolve(polys[..., 0::2, :], polys[..., 1::2, :], k2 + 1, neg)
+        out = polys[..., 0, k2]
+    if flipped:
+        out = out + t.sum(-1)
+    return out.to(theta.dtype)

@@ -42,7 +42,20 @@ from relaxit_core.distributions import gumbel_like
 from relaxit_core.errors import ConfigError, ParameterError
 from relaxit_plugins.gumbel_topk import KHot as _KHot
 
-__all__ = ["MapSolver", "register_solver", "get_solver", "available_solvers", "topk_map", "argmax_map"]
+__all__ = [
+    "MapSolver",
+    "register_solver",
+    "get_solver",
+    "available_solvers",
+    "resolve_solver",
+    "validate_solver_name",
+    "topk_map",
+    "argmax_map",
+    "sum_of_gamma_like",
+    "noise_like",
+    "PerturbAndMAP",
+    "DEFAULT_SOLVER",
+]
 
 SOLVER_FAMILIES = ("subset", "categorical")
 DEFAULT_SOLVER = {"subset": "topk", "categorical": "argmax"}
@@ -51,9 +64,9 @@ DEFAULT_SOLVER = {"subset": "topk", "categorical": "argmax"}
 
 @dataclass(frozen=True)
 class MapSolver:
-    """A named MAP oracle ``fn(scores, k) -> structure`` (or ``fn(scores)``: wrap it with
-    :func:`register_solver`, which accepts both) (same shape as ``scores``, no
-    gradient) returning structures of ``family`` (``"subset"`` or ``"categorical"``)."""
+    """A named MAP oracle ``fn(scores, k) -> structure`` returning, without gradient, a tensor
+    of the shape of ``scores``: structures of ``family`` (``"subset"`` or ``"categorical"``).
+    :func:`register_solver` and :func:`resolve_solver` also accept ``fn(scores)``."""
 
     name: str
     fn: Callable[[torch.Tensor, int | None], torch.Tensor]

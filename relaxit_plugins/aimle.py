@@ -61,7 +61,7 @@ class AimleEstimator(PerturbAndMAPEstimator):
     reference: ClassVar[str] = (
         "Minervini, Franceschi & Niepert (2023), Adaptive Perturbation-Based Gradient Estimation for Discrete "
         "Latent Variable Models, AAAI (arXiv 2209.04862), Sec. 4: adaptive target distribution "
-        "(lambda = beta |theta + tau eps| / |grad f|, beta adapted to a target gradient norm), central differences"
+        "(lambda = beta * norm(theta + tau eps) / norm(grad f), beta adapted to a target gradient norm), central differences"
     )
     conformance_configs = ({"family": "subset"}, {"family": "subset", "k": 2, "symmetric": False, "noise": "gumbel"},
                            {"family": "categorical"})
@@ -75,7 +75,7 @@ class AimleEstimator(PerturbAndMAPEstimator):
         )
         k: int = Field(1, ge=1, le=1_000_000, description="Subset size for subset solvers (ignored by categorical ones).")
         target_norm: float = Field(1.0, gt=0, le=1e6, description="Target mean number of non-zero gradient entries per sample.")
-        beta: float = Field(1.0, ge=0, le=1e6, description="Initial beta of lambda = beta * |theta + tau eps| / |grad f|.")
+        beta: float = Field(1.0, ge=0, le=1e6, description="Initial beta of lambda = beta * norm(theta + tau eps) / norm(grad f).")
         beta_step: float = Field(1e-4, ge=0, le=1e3, description="Change of beta per call (towards the target norm).")
         ema_decay: float = Field(0.9, ge=0, lt=1, description="Decay of the moving average of the gradient norm.")
         symmetric: bool = Field(True, description="Central (two-sided) differences; False: one-sided I-MLE differences.")

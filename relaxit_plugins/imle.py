@@ -27,7 +27,8 @@ With ``noise="none"`` (or ``noise_temperature=0``) the estimate is exactly
 ``family`` is required (``"subset"`` or ``"categorical"``), as for every estimator serving
 several families.  MAP solvers come by name from a registry (default ``"topk"`` for
 ``family="subset"``, ``"argmax"`` for ``"categorical"``; register your own with
-:func:`register_solver`) or as a :class:`MapSolver` passed at construction; the solver's
+:func:`~relaxit_plugins._solvers.register_solver`, also importable from this module) or as a
+:class:`~relaxit_plugins._solvers.MapSolver` passed at construction; the solver's
 family must be the estimator's.
 """
 
@@ -54,7 +55,8 @@ from relaxit_plugins._solvers import (
     validate_solver_name,
 )
 
-__all__ = ["ImleEstimator", "PerturbAndMAPEstimator", "MapSolver", "register_solver", "available_solvers"]
+__all__ = ["ImleEstimator", "PerturbAndMAPEstimator"]
+# re-exported for users (documented in relaxit_plugins._solvers): MapSolver, register_solver, available_solvers
 
 Noise = Literal["sum_of_gamma", "gumbel", "normal", "none"]
 

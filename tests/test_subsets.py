@@ -10,7 +10,7 @@ from scipy import stats
 
 import relaxit
 from relaxit_core.diagnostics import exact_gradient, gradient_samples
-from relaxit_plugins._ksubset import KSubset, inclusion_probs, log_partition, sample_k_subset
+from relaxit_plugins._ksubset import KSubset, inclusion_probs, log_partition, log_partition_tree, sample_k_subset
 
 Z = 5.0  # standard errors
 
@@ -165,3 +165,12 @@ def test_errors_name_the_argument():
         relaxit.get("simple", k=5).distribution(logits=torch.zeros(3))
     with pytest.raises(ValueError, match="k"):
         KSubset(torch.zeros(3), k=4)
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (5, 2), (7, 4), (12, 5), (33, 1), (40, 10), (40, 31)])
+def test_divide_and_conquer_form_equals_the_dynamic_program(n, k):
+    theta = (torch.randn(3, n, dtype=torch.float64) * 2).requires_grad_()
+    tree = log_partition_tree(theta, k)
+    torch.testing.assert_close(tree, log_partition(theta.detach(), k), atol=1e-9, rtol=0)
+    (grad,) = torch.autograd.grad(tree.sum(), theta)
+    torch.testing.assert_close(grad, inclusion_probs(theta.detach(), k), atol=1e-9, rtol=0)
