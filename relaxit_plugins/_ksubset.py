@@ -2,7 +2,7 @@ r"""The exact k-subset law ``p(z) ∝ exp(θ·z) 1[Σ_i z_i = k]`` (shared by ``
 
 Independent Bernoulli variables with logits ``θ`` conditioned on exactly ``k`` ones (the
 "conditional Poisson" or k-subset exponential family of Ahmed et al. 2023, *SIMPLE: A
-Gradient Estimator for k-Subset Sampling*, ICLR, Sec. 3).  Its partition function is the
+Gradient Estimator for k-Subset Sampling*, ICLR).  Its partition function is the
 elementary symmetric polynomial ``Z(θ) = e_k(e^{θ_1}, …, e^{θ_n})`` and its mean is the
 vector of exact inclusion probabilities ``μ_i = P(z_i = 1) = ∂ log Z / ∂θ_i``.
 
@@ -295,7 +295,9 @@ class KSubset(TorchDistribution):
     adding a constant to every logit.
 
     Args:
-        logits: ``[..., n]`` real scores ``θ``.
+        logits: ``[..., n]`` real scores ``θ``; ``-inf`` masks an item (never chosen, zero
+            gradient); with validation on, ``+inf`` or fewer than ``k`` items above ``-inf``
+            raise :class:`~relaxit_core.ParameterError`.
         k: the number of ones, ``0 <= k <= n``.
 
     Example:
@@ -318,6 +320,12 @@ class KSubset(TorchDistribution):
         self.logits = logits
         self.k = int(k)
         super().__init__(logits.shape[:-1], logits.shape[-1:], validate_args=validate_args)
+        if self._validate_args:
+            # -inf masks an item (never chosen); +inf, or fewer than k selectable items, has no law
+            if bool((logits == float("inf")).any()):
+                raise ParameterError("KSubset: `logits` of +inf have no k-subset law (use -inf to mask items)")
+            if bool(((logits > float("-inf")).sum(-1) < self.k).any()):
+                raise ParameterError(f"KSubset: a row of `logits` has fewer than k={self.k} items above -inf")
 
     @constraints.dependent_property(is_discrete=True, event_dim=1)
     def support(self):

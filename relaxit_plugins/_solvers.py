@@ -194,7 +194,7 @@ def validate_solver_name(name: str | None) -> str | None:
 
 # ------------------------------------------------------------------- perturb-and-MAP
 def sum_of_gamma_like(shape: torch.Size, like: torch.Tensor, kappa: int, iterations: int = 10) -> torch.Tensor:
-    r"""Sum-of-Gamma noise (Niepert et al. 2021, I-MLE, Sec. 4 / Thm. 1):
+    r"""Sum-of-Gamma noise (Niepert et al. 2021, I-MLE; section and theorem numbers not checked here):
     ``ε = (1/κ) (Σ_{i=1}^{s} G_i - log s)``, ``G_i ~ Gamma(shape 1/κ, rate i/κ)``, drawn in at
     least float32.  Its sum over ``κ`` i.i.d. copies tends to a Gumbel as ``s → ∞``, which
     makes perturb-and-MAP with top-``κ`` sample the k-subset law ``∝ exp(θ·z)`` closely."""

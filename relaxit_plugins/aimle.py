@@ -3,7 +3,7 @@ r"""AIMLE: adaptive I-MLE, with the target step ``λ`` adapted to a target gradi
 Minervini, Franceschi & Niepert (2023), *Adaptive Perturbation-Based Gradient Estimation for
 Discrete Latent Variable Models*, AAAI (arXiv 2209.04862).  Like I-MLE
 (:mod:`relaxit_plugins.imle`) the forward sample is ``z = y*(θ + τε)`` and the backward pass
-compares MAP states of perturbed target distributions, now two-sided (Sec. 4, the central
+compares MAP states of perturbed target distributions, now two-sided (the central
 difference):
 
 .. math::
@@ -11,7 +11,7 @@ difference):
 
 and ``λ`` is set per example relative to the scales of ``θ`` and of the downstream gradient,
 ``λ = β ‖θ + τε‖ / ‖∇_z f‖``, with ``β`` adapted across calls so that the gradient hits a target
-sparsity "norm" (Sec. 4, the adaptive target distribution): an exponential moving average
+sparsity "norm" (the adaptive target distribution): an exponential moving average
 ``ν`` (``ema_decay``) of the mean number of non-zero entries of the per-sample MAP difference
 is kept, and ``β ← max(0, β + β_step)`` when ``ν < target_norm``, ``β - β_step`` otherwise
 (the authors' ``AdaptiveTargetDistribution``).  ``β`` and ``ν`` are buffers (saved in the
@@ -48,6 +48,21 @@ class AimleEstimator(PerturbAndMAPEstimator):
     Biased; needs ``f`` differentiable in ``z``.  Cost: ``num_samples`` objective evaluations
     (and ``3·num_samples`` MAP calls).
 
+    Maths:
+        :Law: perturb-and-MAP as in ``imle``: :math:`z = y^*(\theta + \tau\varepsilon)`.
+        :Estimator: central differences of MAP states with an adaptive step (Minervini et al.
+            2023, AIMLE; equation number not checked here):
+
+            .. math::
+                \hat g = \frac1S \sum_{s=1}^{S}
+                \frac{y^*(\theta + \lambda_s \nabla_z f(z_s) + \tau\varepsilon_s) - y^*(\theta - \lambda_s \nabla_z f(z_s) + \tau\varepsilon_s)}{2\lambda_s},
+                \qquad \lambda_s = \beta\, \frac{\lVert \theta + \tau\varepsilon_s \rVert}{\lVert \nabla_z f(z_s) \rVert},
+
+            :math:`\beta \leftarrow \max(0, \beta \pm \beta_{\text{step}})` towards a target mean number of
+            non-zero gradient entries per sample.
+        :Gradient: biased; needs :math:`f` differentiable in :math:`z`.
+        :Cost: :math:`S` objective evaluations (one call) and :math:`3S` MAP calls.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("aimle", family="subset", k=2)
@@ -60,7 +75,7 @@ class AimleEstimator(PerturbAndMAPEstimator):
     name: ClassVar[str] = "aimle"
     reference: ClassVar[str] = (
         "Minervini, Franceschi & Niepert (2023), Adaptive Perturbation-Based Gradient Estimation for Discrete "
-        "Latent Variable Models, AAAI (arXiv 2209.04862), Sec. 4: adaptive target distribution "
+        "Latent Variable Models, AAAI (arXiv 2209.04862): adaptive target distribution "
         "(lambda = beta * norm(theta + tau eps) / norm(grad f), beta adapted to a target gradient norm), central differences"
     )
     conformance_configs = ({"family": "subset"}, {"family": "subset", "k": 2, "symmetric": False, "noise": "gumbel"},

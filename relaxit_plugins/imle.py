@@ -3,7 +3,7 @@ r"""I-MLE: implicit maximum-likelihood estimation through a MAP solver (perturb-
 Niepert, Minervini & Franceschi (2021), *Implicit MLE: Backpropagating Through Discrete
 Exponential Family Distributions*, NeurIPS (arXiv 2106.01798).  A discrete structure is drawn
 by perturb-and-MAP, ``z = y*(θ + τ ε)``, ``y*(s) = argmax_{y ∈ Y} <s, y>``; for k-subsets ``y*``
-is top-k and ``ε`` is the sum-of-Gamma noise of the paper (Sec. 4, Thm. 1),
+is top-k and ``ε`` is the sum-of-Gamma noise of the paper,
 
 .. math::
     ε = \frac1κ \Bigl(\sum_{i=1}^{s} G_i - \log s\Bigr), \qquad
@@ -12,7 +12,7 @@ is top-k and ``ε`` is the sum-of-Gamma noise of the paper (Sec. 4, Thm. 1),
 whose top-k perturb-and-MAP samples approximate the k-subset law ``∝ exp(θ·z)``.  The
 gradient of a loss ``f`` is the difference between the MAP states of the current and of a
 *target* distribution whose parameters moved against the downstream gradient taken at the
-forward sample (Sec. 3, the perturbation-based implicit differentiation, with the same noise
+forward sample (the paper's perturbation-based implicit differentiation, with the same noise
 ``ε`` in both MAP calls):
 
 .. math::
@@ -148,6 +148,22 @@ class ImleEstimator(PerturbAndMAPEstimator):
     MAP states divided by ``λ`` (uclnlp/torch-imle#3).  Biased; needs ``f`` differentiable in
     ``z``.  Cost: ``num_samples`` objective evaluations (and ``2·num_samples`` MAP calls).
 
+    Maths:
+        :Law: perturb-and-MAP, :math:`z = y^*(\theta + \tau\varepsilon)`,
+            :math:`y^*(s) = \arg\max_{y \in \mathcal Y} \langle s, y\rangle`, with sum-of-Gamma noise
+            :math:`\varepsilon = \frac1\kappa\bigl(\sum_{i=1}^{m} G_i - \log m\bigr)`,
+            :math:`G_i \sim \operatorname{Gamma}(1/\kappa, i/\kappa)`, :math:`\kappa = k`.
+        :Estimator: the target distribution :math:`\theta' = \theta - \lambda \nabla_z f(z)` and the
+            difference of MAP states, divided by :math:`\lambda` (Niepert et al. 2021, the I-MLE
+            gradient; equation number not checked here; uclnlp/torch-imle#3 for the :math:`1/\lambda`):
+
+            .. math::
+                \hat g = \frac1S \sum_{s=1}^{S} \frac{y^*(\theta + \tau\varepsilon_s) - y^*(\theta - \lambda \nabla_z f(z_s) + \tau\varepsilon_s)}{\lambda}.
+        :Gradient: biased; with the noise off it is exactly
+            :math:`(y^*(\theta) - y^*(\theta - \lambda \nabla_z f))/\lambda`.  Needs :math:`f`
+            differentiable in :math:`z`.
+        :Cost: :math:`S` objective evaluations (one call) and :math:`2S` MAP calls.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("imle", family="subset", k=2, lambda_=5.0)
@@ -161,7 +177,7 @@ class ImleEstimator(PerturbAndMAPEstimator):
     reference: ClassVar[str] = (
         "Niepert, Minervini & Franceschi (2021), Implicit MLE: Backpropagating Through Discrete Exponential "
         "Family Distributions, NeurIPS (arXiv 2106.01798): perturb-and-MAP, target theta - lambda grad f, "
-        "sum-of-Gamma noise (Sec. 4, Thm. 1); gradient divided by lambda (uclnlp/torch-imle#3)"
+        "sum-of-Gamma noise; gradient divided by lambda (uclnlp/torch-imle#3)"
     )
     conformance_configs = ({"family": "subset"}, {"family": "subset", "k": 2, "noise": "gumbel", "lambda_": 1.0},
                            {"family": "categorical"})

@@ -9,7 +9,7 @@ with density ``∝ exp(-ν(z))``, the perturbed maximiser and its expectation ar
     ŷ_σ(θ) = E\bigl[y^*(θ + σZ)\bigr], \qquad
     J_θ ŷ_σ(θ) = \frac1σ E\bigl[y^*(θ + σZ)\, ∇ν(Z)^{\top}\bigr]
 
-(Sec. 3, Prop. 3.1; ``∇ν(Z) = Z`` for the standard normal, ``1 - e^{-Z}`` for the standard
+(Prop. 3.1; ``∇ν(Z) = Z`` for the standard normal, ``1 - e^{-Z}`` for the standard
 Gumbel).  The same integration by parts gives, for any loss ``f`` of the structure,
 
 .. math::
@@ -23,7 +23,7 @@ only evaluated, never differentiated in ``z``.
 
 Helpers of this module: :func:`smoothed_argmax` (``ŷ_σ`` by Monte Carlo, differentiable with
 the control-variate Jacobian above; *not* exactly discrete) and :func:`fenchel_young_loss`
-(the perturbed Fenchel–Young loss ``F_σ(θ) - <θ, y>`` of Sec. 4, up to the constant
+(the perturbed Fenchel–Young loss ``F_σ(θ) - <θ, y>``, up to the constant
 ``Ω(y)``; its gradient is ``ŷ_σ(θ) - y``).
 """
 
@@ -110,7 +110,7 @@ def smoothed_argmax(theta: torch.Tensor, *, solver: str | MapSolver = "argmax", 
 def fenchel_young_loss(theta: torch.Tensor, y: torch.Tensor, *, solver: str | MapSolver = "argmax",
                        k: int | None = None, sigma: float = 1.0, num_samples: int = 1000,
                        noise: str = "normal") -> torch.Tensor:
-    r"""The perturbed Fenchel–Young loss (Berthet et al. 2020, Sec. 4) ``F_σ(θ) - <θ, y>`` for a
+    r"""The perturbed Fenchel–Young loss (Berthet et al. 2020) ``F_σ(θ) - <θ, y>`` for a
     target structure ``y``, with ``F_σ(θ) = E[max_{y'} <θ + σZ, y'>]`` by Monte Carlo (up to the
     constant ``Ω(y)``, which does not depend on ``θ``).  Its gradient is ``ŷ_σ(θ) - y``.
     Shape: ``theta.shape[:-1]``.
@@ -142,6 +142,20 @@ class PerturbedEstimator(relaxit_core.EstimatorBase):
     ``f(y*(θ))``, in the same call).  See also :func:`smoothed_argmax` and
     :func:`fenchel_young_loss`.
 
+    Maths:
+        :Law: :math:`z = y^*(\theta + \sigma Z)`, :math:`Z` standard normal (or Gumbel),
+            :math:`y^*(s) = \arg\max_{y \in \mathcal Y} \langle s, y\rangle` (top-k or argmax).
+        :Estimator: integration by parts against the noise density :math:`\propto e^{-\nu(z)}`
+            (Berthet et al. 2020, Prop. 3.1) with the control variate :math:`f(y^*(\theta))`
+            (jaxopt PR #418):
+
+            .. math::
+                \hat g = \frac{1}{\sigma S} \sum_{s=1}^{S} \bigl(f(y^*(\theta + \sigma Z_s)) - f(y^*(\theta))\bigr)\, \nabla\nu(Z_s),
+                \qquad \nabla\nu(Z) = Z \ \text{(normal)},\ 1 - e^{-Z} \ \text{(Gumbel)}.
+        :Gradient: unbiased for :math:`\nabla_\theta \mathbb E[f(y^*(\theta + \sigma Z))]`, the expected loss
+            under the perturb-and-MAP law of the samples; :math:`f` is only evaluated.
+        :Cost: :math:`S + 1` objective evaluations in one call (``evaluations``), :math:`S + 1` MAP calls.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("perturbed", family="subset", k=2, sigma=0.5)
@@ -159,8 +173,8 @@ class PerturbedEstimator(relaxit_core.EstimatorBase):
     reductions: ClassVar[tuple[str, ...]] = ("mean",)
     reference: ClassVar[str] = (
         "Berthet, Blondel, Teboul, Cuturi, Vert & Bach (2020), Learning with Differentiable Perturbed "
-        "Optimizers, NeurIPS (arXiv 2002.08676), Sec. 3 Prop. 3.1 (perturbed maximiser and its Jacobian), "
-        "Sec. 4 (Fenchel-Young loss); control variate f(y*(theta)) as in google/jaxopt PR #418"
+        "Optimizers, NeurIPS (arXiv 2002.08676), Prop. 3.1 (perturbed maximiser and its Jacobian), "
+        "the Fenchel-Young loss; control variate f(y*(theta)) as in google/jaxopt PR #418"
     )
     conformance_configs = ({"family": "subset"}, {"family": "subset", "k": 2, "sigma": 0.5},
                            {"family": "categorical"}, {"family": "categorical", "noise": "gumbel"})
@@ -198,9 +212,9 @@ class PerturbedEstimator(relaxit_core.EstimatorBase):
                 f"but family={self.config.family!r}"
             )
 
-    def evaluations(self, num_samples: int, **params) -> int:
-        """``num_samples`` perturbed evaluations plus ``f(y*(θ))``."""
-        return num_samples + 1
+    def evaluations(self, num_samples: int | None = None, *, batch_ndim: int = 0, **params) -> int:
+        """``num_samples`` perturbed evaluations plus ``f(y*(θ))`` (in the same call)."""
+        return super().evaluations(num_samples, batch_ndim=batch_ndim, **params) + 1
 
     def build_distribution(self, logits):
         check_solver_k(self.name, self.solver, self.config.k, logits)
@@ -234,6 +248,7 @@ class PerturbedEstimator(relaxit_core.EstimatorBase):
         weight = f.detach() - f0  # [S, *B]
         weight = weight.reshape(weight.shape + (1,) * (eps.dim() - weight.dim()))
         g = (weight * noise_score(self.config.noise, eps)).mean(0) / sigma  # [*batch, n]
+        g = torch.where(theta.detach() > float("-inf"), g, torch.zeros_like(g))  # masked items: no gradient
         nb = f.dim() - 1
         term = ((theta - theta.detach()) * g).sum(tuple(range(nb, theta.dim())))
         value = f.mean(0)

@@ -50,6 +50,20 @@ class SFESSEstimator(relaxit_core.EstimatorBase):
     ``0`` (``"none"``).  Unbiased; ``f`` is only evaluated, never differentiated in ``z``.
     Cost: ``num_samples`` objective evaluations, one dynamic program per call.
 
+    Maths:
+        :Law: :math:`p_\theta(z) = \exp(\theta^\top z - \log Z(\theta))\,\mathbb 1[\textstyle\sum_i z_i = k]`
+            (the k-subset law of ``simple``), exact samples :math:`z_1, \dots, z_S`.
+        :Estimator: the score function of the k-subset law with the leave-one-out control
+            variate (Wijk et al. 2025, equation number not checked here; the baseline is RLOO,
+            Kool et al. 2019, eq. 8):
+
+            .. math::
+                \hat g = \frac1S \sum_{s=1}^{S} \bigl(f(z_s) - b_s\bigr)\bigl(z_s - \mu(\theta)\bigr),
+                \qquad b_s = \frac{1}{S-1} \sum_{j \ne s} f(z_j).
+        :Gradient: unbiased, :math:`\mathbb E[\hat g] = \nabla_\theta \mathbb E_{p_\theta}[f(z)]`;
+            :math:`f` is only evaluated.
+        :Cost: :math:`S` objective evaluations; one dynamic program, :math:`\Theta(B\,n\,\min(k, n-k))`.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("sfess", k=2)

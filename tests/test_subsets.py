@@ -174,3 +174,17 @@ def test_divide_and_conquer_form_equals_the_dynamic_program(n, k):
     torch.testing.assert_close(tree, log_partition(theta.detach(), k), atol=1e-9, rtol=0)
     (grad,) = torch.autograd.grad(tree.sum(), theta)
     torch.testing.assert_close(grad, inclusion_probs(theta.detach(), k), atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["simple", "sfess"])
+def test_minus_inf_masks_items_and_bad_rows_raise(name):
+    est = relaxit.get(name, k=2)
+    theta = torch.tensor([[0.5, -math.inf, 0.2, 1.0, -math.inf]], dtype=torch.float64, requires_grad=True)
+    out = est.estimate(lambda z: (z * torch.arange(5.0, dtype=torch.float64)).sum(-1), num_samples=4, logits=theta)
+    out.surrogate.sum().backward()
+    assert bool((out.samples[..., [1, 4]] == 0).all()) and bool(torch.isfinite(theta.grad).all())
+    assert bool((theta.grad[0, [1, 4]] == 0).all())
+    with pytest.raises(ValueError, match="fewer than k=2"):
+        est.distribution(logits=torch.tensor([0.0, -math.inf, -math.inf]))
+    with pytest.raises(ValueError, match=r"\+inf"):
+        est.distribution(logits=torch.tensor([0.0, math.inf, 1.0]))
