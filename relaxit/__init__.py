@@ -26,6 +26,7 @@ from relaxit_core import (
     EstimatorConfig,
     EstimatorInfo,
     GradientEstimator,
+    ObjectiveError,
     ParameterError,
     UnknownEstimatorError,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "EstimatorConfig",
     "EstimatorInfo",
     "GradientEstimator",
+    "ObjectiveError",
     "ParameterError",
     "UnknownEstimatorError",
 ]

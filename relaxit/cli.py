@@ -6,8 +6,11 @@ Subcommands are small functions registered in :data:`COMMANDS`; each adds its ow
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,8 +34,14 @@ def add_list(sub: argparse._SubParsersAction) -> None:
 
 def _run_list(args: argparse.Namespace) -> int:
     import relaxit
+    from relaxit_core import FAMILIES
 
-    infos = [i for i in relaxit.available() if not args.family or args.family in i.families]
+    available = relaxit.available()
+    if args.family:
+        known = sorted(set(FAMILIES) | {f for i in available for f in i.families})
+        if args.family not in known:
+            raise UsageError(f"unknown family {args.family!r}{_did_you_mean(args.family, known)}; families: {', '.join(known)}")
+    infos = [i for i in available if not args.family or args.family in i.families]
     if args.json:
         print(json.dumps([{k: v for k, v in i.to_dict().items() if k != "config_schema"} for i in infos], indent=2))
         return 0
@@ -121,9 +130,14 @@ def add_schema(sub: argparse._SubParsersAction) -> None:
 def _run_schema(args: argparse.Namespace) -> int:
     import relaxit
 
+    if args.output:
+        check_writable(args.output)  # before any work
     text = json.dumps(relaxit.schema(), indent=2)
     if args.output:
-        args.output.write_text(text + "\n")
+        try:
+            args.output.write_text(text + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {str(args.output)!r}: {exc.strerror or exc}") from None
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         print(text)
@@ -135,6 +149,35 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     from relaxit.bench.cli import add_parser
 
     add_parser(sub)
+
+
+class UsageError(Exception):
+    """A user error of the command line: printed as one line, exit status 2."""
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
+def check_writable(path: Path) -> None:
+    """Raise :class:`UsageError` unless ``path`` can be written (checked before any work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"cannot write {str(path)!r}: it is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist")
+    if (path.exists() and not os.access(path, os.W_OK)) or (not path.exists() and not os.access(parent, os.W_OK)):
+        raise UsageError(f"cannot write {str(path)!r}: permission denied")
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"relaxit: warning: {_one_line(message) if isinstance(message, Warning) else message}", file=sys.stderr)
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], *,
@@ -166,12 +209,23 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], *,
             print(line.rstrip())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a did-you-mean for an unknown subcommand."""
+
+    def error(self, message: str):  # noqa: ANN201 - argparse's signature
+        import re
+
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2))
+            message += _did_you_mean(m.group(1), choices)
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from relaxit import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="relaxit", description="Gradient estimators for discrete random variables."
-    )
+    parser = _Parser(prog="relaxit", description="Gradient estimators for discrete random variables.")
     parser.add_argument("--version", action="version", version=f"relaxit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS.values():
@@ -180,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; user errors print one line (``relaxit: error: ...``) and return 2,
+    as argparse does, never a traceback."""
     from relaxit_core.errors import RelaxitError
 
     parser = build_parser()
@@ -187,11 +243,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except RelaxitError as exc:
-        print(f"relaxit: error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # output piped into ``head`` and the like
-        sys.stderr.close()
-        return 0
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one line per warning (plugin failures...)
+        try:
+            return int(args.func(args) or 0)
+        except (RelaxitError, UsageError) as exc:
+            print(f"relaxit: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:  # output piped into ``head`` and the like
+            sys.stderr.close()
+            return 0
+        except KeyboardInterrupt:
+            print("relaxit: interrupted", file=sys.stderr)
+            return 130

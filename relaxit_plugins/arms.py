@@ -134,7 +134,7 @@ class ArmsEstimator(relaxit_core.EstimatorBase):
         log_q = dist.log_prob(z)  # per coordinate
         score = reduce_log_prob(weight * (log_q - log_q.detach()), f.dim())
         surrogate = (f + score).mean(0)
-        return relaxit_core.Estimate(surrogate, surrogate.detach(), z)
+        return relaxit_core.Estimate(surrogate, fd.mean(0), z)  # value: the objective's mean alone
 
 
 @relaxit_core.hookimpl

@@ -62,15 +62,22 @@ class DecoupledSTGumbelSoftmax(OneHotStraightThrough):
     extra_attrs = ("temperature", "tau_forward")
 
     def _surrogate(self, hard, noise):
-        return ((self.raw_logits + noise) * (1.0 / self.temperature)).softmax(-1)
+        return _soft(self.raw_logits + noise, self.temperature)
 
     def rsample(self, sample_shape=torch.Size()):
         # as the base class, but the perturbed logits ℓ + g are formed once, with gradient
         logits = self.raw_logits
         x = logits + gumbel_like(self._extended_shape(torch.Size(sample_shape)), logits)
         hard = one_hot_argmax(x.detach())
-        soft = (x * (1.0 / self.temperature)).softmax(-1)
+        soft = _soft(x, self.temperature)
         return hard + (soft - soft.detach())
+
+
+def _soft(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``softmax(x / τ_b)`` in at least float32, rounded to ``x``'s dtype: in float16 ``x / τ_b``
+    overflows at small ``τ_b`` (NaN samples at ``τ_b = 1e-3``)."""
+    wide = torch.promote_types(x.dtype, torch.float32)
+    return (x.to(wide) * (1.0 / temperature)).softmax(-1).to(x.dtype)
 
 
 class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
@@ -136,6 +143,7 @@ class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
         )
 
     def build_distribution(self, logits=None, probs=None, tau_forward=None, tau_backward=None):
+        param_dtype = (logits if logits is not None else probs).dtype
         tau_f = self.config.tau_forward if tau_forward is None else tau_forward
         tau_b = self.config.tau_backward if tau_backward is None else tau_backward
         tensors = [t for t in (tau_forward, tau_backward) if t is not None]
@@ -156,7 +164,11 @@ class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
                 if torch.distributions.Distribution._validate_args and not bool(constraints.simplex.check(probs).all()):
                     raise ValueError(f"{self.name}: `probs` must lie on the simplex")
                 logits = as_logits(probs, 1)
-            logits, probs = logits / tau_f, None
+            # divided in at least float32 and kept finite in the parameters' dtype (float16
+            # overflows at small τ_f; a saturated logit still dominates its row)
+            big = torch.finfo(param_dtype).max / 4
+            logits = (logits.to(torch.promote_types(logits.dtype, torch.float32)) / tau_f).clamp(-big, big)
+            logits, probs = logits.to(param_dtype), None
         return DecoupledSTGumbelSoftmax(probs=probs, logits=logits, temperature=tau_b, tau_forward=tau_f)
 
 

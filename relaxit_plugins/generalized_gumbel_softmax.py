@@ -360,6 +360,7 @@ class GeneralizedGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
     family: ClassVar[str] = "integer"
     params: ClassVar[tuple[str, ...]] = ("logits", "probs", "values", "tau")
     optional_params: ClassVar[tuple[str, ...]] = ("tau",)
+    integer_params: ClassVar[tuple[str, ...]] = ("values",)  # the integer support may be an integer tensor
     capabilities: ClassVar[frozenset] = frozenset({C.RSAMPLE, C.HARD, C.LOG_PROB, C.ENUMERATE_SUPPORT})
     reference: ClassVar[str] = (
         "Joo, Kim, Shin, Yang & Moon (2020), Generalized Gumbel-Softmax Gradient Estimator for Generic "

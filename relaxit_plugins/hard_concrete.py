@@ -211,6 +211,7 @@ class HardConcreteEstimator(relaxit_core.EstimatorBase):
     family: ClassVar[str] = "bernoulli"
     params: ClassVar[tuple[str, ...]] = ("log_alpha", "beta", "gamma", "zeta")
     optional_params: ClassVar[tuple[str, ...]] = ("beta", "gamma", "zeta")
+    limit_params: ClassVar[tuple[str, ...]] = ("log_alpha",)  # a logit: ±inf are the closed/open gate
     capabilities: ClassVar[frozenset] = frozenset({C.RSAMPLE, C.LOG_PROB})
     reference: ClassVar[str] = (
         "Louizos, Welling & Kingma (2018), Learning Sparse Neural Networks through L0 Regularization, "

@@ -10,6 +10,8 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import ClassVar, Literal
 
 import pyro.distributions as pdist
@@ -18,6 +20,7 @@ from pydantic import Field
 
 import relaxit_core
 from relaxit_core import Capability as C
+from relaxit_core.limits import is_compiling
 from relaxit_core.surrogate import leave_one_out_baseline
 
 __all__ = ["ReinforceEstimator"]
@@ -116,15 +119,23 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
             return leave_one_out_baseline(f)
         if kind == "moving_average":
             decay = self.config.decay
-            ema = self.running_mean.to(f)
-            n = self.num_updates.to(f.device)
-            # Bias-corrected EMA of earlier calls (zero before the first update): no host sync.
-            correction = 1 - torch.pow(torch.as_tensor(decay, dtype=f.dtype, device=f.device), n)
-            b = torch.where(n > 0, ema / correction.clamp_min(torch.finfo(f.dtype).tiny), torch.zeros_like(ema))
-            self.running_mean = (decay * ema + (1 - decay) * f.mean()).detach()
-            self.num_updates = n + 1
+            # Read and update the running mean atomically: an estimator shared by threads loses
+            # no update (a process-wide lock, held for a few tensor ops; none while compiling).
+            lock = contextlib.nullcontext() if is_compiling() else _EMA_LOCK
+            with lock:
+                ema = self.running_mean.to(f)
+                n = self.num_updates.to(f.device)
+                # Bias-corrected EMA of earlier calls (zero before the first update): no host sync.
+                correction = 1 - torch.pow(torch.as_tensor(decay, dtype=f.dtype, device=f.device), n)
+                b = torch.where(n > 0, ema / correction.clamp_min(torch.finfo(f.dtype).tiny), torch.zeros_like(ema))
+                self.running_mean = (decay * ema + (1 - decay) * f.mean()).detach()
+                self.num_updates = n + 1
             return b
         return None
+
+
+_EMA_LOCK = threading.Lock()
+"""Makes the moving-average baseline's read-and-update atomic across threads."""
 
 
 @relaxit_core.hookimpl

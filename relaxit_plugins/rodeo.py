@@ -235,16 +235,17 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         flip = 1 - 2 * xf  # y^(d) - x at neighbour d, along e_d
         lin_nb = torch.addcmul(lin_x.unsqueeze(-1), g_loo, flip)  # one-flip neighbours, [K, *B, D]
         pieces = self.control.pieces(f_loo)
+        m, dd = lin_x.numel(), max(d, 1)  # explicit sizes: an empty batch or D = 0 must reshape too
         h0_x, h1_x = self.control.query(pieces, lin_x.reshape(-1, 1))  # at x_k, [M, 1]
-        h0_nb, h1_nb = self.control.query(pieces, lin_nb.reshape(-1, d))  # at its neighbours, [M, D]
+        h0_nb, h1_nb = self.control.query(pieces, lin_nb.reshape(m, d))  # at its neighbours, [M, D]
         # Gibbs kernel: move to neighbour d with probability q(y_d) / D (the flipped value's)
-        w = torch.where(xf.bool(), 1 - p, p).reshape(-1, d)
+        w = torch.where(xf.bool(), 1 - p, p).reshape(m, d)
         w_sum = w.sum(-1, keepdim=True)
-        a_h0 = ((w * h0_nb).sum(-1, keepdim=True) - h0_x * w_sum) / d  # (A h0)(x_k), [M, 1]
+        a_h0 = ((w * h0_nb).sum(-1, keepdim=True) - h0_x * w_sum) / dd  # (A h0)(x_k), [M, 1]
         wh1 = w * h1_nb
         # (A H)(x_k) with H = h1 ∇η log q: the score moves by ±e_d at neighbour d
-        a_h1 = score.reshape(-1, d) * ((wh1.sum(-1, keepdim=True) - h1_x * w_sum) / d)
-        a_h1 = torch.addcmul(a_h1, wh1, flip.reshape(-1, d), value=1 / d).reshape(score.shape)
+        a_h1 = score.reshape(m, d) * ((wh1.sum(-1, keepdim=True) - h1_x * w_sum) / dd)
+        a_h1 = torch.addcmul(a_h1, wh1, flip.reshape(m, d), value=1 / dd).reshape(score.shape)
         a_h0 = a_h0.reshape(fd.shape).to(fd.dtype)
         a_h1 = a_h1.to(fd.dtype)
         alpha, beta = self.alpha.to(fd.dtype), self.beta.to(fd.dtype)
@@ -258,7 +259,7 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         if self.config.learn:
             var = g_hat.pow(2).sum(-1)
             surrogate = surrogate + (var - var.detach())
-        return relaxit_core.Estimate(surrogate, sf.detach(), x)
+        return relaxit_core.Estimate(surrogate, fd.mean(0), x)  # value: the objective's mean alone
 
 
 @relaxit_core.hookimpl

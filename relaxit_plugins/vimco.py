@@ -134,7 +134,7 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
         log_q = reduce_log_prob(dist.log_prob(z), f.dim())
         if reduce == "mean":
             surrogate = score_function_surrogate(f, log_q, leave_one_out_baseline(f.detach()))
-            return relaxit_core.Estimate(surrogate, surrogate.detach(), z)
+            return relaxit_core.Estimate(surrogate, f.detach().mean(0), z)  # value: the objective alone
         bound = f.logsumexp(0) - math.log(num_samples)
         signal = vimco_signals(f)
         surrogate = bound + (signal * (log_q - log_q.detach())).sum(0)
