@@ -184,7 +184,7 @@ def test_minus_inf_masks_items_and_bad_rows_raise(name):
     out.surrogate.sum().backward()
     assert bool((out.samples[..., [1, 4]] == 0).all()) and bool(torch.isfinite(theta.grad).all())
     assert bool((theta.grad[0, [1, 4]] == 0).all())
-    with pytest.raises(ValueError, match="fewer than k=2"):
+    with pytest.raises(ValueError, match="fewer than"):
         est.distribution(logits=torch.tensor([0.0, -math.inf, -math.inf]))
-    with pytest.raises(ValueError, match=r"\+inf"):
+    with pytest.raises(ValueError, match="inf"):
         est.distribution(logits=torch.tensor([0.0, math.inf, 1.0]))
