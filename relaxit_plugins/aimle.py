@@ -80,6 +80,7 @@ class AimleEstimator(PerturbAndMAPEstimator):
     )
     conformance_configs = ({"family": "subset"}, {"family": "subset", "k": 2, "symmetric": False, "noise": "gumbel"},
                            {"family": "categorical"})
+    example_config: ClassVar[dict] = {"family": "subset", "k": 3}
 
     class Config(relaxit_core.EstimatorConfig):
         """Config of :class:`AimleEstimator`."""

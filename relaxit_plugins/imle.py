@@ -181,6 +181,7 @@ class ImleEstimator(PerturbAndMAPEstimator):
     )
     conformance_configs = ({"family": "subset"}, {"family": "subset", "k": 2, "noise": "gumbel", "lambda_": 1.0},
                            {"family": "categorical"})
+    example_config: ClassVar[dict] = {"family": "subset", "k": 3}
 
     class Config(relaxit_core.EstimatorConfig):
         """Config of :class:`ImleEstimator`."""

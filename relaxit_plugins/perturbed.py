@@ -178,6 +178,7 @@ class PerturbedEstimator(relaxit_core.EstimatorBase):
     )
     conformance_configs = ({"family": "subset"}, {"family": "subset", "k": 2, "sigma": 0.5},
                            {"family": "categorical"}, {"family": "categorical", "noise": "gumbel"})
+    example_config: ClassVar[dict] = {"family": "subset", "k": 3, "sigma": 0.5}
 
     class Config(relaxit_core.EstimatorConfig):
         """Config of :class:`PerturbedEstimator`."""

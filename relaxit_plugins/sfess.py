@@ -85,6 +85,7 @@ class SFESSEstimator(relaxit_core.EstimatorBase):
         "control variate; Kool, van Hoof & Welling (2019), Buy 4 REINFORCE Samples, eq. 8"
     )
     conformance_configs = ({}, {"k": 2, "baseline": "none"})
+    example_config: ClassVar[dict] = {"k": 3}
 
     class Config(relaxit_core.EstimatorConfig):
         """Config of :class:`SFESSEstimator`."""

@@ -113,6 +113,7 @@ class SimpleEstimator(relaxit_core.EstimatorBase):
         "exact marginals dmu/dtheta backward, log-space dynamic program for log Z and mu"
     )
     conformance_configs = ({}, {"k": 3})
+    example_config: ClassVar[dict] = {"k": 3}
 
     class Config(relaxit_core.EstimatorConfig):
         """Config of :class:`SimpleEstimator`."""
