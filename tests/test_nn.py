@@ -338,8 +338,10 @@ def test_subset_selector_training_picks_the_cheapest_items(name):
     torch.manual_seed(0)
     cost = torch.tensor([0.5, -1.0, 2.0, -0.5, 1.0, 0.0])
     k = 2
-    has_k = "k" in relaxit.describe(name).config_schema.get("properties", {})
-    layer = rnn.SubsetSelector({"name": name, **({"k": k} if has_k else {})}, k=k if has_k else None)
+    props = relaxit.describe(name).config_schema.get("properties", {})
+    has_k = "k" in props
+    spec = {"name": name, **({"k": k} if has_k else {}), **({"family": "subset"} if "family" in props else {})}
+    layer = rnn.SubsetSelector(spec, k=k if has_k else None)
     k = layer.k
     logits = torch.zeros(6, requires_grad=True)
 
@@ -371,5 +373,7 @@ def test_subset_selector_checks_k():
     with_k = [n for n in SUBSET_NAMES if "k" in relaxit.describe(n).config_schema.get("properties", {})]
     if not with_k:
         pytest.skip("no subset estimator with a `k` field is registered")
+    name = with_k[0]
+    family = {"family": "subset"} if "family" in relaxit.describe(name).config_schema.get("properties", {}) else {}
     with pytest.raises(ConfigError, match="k=3"):
-        rnn.SubsetSelector({"name": with_k[0], "k": 2}, k=3)
+        rnn.SubsetSelector({"name": name, "k": 2, **family}, k=3)
