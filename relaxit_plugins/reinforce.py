@@ -19,10 +19,18 @@ from pydantic import Field
 import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_core.surrogate import leave_one_out_baseline
+from relaxit_plugins._multisample import (
+    Bernoulli,
+    bernoulli_draw,
+    bernoulli_probs,
+    bernoulli_score_gradient,
+    call_objective,
+    with_score,
+)
 
 __all__ = ["ReinforceEstimator"]
 
-_LAWS = {"bernoulli": pdist.Bernoulli, "categorical": pdist.OneHotCategorical}
+_LAWS = {"bernoulli": Bernoulli, "categorical": pdist.OneHotCategorical}
 
 
 class ReinforceEstimator(relaxit_core.EstimatorBase):
@@ -40,7 +48,10 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
     - ``"leave_one_out"`` (RLOO, Kool et al. 2019, eq. 8): ``b_s`` is the mean of the other
       ``S - 1`` samples' values; needs ``num_samples >= 2``.
 
-    Cost: ``num_samples`` objective evaluations in one batched call.  Families:
+    Cost: ``num_samples`` objective evaluations in one batched call.  For Bernoulli
+    ``logits`` the estimate is formed directly from the score ``z - σ(logits)`` (finite at
+    ``logits = ±inf``), as ``mean_s (f_s - b_s)(z_s - σ(logits))``, with no ``log_prob``
+    pass over the samples.  Families:
     ``"bernoulli"`` (samples 0/1, law ``Bernoulli(logits)``) and ``"categorical"``
     (one-hot samples, law ``OneHotCategorical(logits)``).
 
@@ -93,6 +104,21 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
 
     def build_distribution(self, logits=None, probs=None):
         return _LAWS[self.family](probs=probs, logits=logits)
+
+    def estimate(self, objective, *, num_samples=1, reduce="mean", **params):
+        if self.family != "bernoulli" or reduce != "mean" or params.get("logits") is None:
+            return super().estimate(objective, num_samples=num_samples, reduce=reduce, **params)
+        num_samples = self._check_num_samples(num_samples)
+        dist = self.distribution(**params)
+        p = bernoulli_probs(dist)
+        z = bernoulli_draw(p, (num_samples,))
+        f = call_objective(objective, z, dist, self.name)
+        fd = f.detach()
+        b = self.baseline(fd)
+        weight = (fd if b is None else fd - b) / num_samples
+        g = bernoulli_score_gradient(weight, z, p)
+        surrogate = with_score(f.mean(0), dist.logits, g)
+        return relaxit_core.Estimate(surrogate, surrogate.detach(), z)
 
     def baseline(self, f):
         kind = self.config.baseline
