@@ -17,10 +17,11 @@ References, each a plain function in this file:
     ``b - σ(l)`` (finite at ``l = ±inf``), the estimate ``ĝ = mean_s w_s (b_s - σ(l))`` formed by one product and sum (faster here than ``einsum``)
     and handed to ``backward`` beside the Monte Carlo loss.
 
-Timing: for each round, every case is timed once (``blocked_autorange``) in a fixed
-interleaved order; the ratio of a case to its reference is taken within a round, and the table
-gives the median over rounds with a distribution-free 95% confidence interval of that median
-(order statistics of the binomial).  The machine may be loaded by other work: read the ratios.
+Timing: each round calls every case once, in a fixed interleaved order, each call timed on its
+own by the CPU time of the (single) thread that runs it, so that other processes' time slices
+on a loaded machine do not count; the ratio of a case to its reference is taken within a round, and the table gives the
+median over rounds with a distribution-free 95% confidence interval of that median (order
+statistics of the binomial).  The machine may be loaded by other work: read the ratios.
 
     python benchmarks/cv_speed.py                 # full table, both objectives, batch sweep
     python benchmarks/cv_speed.py --quick         # smoke run (seconds)
@@ -36,7 +37,6 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from torch.utils.benchmark import Timer
 
 import relaxit
 
@@ -230,15 +230,32 @@ def median_ci(xs):
     return med, xs[j - 1], xs[n - j]
 
 
-def run_cases(cases, rounds, min_run_time):
-    """cases: {label: zero-arg callable}; interleaved rounds -> {label: [seconds per call]}."""
+def run_cases(cases, rounds, min_run_time=None):
+    """cases: {label: zero-arg callable} -> {label: [seconds, one per round]}.
+
+    Interleaved call by call: each round calls every case once, in order, timing each call
+    by the CPU time of this thread (``time.thread_time``; torch runs on this one thread), so
+    that time slices taken by other processes on a loaded machine are not counted; garbage
+    collection off.  Ratios are taken within a round.
+    """
+    import gc
+    import time
+
     times = {label: [] for label in cases}
     for fn in cases.values():  # warm-up
         fn()
-    for _ in range(rounds):
-        for label, fn in cases.items():
-            t = Timer("fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time)
-            times[label].append(t.median)
+        fn()
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for label, fn in cases.items():
+                t0 = time.thread_time()
+                fn()
+                times[label].append(time.thread_time() - t0)
+    finally:
+        if gc_was:
+            gc.enable()
     return times
 
 
@@ -306,14 +323,13 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--sweep", type=int, nargs="*", default=[32, 128, 512, 1024],
                     help="batch sizes of the reinforce sweep (empty: none)")
-    ap.add_argument("--rounds", type=int, default=11)
-    ap.add_argument("--min-run-time", type=float, default=0.2)
+    ap.add_argument("--rounds", type=int, default=101)
     ap.add_argument("--objectives", nargs="+", default=["cheap", "decoder"])
     ap.add_argument("--only", nargs="*", default=[], help="estimators to include (default: all)")
     ap.add_argument("--validate", action="store_true", help="keep torch's argument validation on")
     args = ap.parse_args(argv)
     if args.quick:
-        args.rounds, args.min_run_time, args.sweep = 3, 0.05, [64]
+        args.rounds, args.sweep = 7, [64]
     torch.set_num_threads(1)
     relaxit.available()  # loads the plugins, hence pyro.distributions, which resets torch's validation default
     torch.distributions.Distribution.set_default_validate_args(args.validate)
@@ -323,7 +339,7 @@ def main(argv=None):
     for kind in args.objectives:
         pb = Problem(kind, args.batch)
         cases, refs = build_cases(pb, args.only)
-        table(run_cases(cases, args.rounds, args.min_run_time), refs, f"{kind} objective, batch {args.batch}")
+        table(run_cases(cases, args.rounds), refs, f"{kind} objective, batch {args.batch}")
     if args.sweep and (not args.only or "reinforce" in args.only):
         for kind in args.objectives:
             print(f"\n### reinforce (RLOO) / (b), {kind} objective, batch sweep\n")
@@ -333,7 +349,7 @@ def main(argv=None):
                 est = relaxit.get("reinforce", family="bernoulli", baseline="leave_one_out")
                 cases = {"b": lambda: (rlooo_b(pb), pb.zero()),
                          "r": lambda: (lib_step(est, pb, EVALS), pb.zero())}
-                t = run_cases(cases, args.rounds, args.min_run_time)
+                t = run_cases(cases, 3 * args.rounds)
                 r = median_ci([x / y for x, y in zip(t["r"], t["b"])])
                 print(f"| {batch} | {statistics.median(t['b']) * 1e3:.3f} | {statistics.median(t['r']) * 1e3:.3f} "
                       f"| {r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}] |")

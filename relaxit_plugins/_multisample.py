@@ -20,6 +20,7 @@ __all__ = [
     "bernoulli_probs",
     "bernoulli_draw",
     "with_score",
+    "with_parameter_gradients",
     "bernoulli_score_gradient",
     "call_objective",
     "reduce_log_prob",
@@ -88,6 +89,36 @@ def with_score(value: torch.Tensor, logits: torch.Tensor, g: torch.Tensor) -> to
     if not logits.requires_grad:
         return value
     return _WithScore.apply(value, logits, g.detach())
+
+
+class _WithParameterGradients(torch.autograd.Function):
+    """``value`` unchanged; in the backward pass each tensor ``t_i`` gets ``g_i`` times the sum
+    of the incoming gradient divided by ``value.numel()``."""
+
+    @staticmethod
+    def forward(ctx, value, n, *args):
+        ctx.n = n
+        ctx.numel = max(1, value.numel())
+        ctx.save_for_backward(*args[n:])
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        grads = ctx.saved_tensors
+        total = grad.sum() / ctx.numel
+        out = [g * total.to(g.dtype) if need else None for g, need in zip(grads, ctx.needs_input_grad[2:])]
+        return (grad, None, *out, *([None] * ctx.n))
+
+
+def with_parameter_gradients(value: torch.Tensor, tensors, grads) -> torch.Tensor:
+    """``value``, whose ``.sum().backward()`` also gives each ``tensors[i]`` the gradient
+    ``grads[i]`` (detached, that tensor's shape): spread over the ``value.numel()`` elements so
+    that it arrives once.  One autograd node for all of them."""
+    pairs = [(t, g.detach()) for t, g in zip(tensors, grads) if g is not None and t.requires_grad]
+    if not pairs:
+        return value
+    ts, gs = zip(*pairs)
+    return _WithParameterGradients.apply(value, len(ts), *ts, *gs)
 
 
 def bernoulli_score_gradient(weight: torch.Tensor, z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

@@ -108,3 +108,95 @@ def test_fast_bernoulli_draws_follow_the_law():
     assert set(z.unique().tolist()) <= {0.0, 1.0}
     se = (p * (1 - p) / n).sqrt()
     assert ((z.mean(0) - p).abs() <= 5 * se + 1e-12).all()
+
+
+# ------------------------------------------------------------------ REBAR / RELAX engine
+def _hand_relaxed_cv(logits, objective, s, eta, log_tau, net=None, learned=()):
+    """REBAR / RELAX written out (Grathwohl et al. 2018, eq. 8; the previous engine's formula,
+    ``(logits - logits.detach()) ĝ`` and ``(p - p.detach()) ∂Σĝ²/∂p``), Bernoulli, on the noise of
+    ``relaxed_pair`` (call under the same seed)."""
+    from relaxit_plugins._relaxed_cv import relaxed_pair
+
+    theta = logits.detach().requires_grad_(True)
+    z, b, zt = relaxed_pair("bernoulli", theta, s)
+    soft = torch.sigmoid(torch.cat([z, zt]) / log_tau.exp())
+    f_all = objective(torch.cat([b, soft]))
+    f_b, f_s = f_all[:s], f_all[s:]
+    c = eta * f_s + (net(soft) if net is not None else 0)
+    c_z, c_zt = c[:s], c[s:]
+    (g_path,) = torch.autograd.grad((c_z - c_zt).sum(), theta, create_graph=bool(learned), retain_graph=True)
+    coef = f_b.detach() - c_zt
+    g_hat = ((coef.unsqueeze(-1) * (b - torch.sigmoid(theta.detach()))).sum(0) + g_path) / s
+    extra = 0
+    if learned:
+        var = torch.autograd.grad(g_hat.pow(2).sum(), learned, retain_graph=True)
+        extra = sum(((p - p.detach()) * g).sum() for p, g in zip(learned, var)) / f_b.shape[1]
+    return f_b.mean(0) + ((logits - logits.detach()) * g_hat.detach()).sum(-1) + extra
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_rebar_equals_the_previous_formula(learn):
+    logits, objective, phi = _problem(2, (3, 4))
+    est = relaxit.get("rebar", learn=learn, eta=0.7, tau=0.4).double()
+    leaf = logits.clone().requires_grad_(True)
+    torch.manual_seed(5)
+    out = est.estimate(objective, num_samples=2, logits=leaf)
+    leaves = [leaf, phi] + ([est.eta, est.log_tau] if learn else [])
+    got = _grads(out.surrogate, leaves)
+    leaf2 = logits.clone().requires_grad_(True)
+    eta = est.eta.detach().clone().requires_grad_(learn)
+    log_tau = est.log_tau.detach().clone().requires_grad_(learn)
+    torch.manual_seed(5)
+    old = _hand_relaxed_cv(leaf2, objective, 2, eta, log_tau, learned=[eta, log_tau] if learn else ())
+    want = _grads(old, [leaf2, phi] + ([eta, log_tau] if learn else []))
+    torch.testing.assert_close(out.surrogate.detach(), old.detach(), **TOL)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **TOL)
+
+
+def test_relax_network_reads_the_whole_relaxed_vector():
+    """RELAX's r_ρ is the authors' QFunc on 2 σ_λ(z) - 1 of all D values of an event: the
+    estimate (logits, objective parameter, every estimator parameter) equals the formula
+    written out with that network."""
+    from relaxit_plugins.relax import ControlNetwork
+
+    logits, objective, phi = _problem(3, (3, 4))
+    est = relaxit.get("relax", family="bernoulli", hidden=5, latents=4, eta=0.8, tau=0.6).double()
+    net = est.nets["4"]
+    with torch.no_grad():
+        net.w2.normal_()  # a non-trivial network
+        net.b2.fill_(0.3)
+    x = torch.rand(7, 4, dtype=torch.float64)
+    written = torch.tanh((2 * x - 1) @ net.w1.T + net.b1) @ net.w2 + net.b2
+    torch.testing.assert_close(net(x), written, **TOL)
+    assert isinstance(net, ControlNetwork) and net.w1.shape == (5, 4)  # reads all D = 4 values
+    leaf = logits.clone().requires_grad_(True)
+    torch.manual_seed(9)
+    out = est.estimate(objective, num_samples=2, logits=leaf)
+    params = list(est.parameters())
+    got = _grads(out.surrogate, [leaf, phi] + params)
+    ref = relaxit.get("relax", family="bernoulli", hidden=5, latents=4).double()
+    ref.load_state_dict(est.state_dict())
+    leaf2 = logits.clone().requires_grad_(True)
+    torch.manual_seed(9)
+    old = _hand_relaxed_cv(leaf2, objective, 2, ref.eta, ref.log_tau, net=ref.nets["4"], learned=list(ref.parameters()))
+    want = _grads(old, [leaf2, phi] + list(ref.parameters()))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **TOL)
+
+
+def test_relax_network_size():
+    """Without ``latents`` one network per event size, created (and trained) in the first call
+    that meets it; with ``latents`` another size is an error naming it."""
+    from relaxit_core import ParameterError
+
+    est = relaxit.get("relax", family="bernoulli", hidden=3)
+    assert len(list(est.nets.parameters())) == 0
+    logits = torch.zeros(2, 6, requires_grad=True)
+    est.estimate(lambda z: (z - 0.3).pow(2).sum(-1), logits=logits).surrogate.sum().backward()
+    assert list(est.nets) == ["6"] and all(p.grad is not None for p in est.nets["6"].parameters())
+    est.estimate(lambda z: (z - 0.3).pow(2).sum((-2, -1)), logits=logits.detach())  # D = 12
+    assert sorted(est.nets) == ["12", "6"]
+    fixed = relaxit.get("relax", family="bernoulli", hidden=3, latents=6)
+    with pytest.raises(ParameterError, match="latents=6"):
+        fixed.estimate(lambda z: z.sum(-1), logits=torch.zeros(2, 5, requires_grad=True))
