@@ -200,3 +200,41 @@ def test_relax_network_size():
     fixed = relaxit.get("relax", family="bernoulli", hidden=3, latents=6)
     with pytest.raises(ParameterError, match="latents=6"):
         fixed.estimate(lambda z: z.sum(-1), logits=torch.zeros(2, 5, requires_grad=True))
+
+
+# ----------------------------------------------------------------------------- double CV
+def _old_double_cv(objective, z, logits, alpha):
+    """The previous double_cv surrogate (log_prob score term, ``(probs - probs.detach())`` global
+    term, ``Σ ĝ²`` through α), on given samples ``z`` ``[K, *batch]``, objective on the last dim."""
+    from relaxit_plugins._multisample import loo_mean
+
+    leaf = z.detach().requires_grad_(True)
+    f = objective(leaf)
+    (grad,) = torch.autograd.grad(f.sum(), leaf, retain_graph=True)
+    dist = pdist.Bernoulli(logits=logits)
+    fd, p = f.detach(), dist.probs.detach()
+    score = z - p
+    h = (loo_mean(grad) * score).sum(-1)
+    signal = fd - loo_mean(fd) + alpha * (h - loo_mean(h))
+    g_bar = grad.mean(0)
+    log_q = dist.log_prob(z).sum(-1)
+    sf = (f + signal.detach() * (log_q - log_q.detach())).mean(0)
+    glob = (alpha.detach() * g_bar * (dist.probs - dist.probs.detach())).sum(-1)
+    g_hat = (signal.unsqueeze(-1) * score).mean(0) - alpha * g_bar * p * (1 - p)
+    var = g_hat.pow(2).sum(-1)
+    return sf - glob + (var - var.detach())
+
+
+def test_double_cv_equals_the_previous_formula():
+    logits, objective, phi = _problem(4, (3, 5))
+    est = relaxit.get("double_cv", alpha_init=0.6).double()
+    leaf = logits.clone().requires_grad_(True)
+    out = est.estimate(objective, num_samples=4, logits=leaf)
+    got = _grads(out.surrogate, [leaf, phi, est.alpha])
+    alpha = est.alpha.detach().clone().requires_grad_(True)
+    leaf2 = logits.clone().requires_grad_(True)
+    old = _old_double_cv(objective, out.samples, leaf2, alpha)
+    want = _grads(old, [leaf2, phi, alpha])
+    torch.testing.assert_close(out.surrogate.detach(), old.detach(), **TOL)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, **TOL)
