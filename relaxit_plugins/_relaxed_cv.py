@@ -56,11 +56,12 @@ def relaxed_pair(family: str, logits: torch.Tensor, num_samples: int):
     shape = torch.Size((num_samples,)) + logits.shape
     if family == "bernoulli":
         z = logits + logistic_like(shape, logits)
-        b = (z > 0).to(logits.dtype)
+        hard = z > 0
+        b = hard.to(logits.dtype)
         lv = logistic_like(shape, logits)  # logit(v), v ~ U(0, 1)
-        up = F.softplus(lv + F.softplus(logits))
-        down = -F.softplus(lv + F.softplus(-logits))
-        return z, b, torch.where(b > 0, up, down)
+        # one softplus over [S, *batch]: z̃ = ±softplus(logit v + softplus(±logits)) for b = 1 / 0
+        shift = torch.where(hard, F.softplus(logits), F.softplus(-logits))
+        return z, b, F.softplus(lv + shift) * (2 * b - 1)
     logp = logits.log_softmax(-1)
     z = logp + gumbel_like(shape, logits)
     b = F.one_hot(z.argmax(-1), logits.shape[-1]).to(logits.dtype)

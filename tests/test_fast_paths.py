@@ -238,3 +238,29 @@ def test_double_cv_equals_the_previous_formula():
     torch.testing.assert_close(out.surrogate.detach(), old.detach(), **TOL)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, **TOL)
+
+
+def test_conditional_sample_equals_the_two_branch_formula():
+    """``relaxed_pair`` draws ``z̃`` with one softplus; the previous two-branch formula
+    ``where(b, softplus(lv + softplus(l)), -softplus(lv + softplus(-l)))`` on the same noise
+    gives the same values and gradients."""
+    import torch.nn.functional as F
+
+    from relaxit_core.distributions import logistic_like
+    from relaxit_plugins._relaxed_cv import relaxed_pair
+
+    logits = torch.randn(3, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 4
+    leaf = logits.clone().requires_grad_(True)
+    torch.manual_seed(11)
+    z, b, zt = relaxed_pair("bernoulli", leaf, 5)
+    leaf2 = logits.clone().requires_grad_(True)
+    torch.manual_seed(11)
+    z2 = leaf2 + logistic_like(z.shape, leaf2)
+    b2 = (z2 > 0).to(z2.dtype)
+    lv = logistic_like(z.shape, leaf2)
+    zt2 = torch.where(b2 > 0, F.softplus(lv + F.softplus(leaf2)), -F.softplus(lv + F.softplus(-leaf2)))
+    assert torch.equal(b, b2) and torch.equal(z.detach(), z2.detach())
+    torch.testing.assert_close(zt, zt2, rtol=0, atol=0)
+    w = torch.randn_like(zt)
+    torch.testing.assert_close(torch.autograd.grad((zt * w).sum(), leaf)[0],
+                               torch.autograd.grad((zt2 * w).sum(), leaf2)[0], **TOL)
