@@ -12,6 +12,7 @@ from __future__ import annotations
 import pyro.distributions as pdist
 import torch
 
+from relaxit_core.distributions import bernoulli_draw
 from relaxit_core.estimator import call_objective, reduce_log_prob
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "objective_and_input_gradient",
 ]
 
+
 class Bernoulli(pdist.Bernoulli):
     """Pyro's ``Bernoulli`` drawing ``sample`` as ``U < p``, ``U ~ U[0, 1)``.
 
@@ -40,13 +42,6 @@ class Bernoulli(pdist.Bernoulli):
 
     def sample(self, sample_shape=torch.Size()):
         return bernoulli_draw(bernoulli_probs(self), sample_shape)
-
-
-def bernoulli_draw(p: torch.Tensor, sample_shape=torch.Size()) -> torch.Tensor:
-    """``sample_shape + p.shape`` independent Bernoulli(``p``) draws as ``U < p`` in ``p``'s dtype."""
-    with torch.no_grad():
-        u = torch.rand(torch.Size(sample_shape) + p.shape, dtype=p.dtype, device=p.device)
-        return (u < p).to(p.dtype)
 
 
 LAWS = {"bernoulli": Bernoulli, "categorical": pdist.OneHotCategorical}
