@@ -93,10 +93,11 @@ def main(argv=None):
     rows = []
     for k in ks:
         cases = {}
-        ref = relaxit.get("reinforce", baseline="leave_one_out")
+        ref = relaxit.get("reinforce", family="bernoulli", baseline="leave_one_out")
         cases["reinforce (RLOO)"] = (ref, bern[2], bern[1], k, bern[0])
         for name in ("arms", "double_cv", "rodeo", "vimco", "indecater"):
-            cases[name] = (relaxit.get(name), bern[2], bern[1], k, bern[0])
+            multi = name in ("vimco", "indecater")  # serve several families: family is required
+            cases[name] = (relaxit.get(name, **({"family": "bernoulli"} if multi else {})), bern[2], bern[1], k, bern[0])
         cref = relaxit.get("reinforce", baseline="leave_one_out", family="categorical")
         cases["reinforce cat (RLOO)"] = (cref, cat[2], cat[1], k, cat[0])
         cases["unordered_set"] = (relaxit.get("unordered_set"), cat[2], cat[1], k, cat[0])

@@ -50,9 +50,7 @@ def rounding_of(printed: str) -> float:
 
 
 def variant_id(est) -> str:
-    cfg = est.config
-    default = type(cfg)()
-    diff = {k: v for k, v in cfg.model_dump().items() if getattr(default, k) != v and k != "family"}
+    diff = {k: v for k, v in est.config.non_default_fields().items() if k != "family"}
     return est.name + ("[" + ",".join(f"{k}={v}" for k, v in diff.items()) + "]" if diff else "")
 
 
@@ -222,7 +220,7 @@ def run_timing(args):
             torch.autograd.grad(fn(logits, obj), logits)
         return step
 
-    ref = relaxit.get("reinforce")
+    ref = relaxit.get("reinforce", family="bernoulli")
     stmts = {"reinforce (S=1)": make(ref)}
     for est in unbiased:
         stmts.setdefault(f"{variant_id(est)} (S={est.min_num_samples})", make(type(est)(est.config)))

@@ -59,7 +59,7 @@ __all__ = [
 def get(name: str, /, **config: Any) -> GradientEstimator:
     """The estimator ``name`` with its config fields given as keywords.
 
-    >>> get("reinforce", baseline="leave_one_out").config.baseline
+    >>> get("reinforce", family="bernoulli", baseline="leave_one_out").config.baseline
     'leave_one_out'
 
     Raises:

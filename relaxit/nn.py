@@ -40,9 +40,8 @@ The layers' own parameters and the estimator's (a submodule, ``layer.estimator``
 
 Example:
     >>> import torch, relaxit.nn
-    >>> latent = relaxit.nn.DiscreteLatent({"name": "reinforce", "baseline": "leave_one_out"}, num_categories=4)
-    >>> latent.estimator.family                    # filled in from the layer
-    'categorical'
+    >>> spec = {"name": "reinforce", "family": "categorical", "baseline": "leave_one_out"}
+    >>> latent = relaxit.nn.DiscreteLatent(spec, num_categories=4)
     >>> logits = torch.zeros(5, 3, 4, requires_grad=True)      # 5 examples, 3 latents of 4 categories
     >>> out = latent(logits, objective=lambda z: z[..., 0].sum(-1), num_samples=2)
     >>> out.samples.shape, out.surrogate.shape
@@ -87,9 +86,10 @@ def build_estimator(
 ) -> torch.nn.Module:
     """Build the estimator of ``spec`` for a layer that accepts ``families`` (in order of preference).
 
-    An estimator serving several families (``reinforce``, ``relax``...) whose spec leaves its
-    ``family`` field unset gets the first family of ``families`` it serves.  An estimator of
-    another family, or whose tensor arguments include none of ``params``, raises
+    An estimator serving several families (``reinforce``, ``relax``...) needs its ``family``
+    set in the spec, as everywhere (the layer does not pick one: leaving it out raises
+    :class:`EstimatorFamilyError`, which says which family this layer needs).  An estimator
+    of another family, or whose tensor arguments include none of ``params``, raises
     :class:`EstimatorFamilyError` naming the registered estimators that fit.
     """
     families = tuple(families)
@@ -97,19 +97,18 @@ def build_estimator(
         est = spec
         name = getattr(est, "name", type(est).__name__)
     else:
-        config: EstimatorConfig = registry.validate(spec)
+        try:
+            config: EstimatorConfig = registry.validate(spec)
+        except ConfigError as exc:
+            if any(e.get("type") == "missing_family" for e in exc.errors):
+                raise EstimatorFamilyError(
+                    f"{str(exc).splitlines()[0]} {layer} needs family "
+                    f"{' or '.join(map(repr, families))}: set it in the estimator's config.",
+                    exc.errors,
+                ) from None
+            raise
         name = config.name
-        cls = registry.get_class(name)
-        served = tuple(getattr(cls, "families", ()) or (cls.family,))
-        if (
-            "family" in type(config).model_fields
-            and "family" not in config.model_fields_set
-            and getattr(config, "family", None) not in families
-        ):
-            choice = next((f for f in families if f in served), None)
-            if choice is not None:
-                config = config.replace(family=choice)
-        est = cls(config)
+        est = registry.get_class(name)(config)
     fam = getattr(est, "family", None)
     if fam not in families:
         served = tuple(getattr(est, "families", ()) or (fam,))

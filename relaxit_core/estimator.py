@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 
 from relaxit_core.capabilities import FAMILIES, Capability
-from relaxit_core.config import EstimatorConfig
+from relaxit_core.config import EstimatorConfig, family_choices, require_family
 from relaxit_core.errors import ConfigError, ParameterError
 from relaxit_core.surrogate import score_function_surrogate
 
@@ -62,6 +62,8 @@ class GradientEstimator(Protocol):
         self, objective: Objective, *, num_samples: int = 1, reduce: str = "mean", **params: Any
     ) -> Estimate: ...
 
+    def evaluations(self, num_samples: int | None = None, *, batch_ndim: int = 0, **params: Any) -> int: ...
+
 
 class EstimatorBase(torch.nn.Module):
     """Base class of estimators: config handling, argument checks and a shared ``estimate``.
@@ -98,7 +100,8 @@ class EstimatorBase(torch.nn.Module):
     """The smallest ``num_samples`` that :meth:`estimate` accepts (set per instance when it
     depends on the config, e.g. 2 for a leave-one-out baseline)."""
     conformance_configs: ClassVar[tuple[Mapping[str, Any], ...]] = ({},)
-    """Configs (as updates of the default) that the conformance kit checks."""
+    """Configs (as updates of the default) that the conformance kit checks.  Left out, it is
+    the default config, or one config per family for an estimator serving several."""
 
     config: EstimatorConfig
 
@@ -108,6 +111,14 @@ class EstimatorBase(torch.nn.Module):
             cls.families = (cls.family,)
         if "exclusive_params" not in cls.__dict__ and {"logits", "probs"} <= set(cls.params):
             cls.exclusive_params = (("logits", "probs"),)
+        if len(cls.families) > 1:
+            # The contract: an estimator serving several families takes a required `family`
+            # (a silent default once read categorical logits as independent bits).
+            config = cls.__dict__.get("Config", cls.Config)
+            if "family" in getattr(config, "model_fields", {}) and set(family_choices(config)) == set(cls.families):
+                require_family(config, cls.families, cls.__name__)
+            if "conformance_configs" not in cls.__dict__ and cls.conformance_configs == ({},):
+                cls.conformance_configs = tuple({"family": f} for f in cls.families)
 
     def __init__(self, config: EstimatorConfig | Mapping[str, Any] | None = None, **kwargs: Any):
         super().__init__()
@@ -267,6 +278,41 @@ class EstimatorBase(torch.nn.Module):
             f"{self.name} has neither RSAMPLE nor SCORE_FUNCTION; it must override estimate()"
         )
 
+    def evaluations(self, num_samples: int | None = None, *, batch_ndim: int = 0, **params: Any) -> int:
+        """The objective rows that one :meth:`estimate` call evaluates.
+
+        A "row" is one entry of the leading sample dimension of a ``z`` passed to the
+        objective, so estimators can be compared at an equal number of objective evaluations
+        (the unit in which ``num_samples`` is counted differs between estimators: ARM and
+        DisARM count evaluations, RELAX and REBAR hard samples that cost three evaluations
+        each).  Counted for a call that builds a gradient (under ``torch.no_grad()`` some
+        estimators evaluate less).
+
+        Args:
+            num_samples: as in :meth:`estimate`; default ``min_num_samples``.
+            batch_ndim: how many leading batch dimensions the objective keeps (``B`` in
+                ``[S, *B]``); only estimators whose cost grows with the number of variables in
+                one objective event (IndeCateR) read it.
+            params: the tensor arguments of :meth:`estimate`; only estimators whose cost
+                depends on their shapes need them.
+
+        The default is ``num_samples`` rows; estimators that evaluate more override
+        :meth:`evaluations_per_sample` (or this method).
+
+        Example:
+            >>> import relaxit
+            >>> relaxit.get("rebar").evaluations(4)
+            12
+        """
+        n = self.min_num_samples if num_samples is None else self._check_num_samples(num_samples)
+        if isinstance(batch_ndim, bool) or not isinstance(batch_ndim, int) or batch_ndim < 0:
+            raise ParameterError(f"{self.name}: batch_ndim must be an integer >= 0, got {batch_ndim!r}")
+        return n * self.evaluations_per_sample(batch_ndim=batch_ndim, **params)
+
+    def evaluations_per_sample(self, *, batch_ndim: int = 0, **params: Any) -> int:
+        """Objective rows per unit of ``num_samples`` (default 1); see :meth:`evaluations`."""
+        return 1
+
     def _check_reduce(self, reduce: str) -> None:
         if reduce not in self.reductions:
             raise ParameterError(
@@ -344,6 +390,11 @@ class EstimatorBase(torch.nn.Module):
             field = cls.Config.model_fields.get("name")
             if field is None or field.default != name:
                 problems.append(f"Config.name must default to {name!r}")
+            if len(cls.families) > 1:
+                try:
+                    require_family(cls.Config, cls.families, cls.__name__)
+                except TypeError as exc:
+                    problems.append(str(exc).removeprefix(f"{cls.__name__}: "))
         if problems:
             raise TypeError(f"{cls.__name__}: " + "; ".join(problems))
 

@@ -470,6 +470,29 @@ def check_estimate_contract(est, device):
 
 
 @_check()
+def check_evaluations(est, device):
+    """``evaluations(num_samples, batch_ndim=b, **params)`` equals the objective rows one gradient-building ``estimate`` call evaluates."""
+    s = max(4, _min_samples(est))
+    for b_ndim in (0, 1):
+        params = _params(est, (2, 3), device=device, requires_grad=True)
+        d = est.distribution(**{k: v.detach() for k, v in params.items()})
+        base = _objective(d, b_ndim, device=device)
+        ndim_full = len(d.batch_shape) + len(d.event_shape)
+        rows = []
+
+        def counting(z, base=base, rows=rows, ndim_full=ndim_full):
+            rows.append(int(z.shape[: z.dim() - ndim_full].numel()))
+            return base(z)
+
+        est.estimate(counting, num_samples=s, **params).surrogate.sum().backward()
+        declared = est.evaluations(s, batch_ndim=b_ndim, **params)
+        _assert(isinstance(declared, int) and not isinstance(declared, bool),
+                f"evaluations() must return an int, got {declared!r}")
+        _assert(declared == sum(rows),
+                f"evaluations({s}, batch_ndim={b_ndim}) = {declared}, but estimate() evaluated {sum(rows)} objective rows ({rows})")
+
+
+@_check()
 def check_argument_errors(est, device):
     """Wrong arguments raise ParameterError (or ValueError) naming what is allowed."""
     params = _params(est, (2, 3), device=device)
@@ -622,9 +645,7 @@ def instances(obj: Any) -> list[Any]:
 
 def estimator_id(est: Any) -> str:
     """``name`` plus the config fields that differ from the defaults, e.g. ``gumbel_softmax[hard=True]``."""
-    cfg = est.config
-    default = type(cfg)()
-    diff = {k: v for k, v in cfg.model_dump().items() if getattr(default, k) != v}
+    diff = est.config.non_default_fields()
     return est.name + ("[" + ",".join(f"{k}={v}" for k, v in diff.items()) + "]" if diff else "")
 
 

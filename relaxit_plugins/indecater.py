@@ -45,7 +45,7 @@ class IndecaterEstimator(relaxit_core.EstimatorBase):
     ``samples`` are the ``N`` i.i.d. samples, ``value`` their mean objective, and the
     objective's own parameters get the mean of their gradients on them.  Families:
     ``"bernoulli"`` (law ``Bernoulli``) and ``"categorical"`` (law ``OneHotCategorical``),
-    PMF ``log_prob``.
+    ``family`` required; PMF ``log_prob``.
 
     Example:
         >>> import relaxit, torch
@@ -77,7 +77,7 @@ class IndecaterEstimator(relaxit_core.EstimatorBase):
 
         name: Literal["indecater"] = "indecater"
         family: Literal["bernoulli", "categorical"] = Field(
-            "bernoulli", description="The discrete law: independent Bernoulli or one-hot categorical."
+            description="The discrete law: independent Bernoulli or one-hot categorical (required)."
         )
 
     def build_distribution(self, logits=None, probs=None):
@@ -87,6 +87,25 @@ class IndecaterEstimator(relaxit_core.EstimatorBase):
     def objective_evaluations(num_samples: int, num_variables: int, num_categories: int) -> int:
         """Objective evaluations of one call: ``N (1 + D C)`` (``C = 2`` for Bernoulli)."""
         return num_samples * (1 + num_variables * num_categories)
+
+    def evaluations_per_sample(self, *, batch_ndim=0, **params):
+        """``1 + D C`` rows per base sample, ``D`` the variables in one objective event (the
+        batch dimensions after the first ``batch_ndim``), ``C`` their categories (2 for
+        Bernoulli); needs the tensor arguments to count ``D``."""
+        if not params:
+            raise relaxit_core.ParameterError(
+                f"{self.name}: evaluations() needs the tensor arguments ({' or '.join(self.params)}) "
+                "to count the variables of one objective event"
+            )
+        dist = self.distribution(**params)
+        batch = tuple(dist.batch_shape)
+        if batch_ndim > len(batch):
+            raise relaxit_core.ParameterError(
+                f"{self.name}: batch_ndim={batch_ndim} exceeds the {len(batch)} batch dimensions of the parameters"
+            )
+        d = int(torch.Size(batch[batch_ndim:]).numel())
+        c = int(dist.event_shape[-1]) if self.family == "categorical" else 2
+        return 1 + d * c
 
     def estimate(self, objective, *, num_samples=1, reduce="mean", **params):
         n = self._check_num_samples(num_samples)

@@ -100,6 +100,10 @@ class RebarEstimator(relaxit_core.EstimatorBase):
     def build_distribution(self, logits):
         return law("bernoulli", logits)
 
+    def evaluations_per_sample(self, *, batch_ndim=0, **params):
+        """Three objective rows per hard sample: ``b``, ``σ_λ(z)`` and ``σ_λ(z̃)``."""
+        return 3
+
     def estimate(self, objective, *, num_samples=1, reduce="mean", **params):
         num_samples = self._check_num_samples(num_samples)
         self._check_reduce(reduce)

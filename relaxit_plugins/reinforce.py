@@ -53,11 +53,11 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
     ``logits = ±inf``), as ``mean_s (f_s - b_s)(z_s - σ(logits))``, with no ``log_prob``
     pass over the samples.  Families:
     ``"bernoulli"`` (samples 0/1, law ``Bernoulli(logits)``) and ``"categorical"``
-    (one-hot samples, law ``OneHotCategorical(logits)``).
+    (one-hot samples, law ``OneHotCategorical(logits)``); ``family`` is required.
 
     Example:
         >>> import relaxit, torch
-        >>> est = relaxit.build({"name": "reinforce", "baseline": "leave_one_out"})
+        >>> est = relaxit.build({"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"})
         >>> logits = torch.zeros(3, requires_grad=True)
         >>> out = est.estimate(lambda z: (z - 0.45).pow(2).sum(-1), num_samples=4, logits=logits)
         >>> out.surrogate.backward(); logits.grad.shape
@@ -87,7 +87,7 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
 
         name: Literal["reinforce"] = "reinforce"
         family: Literal["bernoulli", "categorical"] = Field(
-            "bernoulli", description="The discrete law: independent Bernoulli or one-hot categorical."
+            description="The discrete law: independent Bernoulli or one-hot categorical (required)."
         )
         baseline: Literal["none", "moving_average", "leave_one_out"] = Field(
             "none", description="Variance-reduction baseline (all keep the estimate unbiased)."

@@ -88,7 +88,7 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
     the relaxation term), the network on ``2S`` relaxed vectors (one ``D × hidden`` matrix
     product), and two backward passes through them (the second differentiates ``ĝ`` for the
     variance objective: a Hessian-vector product through the objective).  Samples are exactly
-    0/1 or one-hot; the law is ``Bernoulli(logits)`` or ``OneHotCategorical(logits)``
+    0/1 or one-hot (``family``, required); the law is ``Bernoulli(logits)`` or ``OneHotCategorical(logits)``
     (``log_prob`` is the PMF).
 
     Example:
@@ -114,9 +114,9 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
         "Algorithms 1-2, Appendix B"
     )
     conformance_configs = (
-        {},
+        {"family": "bernoulli"},
         {"family": "categorical"},
-        {"relaxation": False, "hidden": 4},
+        {"family": "bernoulli", "relaxation": False, "hidden": 4},
     )
     reductions: ClassVar[tuple[str, ...]] = ("mean",)
 
@@ -125,7 +125,7 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
 
         name: Literal["relax"] = "relax"
         family: Literal["bernoulli", "categorical"] = Field(
-            "bernoulli", description="The discrete law: independent Bernoulli or one-hot categorical."
+            description="The discrete law: independent Bernoulli or one-hot categorical (required)."
         )
         hidden: int = Field(16, ge=1, le=65536, description="Width of the control-variate network r_ρ.")
         latents: int | None = Field(
@@ -164,6 +164,11 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
 
     def build_distribution(self, logits):
         return law(self.family, logits)
+
+    def evaluations_per_sample(self, *, batch_ndim=0, **params):
+        """Three objective rows per hard sample with the relaxation term (``b``, ``σ_λ(z)``,
+        ``σ_λ(z̃)``), one without it."""
+        return 3 if self.config.relaxation else 1
 
     def estimate(self, objective, *, num_samples=1, reduce="mean", **params):
         num_samples = self._check_num_samples(num_samples)

@@ -76,11 +76,12 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
 
     ``num_samples`` is ``K >= 2``; one call costs ``K`` objective evaluations in one
     batched call.  Families: ``"bernoulli"`` (law ``Bernoulli(logits)``) and
-    ``"categorical"`` (law ``OneHotCategorical(logits)``); ``log_prob`` is the PMF.
+    ``"categorical"`` (law ``OneHotCategorical(logits)``), ``family`` required;
+    ``log_prob`` is the PMF.
 
     Example:
         >>> import relaxit, torch
-        >>> est = relaxit.get("vimco")
+        >>> est = relaxit.get("vimco", family="bernoulli")
         >>> logits = torch.zeros(4, requires_grad=True)
         >>> out = est.estimate(lambda z: -(z - 0.3).pow(2).sum(-1), num_samples=5,
         ...                    reduce="logmeanexp", logits=logits)
@@ -108,7 +109,7 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
 
         name: Literal["vimco"] = "vimco"
         family: Literal["bernoulli", "categorical"] = Field(
-            "bernoulli", description="The discrete law: independent Bernoulli or one-hot categorical."
+            description="The discrete law: independent Bernoulli or one-hot categorical (required)."
         )
 
     def build_distribution(self, logits=None, probs=None):

@@ -116,10 +116,10 @@ def test_config_file_reproduces_run_exactly_and_workers_do_not_matter(tmp_path):
     config = {
         "seeds": [3],
         "tasks": [
-            {"name": "toy", **TINY_TOY, "estimators": [{"name": "reinforce", "baseline": "leave_one_out"},
+            {"name": "toy", **TINY_TOY, "estimators": [{"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"},
                                                        {"name": "relaxed_bernoulli", "tau": 0.5}]},
             {"name": "vae-bernoulli", **TINY_VAE, "latents": 6, "encoder": [16], "decoder": [16],
-             "estimators": [{"estimator": {"name": "reinforce", "baseline": "moving_average"}, "label": "ma"},
+             "estimators": [{"estimator": {"name": "reinforce", "family": "bernoulli", "baseline": "moving_average"}, "label": "ma"},
                             {"name": "relaxed_bernoulli", "hard": True}]},
         ],
         "output": str(tmp_path / "a"),
@@ -154,11 +154,11 @@ def test_resolved_preset_plans_the_same_runs(name):
 
 
 def test_explicit_estimators_are_validated_through_the_registry():
-    base = {"tasks": [{"name": "toy", **TINY_TOY, "num_samples": 1, "estimators": [{"name": "reinforce", "baseline": "leave_one_out"}]}]}
+    base = {"tasks": [{"name": "toy", **TINY_TOY, "num_samples": 1, "estimators": [{"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"}]}]}
     with pytest.raises(ValueError, match="num_samples >= 2"):
         plan(base)
     optional = {"tasks": [{"name": "toy", **TINY_TOY, "num_samples": 1,
-                           "estimators": [{"estimator": {"name": "reinforce", "baseline": "leave_one_out"}, "optional": True},
+                           "estimators": [{"estimator": {"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"}, "optional": True},
                                           {"estimator": {"name": "no_such_method"}, "optional": True, "label": "nsm"}]}]}
     p = plan(optional)
     assert not p.runs and any("num_samples >= 2" in n for n in p.notes) and any("nsm" in n for n in p.notes)
@@ -175,7 +175,7 @@ def test_vae_iwae_objective(tmp_path):
     """objective='iwae' trains through estimate(reduce='logmeanexp') with the model's own
     log-weights; relaxations without HARD samples are skipped with a note."""
     task = {"name": "vae-bernoulli", **TINY_VAE, "latents": 4, "encoder": [8], "decoder": [8], "objective": "iwae",
-            "estimators": [{"name": "reinforce"}, {"estimator": {"name": "relaxed_bernoulli"}, "optional": True},
+            "estimators": [{"name": "reinforce", "family": "bernoulli"}, {"estimator": {"name": "relaxed_bernoulli"}, "optional": True},
                            {"name": "relaxed_bernoulli", "hard": True}]}
     out = run({"tasks": [task], "output": str(tmp_path), "progress": False}, quiet=True)
     assert {r["label"] for r in out["results"]} == {"reinforce", "relaxed_bernoulli(hard=true)"}
@@ -305,7 +305,7 @@ def test_subset_task_with_a_runtime_registered_estimator(tmp_path):
 # ---------------------------------------------------------------- Ray backend
 def test_ray_backend_matches_local(tmp_path):
     ray = pytest.importorskip("ray", reason="the Ray backend is an optional extra: pip install 'relaxit[ray]'")
-    config = {"tasks": [{"name": "toy", **TINY_TOY, "estimators": [{"name": "reinforce", "baseline": "leave_one_out"},
+    config = {"tasks": [{"name": "toy", **TINY_TOY, "estimators": [{"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"},
                                                                     {"name": "relaxed_bernoulli"}]}],
               "progress": False}
     local = run({**config, "output": str(tmp_path / "local")}, quiet=True)

@@ -30,7 +30,7 @@ def test_get_and_build_agree():
     c = relaxit.build(a.config)
     assert c.config == a.config
     assert relaxit.build(a.config.model_dump()).config == a.config
-    rl = relaxit.build({"name": "reinforce", "baseline": "leave_one_out"})
+    rl = relaxit.build({"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"})
     assert rl.config.baseline == "leave_one_out" and rl.min_num_samples == 2
 
 
@@ -89,9 +89,9 @@ def test_config_errors_keep_field_paths():
     assert "gumbel_softmax.tau: Input should be greater than 0" in str(err)
     assert err.errors[0]["loc"] == ("gumbel_softmax", "tau")
     with pytest.raises(relaxit.ConfigError, match="bogus"):
-        relaxit.get("reinforce", bogus=1)
+        relaxit.get("reinforce", family="bernoulli", bogus=1)
     with pytest.raises(relaxit.ConfigError, match="baseline"):
-        relaxit.build({"name": "reinforce", "baseline": "average"})
+        relaxit.build({"name": "reinforce", "family": "bernoulli", "baseline": "average"})
     with pytest.raises(relaxit.ConfigError, match="needs a 'name'"):
         relaxit.build({"tau": 1.0})
     with pytest.raises(relaxit.ConfigError, match="does not exist"):
@@ -116,7 +116,7 @@ def test_parameter_errors_name_what_is_allowed():
     with pytest.raises(relaxit.ParameterError, match="neither"):
         est.distribution()
     with pytest.raises(relaxit.ParameterError, match="num_samples"):
-        relaxit.get("reinforce", baseline="leave_one_out").estimate(lambda z: z.sum(-1), num_samples=1, logits=x)
+        relaxit.get("reinforce", family="categorical", baseline="leave_one_out").estimate(lambda z: z.sum(-1), num_samples=1, logits=x)
     with pytest.raises(ValueError, match=r"expected \[S, \*B\]"):
         est.estimate(lambda z: z.sum(), logits=x)
     with pytest.raises(relaxit.ParameterError, match="reduce"):

@@ -9,6 +9,7 @@ from relaxit_core import Capability as C
 from relaxit_core.testing import CHECKS, check_estimator, checks_for, instances
 from relaxit_plugins.gumbel_softmax import GumbelSoftmaxEstimator, StraightThroughGumbelSoftmax
 from relaxit_plugins.relaxed_bernoulli import RelaxedBernoulli, RelaxedBernoulliEstimator
+from relaxit_plugins.rebar import RebarEstimator
 from relaxit_plugins.reinforce import ReinforceEstimator
 
 CHECK = {c.name: c for c in CHECKS}
@@ -71,6 +72,13 @@ class LeakyEstimator(GumbelSoftmaxEstimator):
         return out._replace(surrogate=2 * out.surrogate - out.surrogate.detach())
 
 
+class UndercountingRebar(RebarEstimator):
+    """REBAR that declares one evaluation per sample although it evaluates three."""
+
+    def evaluations_per_sample(self, *, batch_ndim=0, **params):
+        return 1
+
+
 @pytest.mark.parametrize(
     ("cls", "config", "check"),
     [
@@ -79,6 +87,7 @@ class LeakyEstimator(GumbelSoftmaxEstimator):
         (SharedNoiseEstimator, {}, "noise_independent"),
         (WrongLawEstimator, {"hard": True}, "sample_law"),
         (LeakyEstimator, {}, "estimate_contract"),
+        (UndercountingRebar, {}, "evaluations"),
     ],
 )
 def test_kit_catches_broken_estimators(cls, config, check):
@@ -87,14 +96,14 @@ def test_kit_catches_broken_estimators(cls, config, check):
         CHECK[check](est)
     # and the genuine parent passes the same check
     parent = cls.__mro__[1]
-    while parent.__name__.startswith(("SelfBaseline", "SharedNoise", "WrongLaw", "Leaky")):
+    while parent.__name__.startswith(("SelfBaseline", "SharedNoise", "WrongLaw", "Leaky", "Undercounting")):
         parent = parent.__mro__[1]
     CHECK[check](parent(config))
 
 
 def test_check_estimator_reports_every_failure():
     with pytest.raises(AssertionError, match="unbiased"):
-        check_estimator(SelfBaselineReinforce({"baseline": "none"}))
+        check_estimator(SelfBaselineReinforce({"family": "bernoulli", "baseline": "none"}))
 
 
 def test_checks_follow_capabilities():
@@ -103,6 +112,6 @@ def test_checks_follow_capabilities():
     assert "rsample_gradients_finite" in names and "sample_law" not in names and "unbiased" not in names
     hard = GumbelSoftmaxEstimator(hard=True)
     assert {"sample_law", "enumerate_support", "kl"} <= {c.name for c in checks_for(hard)}
-    assert "unbiased" in {c.name for c in checks_for(ReinforceEstimator())}
+    assert "unbiased" in {c.name for c in checks_for(ReinforceEstimator(family="bernoulli"))}
     assert len(instances(ReinforceEstimator)) == 6
     assert C.UNBIASED not in soft.capabilities

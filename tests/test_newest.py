@@ -58,6 +58,8 @@ def _bern_est(name):
     if name == "rodeo":
         torch.manual_seed(1)
         return relaxit.get(name, alpha_init=0.6, beta_init=-0.8, hidden=8)
+    if name in ("vimco", "indecater"):
+        return relaxit.get(name, family="bernoulli")
     return relaxit.get(name)
 
 
@@ -118,7 +120,7 @@ def test_vimco_signals_match_definition():
 
 def test_vimco_mean_reduce_is_rloo():
     """reduce='mean' gives exactly RLOO's estimate on the same samples."""
-    est = relaxit.get("vimco")
+    est = relaxit.get("vimco", family="bernoulli")
     logits = BERN_LOGITS.clone().requires_grad_(True)
     torch.manual_seed(3)
     out = est.estimate(bern_objective, num_samples=4, logits=logits)
@@ -301,7 +303,7 @@ def test_rloo_reaches_predicted_variance(k):
     mu4 = (w * (g - mu) ** 4).sum()
     torch.manual_seed(40 + k)
     n = 40000
-    est = relaxit.get("reinforce", baseline="leave_one_out")
+    est = relaxit.get("reinforce", family="bernoulli", baseline="leave_one_out")
     draws = gradient_samples(est, lambda z: (z - 0.45) ** 2, {"logits": torch.full((n,), logit, dtype=torch.float64)},
                              1, num_samples=k)["logits"].reshape(-1)
     assert abs(draws.mean() - mu) <= Z * math.sqrt(var / n)

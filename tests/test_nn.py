@@ -38,9 +38,9 @@ def _one_thread():
 
 
 PATHWISE_CAT = {"name": "gumbel_softmax", "tau": 0.5}
-SCORE_CAT = {"name": "reinforce", "baseline": "leave_one_out"}
+SCORE_CAT = {"name": "reinforce", "family": "categorical", "baseline": "leave_one_out"}
 PATHWISE_BIN = {"name": "relaxed_bernoulli", "tau": 0.5}
-SCORE_BIN = {"name": "reinforce", "baseline": "leave_one_out"}
+SCORE_BIN = {"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"}
 
 
 # ------------------------------------------------------------------------ building
@@ -68,7 +68,7 @@ def test_specs_of_every_form_build_the_same_layer(tmp_path):
 
 
 def test_estimator_is_a_submodule():
-    layer = rnn.DiscreteLatent({"name": "reinforce", "baseline": "moving_average"}, num_categories=3)
+    layer = rnn.DiscreteLatent({"name": "reinforce", "family": "categorical", "baseline": "moving_average"}, num_categories=3)
     assert dict(layer.named_buffers()).keys() >= {"estimator.running_mean", "estimator.num_updates"}
 
 
@@ -89,20 +89,27 @@ def test_wrong_family_is_refused_with_the_fitting_names():
         rnn.DiscreteLatent(PATHWISE_CAT)
 
 
-def test_multi_family_estimator_gets_the_layer_family_unless_set():
-    assert rnn.DiscreteLatent({"name": "reinforce"}, num_categories=3).estimator.family == "categorical"
-    assert rnn.DiscreteLatent({"name": "reinforce"}).estimator.family == "bernoulli"
+def test_multi_family_estimator_needs_its_family_in_a_layer_too():
+    """Contract: a multi-family estimator's ``family`` is required; the layer does not pick one."""
+    with pytest.raises(rnn.EstimatorFamilyError, match=r"'family' is required.*'bernoulli', 'categorical'") as info:
+        rnn.DiscreteLatent({"name": "reinforce"}, num_categories=3)
+    assert "DiscreteLatent needs family 'categorical'" in str(info.value)
+    assert info.value.errors[0]["loc"] == ("reinforce", "family")
+    with pytest.raises(rnn.EstimatorFamilyError, match=r"Gate needs family 'bernoulli'"):
+        rnn.Gate({"name": "relax"}, 3)
+    assert rnn.DiscreteLatent({"name": "reinforce", "family": "categorical"}, num_categories=3).estimator.family == "categorical"
     with pytest.raises(rnn.EstimatorFamilyError, match=r"set `family: categorical` in its config"):
         rnn.DiscreteLatent({"name": "reinforce", "family": "bernoulli"}, num_categories=3)
-    # the same through a user's config field (EstimatorSpec keeps which fields were set)
+    # the same through a user's config field: EstimatorSpec refuses the spec already
     import pydantic
 
     class UserConfig(pydantic.BaseModel):
         estimator: relaxit.EstimatorSpec
 
-    user = UserConfig.model_validate({"estimator": {"name": "reinforce"}})
+    with pytest.raises(pydantic.ValidationError, match=r"'family' is required"):
+        UserConfig.model_validate({"estimator": {"name": "reinforce"}})
+    user = UserConfig.model_validate({"estimator": {"name": "reinforce", "family": "categorical"}})
     assert rnn.DiscreteLatent(user.estimator, num_categories=3).estimator.family == "categorical"
-    assert rnn.DiscreteLatent(UserConfig(estimator=user.estimator).estimator, num_categories=3).estimator.family == "categorical"
     # an explicit family that fits is kept
     layer = rnn.DiscreteLatent({"name": "reinforce", "family": "bernoulli"}, num_categories=2)
     assert layer.estimator.family == "bernoulli" and layer.binary_as_categorical
@@ -249,7 +256,7 @@ def test_objective_parameters_get_gradients_with_a_score_function_estimator():
 # -------------------------------------------------------------------------- Gate
 GATE_SPECS = [
     pytest.param({"name": "relaxed_bernoulli", "tau": 0.5, "hard": True}, id="relaxed_bernoulli-hard"),
-    pytest.param({"name": "reinforce", "baseline": "leave_one_out"}, id="reinforce"),
+    pytest.param({"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"}, id="reinforce"),
     *[pytest.param({"name": name}, id=name) for name in GATE_NAMES],
 ]
 
@@ -286,7 +293,7 @@ def test_gate_modes_and_shapes():
     with pytest.raises(relaxit.ParameterError, match="gate shape"):
         gate(torch.ones(4, 3))
     gate.train()
-    sf = rnn.Gate({"name": "reinforce"}, 3)
+    sf = rnn.Gate({"name": "reinforce", "family": "bernoulli"}, 3)
     with pytest.raises(RuntimeError, match="objective="):
         sf(torch.ones(2, 3))
 

@@ -118,7 +118,7 @@ def test_straight_through_forward_is_exact_and_gradient_is_soft(cls):
 
 
 def test_reinforce_moving_average_updates_without_host_sync():
-    est = relaxit.get("reinforce", baseline="moving_average", decay=0.5)
+    est = relaxit.get("reinforce", family="bernoulli", baseline="moving_average", decay=0.5)
     logits = torch.zeros(3)
     f = lambda z: (z - 0.45).pow(2).sum(-1)  # noqa: E731
     est.estimate(f, num_samples=4, logits=logits)

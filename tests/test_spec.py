@@ -105,8 +105,10 @@ def test_dump_validate_build_roundtrip(config):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_registered_default_validates(name):
-    user = UserConfig.model_validate({"estimator": {"name": name}})
-    assert user.estimator == relaxit.get(name).config
+    families = relaxit.describe(name).families
+    required = {"family": families[0]} if len(families) > 1 else {}  # required where several
+    user = UserConfig.model_validate({"estimator": {"name": name, **required}})
+    assert user.estimator == relaxit.get(name, **required).config
 
 
 # ----------------------------------------------------------------------------- errors
@@ -124,7 +126,7 @@ def test_bad_field_error_names_estimator_and_field():
 
 
 def test_several_bad_fields_are_all_reported():
-    errors, text = _errors({"estimator": {"name": "reinforce", "baseline": "nope", "decay": 2.0, "extra": 1}})
+    errors, text = _errors({"estimator": {"name": "reinforce", "family": "bernoulli", "baseline": "nope", "decay": 2.0, "extra": 1}})
     locs = {e["loc"] for e in errors}
     assert locs == {
         ("estimator", "reinforce", "baseline"),
@@ -135,7 +137,7 @@ def test_several_bad_fields_are_all_reported():
 
 
 def test_nested_optional_field_location():
-    errors, _ = _errors({"estimator": {"name": "reinforce"}, "baseline_estimator": {"name": "relaxed_bernoulli", "tau": -1}})
+    errors, _ = _errors({"estimator": {"name": "reinforce", "family": "bernoulli"}, "baseline_estimator": {"name": "relaxed_bernoulli", "tau": -1}})
     assert [e["loc"] for e in errors] == [("baseline_estimator", "relaxed_bernoulli", "tau")]
 
 
@@ -244,10 +246,10 @@ def test_omegaconf_node_builds_and_validates(tmp_path):
     assert UserConfig.model_validate({"estimator": container["estimator"]}).estimator == est.config
     # a YAML file loaded by OmegaConf (what Hydra hands to the app)
     path = tmp_path / "conf.yaml"
-    path.write_text("estimator:\n  name: reinforce\n  baseline: leave_one_out\n")
+    path.write_text("estimator:\n  name: reinforce\n  family: bernoulli\n  baseline: leave_one_out\n")
     node = omegaconf.OmegaConf.load(path)
     assert relaxit.build(node.estimator).config.baseline == "leave_one_out"
-    bad = omegaconf.OmegaConf.create({"name": "reinforce", "decay": 3})
+    bad = omegaconf.OmegaConf.create({"name": "reinforce", "family": "bernoulli", "decay": 3})
     with pytest.raises(relaxit.ConfigError, match=r"reinforce\.decay"):
         relaxit.build(bad)
 

@@ -61,7 +61,7 @@ def _indent(text: str, n: int) -> str:
 def _instances(cls: type) -> list[Any]:
     """Instances under the default config and each conformance config (duplicates dropped)."""
     out, seen = [], set()
-    for cfg in ({}, *getattr(cls, "conformance_configs", ())):
+    for cfg in ({}, *getattr(cls, "conformance_configs", ())):  # {} fails where family is required
         try:
             est = cls(dict(cfg))
         except Exception:  # noqa: BLE001 - a bad conformance config is the kit's business
@@ -74,15 +74,22 @@ def _instances(cls: type) -> list[Any]:
 
 
 def _config_diff(est: Any) -> str:
-    cfg = est.config
-    default = type(cfg)()
-    diff = {k: v for k, v in cfg.model_dump().items() if k != "name" and getattr(default, k) != v}
+    diff = est.config.non_default_fields()
     return ", ".join(f"{k}={v!r}" for k, v in diff.items()) or "default"
+
+
+def _default_instance(cls: type) -> Any:
+    """The estimator under its default config; one serving several families (whose
+    ``family`` is required) under its first family."""
+    field = cls.Config.model_fields.get("family")
+    if field is not None and field.is_required():
+        return cls(family=cls.families[0])
+    return cls()
 
 
 def _default_capabilities(cls: type) -> frozenset[str]:
     try:
-        return frozenset(c.value for c in cls().capabilities)
+        return frozenset(c.value for c in _default_instance(cls).capabilities)
     except Exception:  # noqa: BLE001
         return frozenset(c.value for c in cls.capabilities)
 
@@ -207,7 +214,7 @@ def when_to_use(info: Any) -> list[str]:
 def example_code(info: Any) -> str:
     """A runnable example of ``estimate`` for any registered estimator."""
     cls = info.cls
-    est = cls()
+    est = _default_instance(cls)
     config = est.config.model_dump(mode="json")
     num_samples = max(4, int(getattr(est, "min_num_samples", 1)))
     return textwrap.dedent(
@@ -315,8 +322,12 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
         )
     else:
         out += ["This estimator has no config fields besides ``name``.", ""]
-    dumped = cls().config.model_dump(mode="json")
-    out += ["As YAML (the default config):", "", ".. code-block:: yaml", ""]
+    dumped = _default_instance(cls).config.model_dump(mode="json")
+    several = len(info.families) > 1
+    out += [
+        "As YAML (the default config" + (", with ``family`` set to the first family: it is required" if several else "") + "):",
+        "", ".. code-block:: yaml", "",
+    ]
     out += [f"   {k}: {json.dumps(v)}" for k, v in dumped.items()] + [""]
 
     out += ["Example", "-------", ""]
@@ -359,7 +370,7 @@ def render_matrix(infos: list[Any]) -> str:
         "Generated from the registry when these docs were built. ``✓``: the estimator has the "
         "capability under its default config; ``(✓)``: only under some configs (e.g. "
         "``hard=True``); blank: never. Family columns mark the discrete targets it serves "
-        "(``●`` its default family). Capabilities:"
+        "(``●`` its first family; an estimator serving several takes a required ``family``). Capabilities:"
     )
     out.append("")
     out += [f"- ``{c}``: {_CAP_DESCRIPTIONS.get(c, '')}" for c in caps]

@@ -96,11 +96,11 @@ _PAPER: dict[str, Any] = {
 }
 
 _SHI2022_ESTIMATORS = [
-    {"estimator": {"name": "reinforce", "baseline": "leave_one_out"}, "label": "rloo", "optional": True},
+    {"estimator": {"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"}, "label": "rloo", "optional": True},
     {"estimator": {"name": "disarm"}, "label": "disarm", "optional": True},
     {"estimator": {"name": "arms"}, "label": "arms", "optional": True},
     {"estimator": {"name": "double_cv"}, "label": "double_cv", "optional": True},
-    {"estimator": {"name": "relax"}, "label": "relax", "optional": True},
+    {"estimator": {"name": "relax", "family": "bernoulli"}, "label": "relax", "optional": True},
     {"estimator": {"name": "rodeo"}, "label": "rodeo", "optional": True},
 ]
 
