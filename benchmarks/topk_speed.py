@@ -20,7 +20,6 @@ import statistics
 import time
 
 import torch
-from torch.utils.benchmark import Timer
 
 import relaxit
 
@@ -130,15 +129,14 @@ def main(argv=None) -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 10, 100, 500])
     parser.add_argument("--tau", type=float, default=0.5)
     parser.add_argument("--hard", action="store_true", help="time the straight-through (hard) sample")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median ratio is reported")
-    parser.add_argument("--min-time", type=float, default=0.3, help="seconds per blocked_autorange")
+    parser.add_argument("--rounds", type=int, default=21, help="interleaved rounds; the median ratio is reported")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--hand", action="store_true", help="compare with the hand-written relaxation (rsample + backward)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.ks, args.rounds, args.min_time = [1, 100], 2, 0.05
+        args.ks, args.rounds = [1, 100], 3
     torch.set_num_threads(args.threads)
     logits = torch.randn(args.batch, args.n, device=args.device)
     if args.hand:
@@ -149,21 +147,26 @@ def main(argv=None) -> None:
         return against_hand(args, logits)
     print(f"n={args.n}, batch={args.batch}, tau={args.tau}, hard={args.hard}, device={args.device}, "
           f"threads={args.threads}\n")
-    print("| k | gumbel_topk (ms) | loop over k (ms) | speed-up (loop / ours) |")
+    print("| k | gumbel_topk (ms) | loop over k (ms) | speed-up (loop / ours) [95% CI] |")
     print("|---:|---:|---:|---:|")
     for k in args.ks:
         law = relaxit.get("gumbel_topk", k=k, tau=args.tau, hard=args.hard).distribution(logits=logits)
-        ours = Timer("law.rsample()", globals={"law": law})
-        ref = Timer("f(l, k, t)", globals={"f": loop_over_k, "l": logits, "k": k, "t": args.tau})
+        ours = law.rsample
+        ref = lambda k=k: loop_over_k(logits, k, args.tau)  # noqa: E731
+        ours(), ref()
         t_ours, t_ref, ratios = [], [], []
-        for _ in range(args.rounds):  # interleave so that load changes hit both
-            a = ours.blocked_autorange(min_run_time=args.min_time).median
-            b = ref.blocked_autorange(min_run_time=args.min_time).median
-            t_ours.append(a)
-            t_ref.append(b)
-            ratios.append(b / a)
+        for _ in range(args.rounds):  # interleaved call by call, thread CPU time
+            t0 = time.thread_time()
+            ours()
+            t1 = time.thread_time()
+            ref()
+            t2 = time.thread_time()
+            t_ours.append(t1 - t0)
+            t_ref.append(t2 - t1)
+            ratios.append((t2 - t1) / (t1 - t0))
+        m, lo, hi = median_ci(ratios)
         print(f"| {k} | {1e3 * statistics.median(t_ours):.2f} | {1e3 * statistics.median(t_ref):.2f} "
-              f"| {statistics.median(ratios):.1f}x |")
+              f"| {m:.1f}x [{lo:.1f}, {hi:.1f}] |")
 
 
 if __name__ == "__main__":
