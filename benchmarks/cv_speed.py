@@ -294,6 +294,9 @@ def build_cases(pb: Problem, only):
         net = HandRelaxNet(D_LATENT)
         add("(a) relax", lambda: (hand_relax(pb, net), pb.zero(net)))
         add("relax", lambda: (lib_step(est_rx, pb, 1), pb.zero(est_rx)), "(a) relax")
+        # c_φ = r_ρ alone (one evaluation per sample), the default of storchastic's RELAX
+        est_rn = relaxit.get("relax", family="bernoulli", relaxation=False)
+        add("relax (relaxation=False, 1 evaluation)", lambda: (lib_step(est_rn, pb, 1), pb.zero(est_rn)))
     return cases, refs
 
 
