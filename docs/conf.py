@@ -33,7 +33,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.intersphinx",
-    "sphinx.ext.mathjax",
+    "relaxit_math",  # MathJax 3 shipped inside the build (offline), see _ext/relaxit_math.py
     "sphinx.ext.viewcode",
     "myst_parser",
     "matplotlib.sphinxext.plot_directive",
@@ -68,6 +68,9 @@ napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
 napoleon_attr_annotations = True
+# The "Maths:" section of an estimator's docstring (law, estimator, gradient, cost; see
+# guides/plugins): rendered as a rubric followed by its reST.
+napoleon_custom_sections = ["Maths"]
 
 # -- MyST ----------------------------------------------------------------------
 myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
@@ -98,3 +101,5 @@ plot_pre_code = "import numpy as np\nimport torch\nimport matplotlib.pyplot as p
 # -- HTML ----------------------------------------------------------------------
 html_theme = "furo"
 html_title = f"relaxit {release}"
+html_static_path = ["_static"]
+html_css_files = ["relaxit.css"]

@@ -37,7 +37,7 @@ def train(name: str, steps: int = 150, lam: float = 0.05, num_samples: int = 4, 
     x, y, truth = make_data(seed=seed)
     d = x.shape[1]
     est = relaxit.get(name)
-    (pname,) = est.params  # "log_alpha" for hard_concrete, "loc" for gaussian_relaxed_bernoulli
+    pname = est.params[0]  # "log_alpha" for hard_concrete, "loc" for gaussian_relaxed_bernoulli (the rest are optional)
     gate_param = torch.full((d,), INIT[name], requires_grad=True)
     weight = torch.zeros(d, requires_grad=True)
     bias = torch.zeros((), requires_grad=True)

@@ -26,13 +26,14 @@ from relaxit_core import (
     EstimatorConfig,
     EstimatorInfo,
     GradientEstimator,
+    ObjectiveError,
     ParameterError,
     UnknownEstimatorError,
 )
 from relaxit_core.registry import registry as _registry
 from relaxit.spec import EstimatorSpec
 
-__version__ = "0.1.0"
+__version__ = "2.0.0"
 
 __all__ = [
     "__version__",
@@ -51,6 +52,7 @@ __all__ = [
     "EstimatorConfig",
     "EstimatorInfo",
     "GradientEstimator",
+    "ObjectiveError",
     "ParameterError",
     "UnknownEstimatorError",
 ]

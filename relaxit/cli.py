@@ -6,8 +6,11 @@ Subcommands are small functions registered in :data:`COMMANDS`; each adds its ow
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,13 +34,24 @@ def add_list(sub: argparse._SubParsersAction) -> None:
 
 def _run_list(args: argparse.Namespace) -> int:
     import relaxit
+    from relaxit_core import FAMILIES
 
-    infos = [i for i in relaxit.available() if not args.family or args.family in i.families]
+    available = relaxit.available()
+    if args.family:
+        known = sorted(set(FAMILIES) | {f for i in available for f in i.families})
+        if args.family not in known:
+            raise UsageError(f"unknown family {args.family!r}{_did_you_mean(args.family, known)}; families: {', '.join(known)}")
+    infos = [i for i in available if not args.family or args.family in i.families]
     if args.json:
         print(json.dumps([{k: v for k, v in i.to_dict().items() if k != "config_schema"} for i in infos], indent=2))
         return 0
-    rows = [(i.name, "/".join(i.families), ", ".join(sorted(c.value for c in i.capabilities)), i.summary) for i in infos]
-    _print_table(("name", "family", "capabilities", "summary"), rows)
+    from relaxit_core.text import rst_inline_to_text
+
+    rows = [
+        (i.name, ", ".join(i.families), ", ".join(sorted(c.value for c in i.capabilities)), rst_inline_to_text(i.summary))
+        for i in infos
+    ]
+    _print_table(("name", "family", "capabilities", "summary"), rows, max_widths=(None, 11, 26, None))
     return 0
 
 
@@ -56,21 +70,54 @@ def _run_describe(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
+    from relaxit_core.text import rst_inline_to_text, rst_to_text, terminal_width
+
+    width = terminal_width()
+
+    def field(label: str, text: str, pad: int = 16) -> None:
+        print(rst_to_text(text, width=width, indent=" " * pad).replace(" " * pad, f"  {label:<{pad - 2}}", 1))
+
     print(f"{info.name}  ({'/'.join(info.families)})")
-    print(f"  {info.summary}")
-    print(f"  reference:    {info.reference}")
-    print(f"  params:       {', '.join(info.params)}")
-    print(f"  capabilities: {', '.join(sorted(c.value for c in info.capabilities))}")
-    print(f"  provider:     {info.provider}")
+    print(rst_to_text(info.summary, width=width, indent="  "))
+    field("reference:", info.reference)
+    field("params:", ", ".join(info.params))
+    field("capabilities:", ", ".join(sorted(c.value for c in info.capabilities)))
+    field("provider:", info.provider)
     print("  config:")
     props = info.config_schema.get("properties", {})
-    for field, spec in props.items():
-        if field == "name":
+    for name, spec in props.items():
+        if name == "name":
             continue
-        bounds = ", ".join(f"{k} {spec[k]}" for k in ("exclusiveMinimum", "minimum", "exclusiveMaximum", "maximum") if k in spec)
-        kind = spec.get("type") or "/".join(map(str, spec.get("enum", [])))
-        print(f"    {field} ({kind}; default {spec.get('default')!r}{'; ' + bounds if bounds else ''}): {spec.get('description', '')}")
+        merged = dict(spec)
+        for sub in spec.get("allOf", ()):
+            merged.update(sub)
+        bounds = ", ".join(f"{k} {merged[k]}" for k in ("exclusiveMinimum", "minimum", "exclusiveMaximum", "maximum") if k in merged)
+        kind = merged.get("type") or "/".join(map(str, merged.get("enum", []))) or "any"
+        head = f"{name} ({kind}; default {merged.get('default')!r}{'; ' + bounds if bounds else ''}): "
+        text = rst_to_text(head + rst_inline_to_text(merged.get("description", "")), width=width - 4, indent="      ")
+        print("    " + text[6:])
+    maths = maths_section(info.cls)
+    if maths:
+        print("  maths (TeX; typeset on the method's page of the docs):")
+        print(rst_to_text(maths, width=width, indent="    "))
     return 0
+
+
+def maths_section(cls: type) -> str:
+    """The body of the ``Maths:`` section of an estimator's class docstring ("" if none)."""
+    import inspect
+
+    lines = (inspect.getdoc(cls) or "").splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.rstrip() == "Maths:")
+    except StopIteration:
+        return ""
+    body = []
+    for line in lines[start + 1:]:
+        if line.strip() and not line[:1].isspace():
+            break
+        body.append(line)
+    return "\n".join(body).strip("\n")
 
 
 @command
@@ -83,9 +130,14 @@ def add_schema(sub: argparse._SubParsersAction) -> None:
 def _run_schema(args: argparse.Namespace) -> int:
     import relaxit
 
+    if args.output:
+        check_writable(args.output)  # before any work
     text = json.dumps(relaxit.schema(), indent=2)
     if args.output:
-        args.output.write_text(text + "\n")
+        try:
+            args.output.write_text(text + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write {str(args.output)!r}: {exc.strerror or exc}") from None
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         print(text)
@@ -99,19 +151,81 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     add_parser(sub)
 
 
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    widths[-1] = 0
-    for r in [header, ["-" * w for w in widths[:-1]] + ["-" * 7], *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+class UsageError(Exception):
+    """A user error of the command line: printed as one line, exit status 2."""
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+
+
+def check_writable(path: Path) -> None:
+    """Raise :class:`UsageError` unless ``path`` can be written (checked before any work)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"cannot write {str(path)!r}: it is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not exist")
+    if (path.exists() and not os.access(path, os.W_OK)) or (not path.exists() and not os.access(parent, os.W_OK)):
+        raise UsageError(f"cannot write {str(path)!r}: permission denied")
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    print(f"relaxit: warning: {_one_line(message) if isinstance(message, Warning) else message}", file=sys.stderr)
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]], *,
+                 max_widths: Sequence[int | None] | None = None, width: int | None = None) -> None:
+    """Print an aligned table that fits the terminal: cells wrap inside their column (the
+    last column takes the remaining width); on a terminal too narrow for that, one block
+    per row."""
+    import textwrap
+
+    from relaxit_core.text import terminal_width
+
+    width = terminal_width() if width is None else width
+    n = len(header)
+    caps = list(max_widths or [None] * n)
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(n)]
+    widths = [min(w, c) if c else w for w, c in zip(widths, caps)]
+    rest = width - sum(widths[:-1]) - 2 * (n - 1)
+    if rest < 24:  # too narrow for columns: one block per row
+        for r in rows:
+            print(r[0])
+            for h, c in zip(header[1:], r[1:]):
+                print(textwrap.fill(str(c), width, initial_indent=f"  {h}: ", subsequent_indent="    "))
+        return
+    widths[-1] = min(widths[-1], rest)
+    for r in [header, ["-" * w for w in widths], *rows]:
+        cells = [textwrap.wrap(str(c), w, break_on_hyphens=False) or [""] for c, w in zip(r, widths)]
+        for k in range(max(map(len, cells))):
+            line = "  ".join((c[k] if k < len(c) else "").ljust(w) for c, w in zip(cells, widths))
+            print(line.rstrip())
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a did-you-mean for an unknown subcommand."""
+
+    def error(self, message: str):  # noqa: ANN201 - argparse's signature
+        import re
+
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2))
+            message += _did_you_mean(m.group(1), choices)
+        super().error(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from relaxit import __version__
 
-    parser = argparse.ArgumentParser(
-        prog="relaxit", description="Gradient estimators for discrete random variables."
-    )
+    parser = _Parser(prog="relaxit", description="Gradient estimators for discrete random variables.")
     parser.add_argument("--version", action="version", version=f"relaxit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS.values():
@@ -120,6 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; user errors print one line (``relaxit: error: ...``) and return 2,
+    as argparse does, never a traceback."""
     from relaxit_core.errors import RelaxitError
 
     parser = build_parser()
@@ -127,8 +243,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except RelaxitError as exc:
-        print(f"relaxit: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning  # one line per warning (plugin failures...)
+        try:
+            return int(args.func(args) or 0)
+        except (RelaxitError, UsageError) as exc:
+            print(f"relaxit: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        except BrokenPipeError:  # output piped into ``head`` and the like
+            sys.stderr.close()
+            return 0
+        except KeyboardInterrupt:
+            print("relaxit: interrupted", file=sys.stderr)
+            return 130

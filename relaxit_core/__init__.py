@@ -19,6 +19,8 @@ from relaxit_core.config import EstimatorConfig
 from relaxit_core.errors import (
     ConfigError,
     DuplicateEstimatorError,
+    NonFiniteGradientWarning,
+    ObjectiveError,
     ParameterError,
     PluginWarning,
     RelaxitError,
@@ -44,6 +46,8 @@ __all__ = [
     "UnknownEstimatorError",
     "ConfigError",
     "ParameterError",
+    "ObjectiveError",
     "DuplicateEstimatorError",
     "PluginWarning",
+    "NonFiniteGradientWarning",
 ]

@@ -6,7 +6,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Strict, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, PydanticUndefined
 
 __all__ = ["EstimatorConfig", "require_family"]
@@ -30,6 +30,19 @@ class EstimatorConfig(BaseModel):
     )
 
     name: str
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        # No lax coercion of scalar fields: `tau: true` is not 1.0 and `hard: "yes"` is not
+        # True (a typo in a YAML file must not pass as a value).  Numbers still widen int -> float.
+        super().__pydantic_init_subclass__(**kwargs)
+        changed = False
+        for field in cls.model_fields.values():
+            if field.annotation in (bool, int, float) and not any(isinstance(m, Strict) for m in field.metadata):
+                field.metadata.append(Strict())
+                changed = True
+        if changed:
+            cls.model_rebuild(force=True)
 
     @model_validator(mode="wrap")
     @classmethod

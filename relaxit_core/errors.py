@@ -11,8 +11,10 @@ __all__ = [
     "UnknownEstimatorError",
     "ConfigError",
     "ParameterError",
+    "ObjectiveError",
     "DuplicateEstimatorError",
     "PluginWarning",
+    "NonFiniteGradientWarning",
 ]
 
 
@@ -80,8 +82,21 @@ class ParameterError(RelaxitError, TypeError, ValueError):
     """
 
 
+class ObjectiveError(RelaxitError, TypeError, ValueError):
+    """The objective given to ``estimate`` misbehaved: it returned something other than a
+    floating-point tensor of shape ``[S, *B]``, or it changed its samples ``z`` in place
+    (which would corrupt the gradient estimate and the returned samples).  Subclasses both
+    :class:`TypeError` and :class:`ValueError`."""
+
+
 class DuplicateEstimatorError(RelaxitError, ValueError):
     """Two providers registered estimators under one name."""
+
+
+class NonFiniteGradientWarning(RuntimeWarning):
+    """An estimator's own parameter (a learned control variate or temperature) received a
+    non-finite gradient, e.g. from a NaN objective; that update was skipped (gradient set to 0)
+    so that the estimator keeps working."""
 
 
 class PluginWarning(UserWarning):

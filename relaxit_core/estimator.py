@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import math
 import re
+import warnings
+import weakref
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import torch
@@ -13,7 +18,8 @@ from pydantic import ValidationError
 
 from relaxit_core.capabilities import FAMILIES, Capability
 from relaxit_core.config import EstimatorConfig, family_choices, require_family
-from relaxit_core.errors import ConfigError, ParameterError
+from relaxit_core.errors import ConfigError, NonFiniteGradientWarning, ObjectiveError, ParameterError
+from relaxit_core.limits import Limits, check_probs, find_limits, is_compiling
 from relaxit_core.surrogate import score_function_surrogate
 
 __all__ = ["Estimate", "GradientEstimator", "EstimatorBase", "Objective"]
@@ -39,6 +45,201 @@ class Estimate(NamedTuple):
     surrogate: torch.Tensor
     value: torch.Tensor
     samples: torch.Tensor
+
+
+_IN_ESTIMATE: ContextVar[tuple[int, frozenset[int]] | None] = ContextVar("relaxit_in_estimate", default=None)
+"""While an estimator's ``estimate`` runs behind :func:`guard_estimate`: the estimator's id and
+the ids of the (checked) tensors it was given, so that its own ``distribution()`` and a nested
+``super().estimate`` do not check them again."""
+
+
+def guard_estimate(fn: Callable[..., Estimate]) -> Callable[..., Estimate]:
+    """Wrap an ``estimate`` method with the core's argument checks (applied automatically to
+    every :class:`EstimatorBase` subclass that defines ``estimate``).
+
+    Before the estimator runs: argument names and dtypes are checked, non-finite parameters
+    follow the contract's rule (:mod:`relaxit_core.limits`: limits replaced by finite
+    stand-ins, refused values raise :class:`~relaxit_core.ParameterError`), and the objective
+    is wrapped so that it sees the limits and may not change its samples in place
+    (:class:`~relaxit_core.ObjectiveError`).  Returned samples hold the limits.  A nested call
+    (``super().estimate``) runs unguarded.
+    """
+    if getattr(fn, "__relaxit_guarded__", False):
+        return fn
+
+    @functools.wraps(fn)
+    def estimate(self: Any, objective: Objective, *args: Any, **kwargs: Any) -> Estimate:
+        if is_compiling():  # no host sync and no data-dependent branch while tracing
+            return _run_guarded(fn, self, objective, args, kwargs, compiling=True)
+        active = _IN_ESTIMATE.get()
+        if active is not None and active[0] == id(self):  # super().estimate: checked already
+            return fn(self, objective, *args, **kwargs)
+        return _run_guarded(fn, self, objective, args, kwargs, compiling=False)
+
+    estimate.__relaxit_guarded__ = True  # type: ignore[attr-defined]
+    return estimate
+
+
+_guarded = guard_estimate
+
+
+def _run_guarded(fn: Callable[..., Estimate], self: Any, objective: Objective, args: tuple, kwargs: dict,
+                 *, compiling: bool) -> Estimate:
+    params = {k: kwargs[k] for k in getattr(self, "params", ()) if kwargs.get(k) is not None}
+    limits: Limits | None = None
+    if params and hasattr(self, "check_params"):
+        checked = self.check_params(params)
+        limits = find_limits(self, checked, num_samples=kwargs.get("num_samples"))
+        check_probs(self, checked)
+        if limits is not None:
+            kwargs = {**kwargs, **limits.params}
+    name = getattr(self, "name", type(self).__name__)
+    wrapped = checked_objective(objective, name, limits, compiling=compiling)
+    if compiling:
+        out = fn(self, wrapped, *args, **kwargs)
+    else:
+        if isinstance(self, torch.nn.Module):
+            protect_parameters(self, name)
+        given = frozenset(id(v) for v in kwargs.values() if isinstance(v, torch.Tensor))
+        token = _IN_ESTIMATE.set((id(self), given))
+        try:
+            out = fn(self, wrapped, *args, **kwargs)
+        finally:
+            _IN_ESTIMATE.reset(token)
+    if limits is not None and isinstance(out, tuple) and len(out) == 3:
+        out = Estimate(out[0], out[1], limits.fix(out[2]))
+    return out
+
+
+_PROTECTED: dict[int, weakref.ref] = {}  # id -> parameter with the hook (tensors compare elementwise: no WeakSet)
+
+
+def protect_parameters(module: torch.nn.Module, name: str) -> None:
+    """Make every trainable parameter of an estimator skip a non-finite update: a gradient hook
+    replaces a gradient with a NaN or infinite entry by zeros and warns
+    (:class:`~relaxit_core.NonFiniteGradientWarning`), so that one NaN objective cannot poison a
+    learned control variate for every later call.  Installed once per parameter."""
+    for pname, p in module.named_parameters():
+        ref = _PROTECTED.get(id(p))
+        if p.requires_grad and (ref is None or ref() is not p):
+            p.register_hook(_FiniteGradient(name, pname))
+            key = id(p)
+            _PROTECTED[key] = weakref.ref(p, lambda _, key=key: _PROTECTED.pop(key, None))
+
+
+class _FiniteGradient:
+    def __init__(self, name: str, pname: str):
+        self.name, self.pname = name, pname
+
+    def __call__(self, grad: torch.Tensor) -> torch.Tensor:
+        if is_compiling():
+            return torch.where(torch.isfinite(grad).all(), grad, torch.zeros_like(grad))
+        if bool(torch.isfinite(grad).all()):
+            return grad
+        warnings.warn(
+            f"{self.name}: its own parameter {self.pname!r} received a non-finite gradient (from a "
+            "non-finite objective or score); that update is skipped (gradient set to 0)",
+            NonFiniteGradientWarning, stacklevel=2,
+        )
+        return torch.zeros_like(grad)
+
+
+@contextlib.contextmanager
+def _validation(on: bool):
+    prev = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(on)
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(prev)
+
+
+_IN_PLACE = (
+    "{name}: the objective changed its samples z in place{op}, e.g. with z.mul_(...), z += ..., "
+    "z[...] = ... or an out= argument; that would corrupt the gradient estimate and the "
+    "returned samples. Compute on a copy instead (z = z.clone(), or out-of-place operations "
+    "such as z * 2)"
+)
+
+
+def checked_objective(objective: Objective, name: str, limits: Limits | None = None, *,
+                      compiling: bool = False) -> Objective:
+    """``objective`` evaluated at the limits of ``limits``, refusing in-place changes of its
+    samples: an objective that changes ``z`` in place (``z.mul_(2)``, ``z[..., 0] = 0``)
+    would silently corrupt the score of ``z`` and the returned samples.  The check reads the
+    tensor's version counter (O(1), no copy)."""
+    if compiling:
+        return limits.wrap(objective) if limits is not None else objective
+
+    def call(z: torch.Tensor) -> Any:
+        if limits is not None:
+            z = limits.fix(z)
+        version, grad_fn = z._version, z.grad_fn
+        try:
+            f = objective(z)
+        except RuntimeError as exc:  # torch refuses in-place changes of a leaf that needs a gradient
+            if z.is_leaf and z.requires_grad and "in-place operation" in str(exc):
+                raise ObjectiveError(_IN_PLACE.format(name=name, op="")) from exc
+            raise
+        if not isinstance(f, torch.Tensor):
+            raise ObjectiveError(f"{name}: the objective must return a tensor, got {type(f).__name__}")
+        if not f.is_floating_point():
+            raise ObjectiveError(
+                f"{name}: the objective returned a {f.dtype} tensor; it must return a floating-point "
+                "loss per sample (convert it, e.g. with .to(z.dtype))"
+            )
+        if z._version != version:
+            op = ""
+            if z.grad_fn is not None and z.grad_fn is not grad_fn:
+                op = f" (autograd recorded {type(z.grad_fn).__name__})"
+            raise ObjectiveError(_IN_PLACE.format(name=name, op=op))
+        return f
+
+    return call
+
+
+class LimitLogProb:
+    """``log_prob`` of a law whose logits hold limits (set by :meth:`EstimatorBase.distribution`).
+
+    For a law with ``HARD`` samples it is the PMF: computed on the law with the finite
+    stand-ins, with the limits' own mass (0 or ``-inf`` in log) at their entries.  For a
+    relaxed law (``stand_in`` is ``None``) the limit has no density: it raises
+    :class:`~relaxit_core.ParameterError`.
+    """
+
+    def __init__(self, name: str, law: Any, stand_in: Any, limits: Limits):
+        self.name, self.law, self.stand_in, self.limits = name, law, stand_in, limits
+
+    def __call__(self, value: torch.Tensor) -> torch.Tensor:
+        names = ", ".join(map(repr, self.limits.names))
+        if self.stand_in is None:
+            raise ParameterError(
+                f"{self.name}: log_prob of a relaxed law with infinite {names} (a limit) has no "
+                "density under the law's base measure; give finite logits, or use a law with "
+                "HARD samples (its log_prob is the PMF)"
+            )
+        lp = self.stand_in.log_prob(value)
+        event = len(self.law.event_shape)
+        for mask, limit in self.limits._masks:  # Bernoulli-type entries: elementwise
+            if event:
+                raise ParameterError(
+                    f"{self.name}: log_prob at infinite {names} is not available for a law with "
+                    f"event_shape {tuple(self.law.event_shape)}"
+                )
+            at = torch.where(value == limit.to(value.dtype), torch.zeros_like(lp), torch.full_like(lp, -math.inf))
+            lp = torch.where(mask, at, lp)
+        for key in self.limits.names:
+            masked = getattr(self.limits, "row_masks", {}).get(key)
+            if masked is None:
+                continue
+            if event != 1 or value.shape[-1:] != masked.shape[-1:]:
+                raise ParameterError(
+                    f"{self.name}: log_prob at -inf entries of {key!r} is available for one-hot "
+                    "or k-hot samples only"
+                )
+            hit = (value * masked.to(value.dtype)).sum(-1) != 0
+            lp = torch.where(hit, torch.full_like(lp, -math.inf), lp)
+        return lp
 
 
 @runtime_checkable
@@ -90,6 +291,13 @@ class EstimatorBase(torch.nn.Module):
     params: ClassVar[tuple[str, ...]] = ()
     optional_params: ClassVar[tuple[str, ...]] = ()
     """Tensor arguments that may be left out (all others are required)."""
+    limit_params: ClassVar[tuple[str, ...]] = ("logits",)
+    """The tensor arguments that are logits, whose infinities denote limits (Bernoulli
+    ``±inf``, categorical ``-inf``) that the core takes out before the estimator runs (see
+    :mod:`relaxit_core.limits`); every other argument must be finite."""
+    integer_params: ClassVar[tuple[str, ...]] = ()
+    """Tensor arguments that may be integer tensors (e.g. a support's ``values``); all others
+    must be floating-point."""
     exclusive_params: ClassVar[tuple[tuple[str, ...], ...]] = ()
     """Groups of alternative arguments of which exactly one is given; ``("logits", "probs")``
     is a group automatically when both are in ``params``."""
@@ -111,6 +319,8 @@ class EstimatorBase(torch.nn.Module):
             cls.families = (cls.family,)
         if "exclusive_params" not in cls.__dict__ and {"logits", "probs"} <= set(cls.params):
             cls.exclusive_params = (("logits", "probs"),)
+        if "estimate" in cls.__dict__:  # every estimate() runs behind the core's argument checks
+            cls.estimate = guard_estimate(cls.__dict__["estimate"])
         if len(cls.families) > 1:
             # The contract: an estimator serving several families takes a required `family`
             # (a silent default once read categorical logits as independent bits).
@@ -170,8 +380,27 @@ class EstimatorBase(torch.nn.Module):
         if names not in self._valid_names:  # the checks depend on the names only: once per set
             self._check_param_names(params)
             self._valid_names = self._valid_names | {names}
-        return {k: v if isinstance(v, torch.Tensor) else self._as_tensor(k, v)
-                for k, v in params.items() if v is not None}
+        out = {k: v if isinstance(v, torch.Tensor) else self._as_tensor(k, v)
+               for k, v in params.items() if v is not None}
+        for k, v in out.items():
+            if not v.is_floating_point() or v.is_meta:
+                self._check_tensor_kind(k, v)
+        return out
+
+    def _check_tensor_kind(self, key: str, value: torch.Tensor) -> None:
+        """Refuse a meta tensor, and a non-floating one (other than an ``integer_params`` one)."""
+        if value.is_meta:
+            raise ParameterError(
+                f"{self.name}: argument {key!r} is a 'meta' tensor (shape only, no values); "
+                "sampling and estimating need values on a real device"
+            )
+        if value.is_complex():
+            raise ParameterError(f"{self.name}: argument {key!r} is complex ({value.dtype}); it must be real floating-point")
+        if key not in self.integer_params:
+            raise ParameterError(
+                f"{self.name}: argument {key!r} must be a floating-point tensor, got {value.dtype} "
+                f"(convert it, e.g. {key}.float(); relaxit does not pick a dtype for you)"
+            )
 
     def _check_param_names(self, params: Mapping[str, Any]) -> None:
         allowed = self.params
@@ -220,13 +449,48 @@ class EstimatorBase(torch.nn.Module):
         return ", ".join(parts)
 
     def distribution(self, **params: Any) -> torch.distributions.Distribution:
-        """The law of this estimator's samples for the given tensor arguments."""
+        """The law of this estimator's samples for the given tensor arguments.
+
+        Infinite logits are the limits they denote (see :mod:`relaxit_core.limits`): samples
+        hold the limit; ``log_prob`` is the PMF for a law with ``HARD`` samples and raises
+        :class:`~relaxit_core.ParameterError` for a relaxed law (whose limit has no density).
+        """
         checked = self.check_params(params)
+        # checked already when estimate() calls it; while tracing, the law keeps the infinities
+        limits = None
+        if not (is_compiling() or self._checked_by_estimate(params)):
+            limits = find_limits(self, checked)
+            check_probs(self, checked)
+        law = self._build(checked)
+        if limits is not None and limits.names:
+            stand_in = self._build(limits.params) if Capability.HARD in self.capabilities else None
+            law.log_prob = LimitLogProb(self.name, law, stand_in, limits)  # type: ignore[method-assign]
+        return law
+
+    def _checked_by_estimate(self, params: Mapping[str, Any]) -> bool:
+        active = _IN_ESTIMATE.get()
+        return active is not None and active[0] == id(self) and all(
+            id(v) in active[1] for v in params.values() if isinstance(v, torch.Tensor))
+
+    def _build(self, checked: dict[str, torch.Tensor]) -> torch.distributions.Distribution:
         try:
             return self.build_distribution(**checked)
         except RuntimeError as exc:  # broadcasting failures from torch
+            if any(v.numel() == 0 for v in checked.values()):
+                # torch's validation of an event constraint cannot reshape an empty batch;
+                # there is nothing to validate in it
+                with _validation(False):
+                    try:
+                        return self.build_distribution(**checked)
+                    except RuntimeError:
+                        pass
             shapes = {k: tuple(v.shape) for k, v in checked.items()}
             raise ParameterError(f"{self.name}: arguments do not fit together {shapes}: {exc}") from exc
+        except ValueError as exc:  # an argument's constraint (torch's validation, the law's own checks)
+            if isinstance(exc, ParameterError):
+                raise
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in checked.items())
+            raise ParameterError(f"{self.name}: {exc} (arguments: {shapes})") from exc
 
     def build_distribution(self, **params: torch.Tensor) -> torch.distributions.Distribution:
         """Build the law from checked tensor arguments (implemented by each estimator)."""
@@ -237,6 +501,7 @@ class EstimatorBase(torch.nn.Module):
     """The values of ``estimate(..., reduce=...)`` this estimator supports.  An estimator that
     overrides :meth:`estimate` declares its own (usually ``("mean",)``)."""
 
+    @_guarded
     def estimate(
         self, objective: Objective, *, num_samples: int = 1, reduce: str = "mean", **params: Any
     ) -> Estimate:
@@ -273,7 +538,8 @@ class EstimatorBase(torch.nn.Module):
             else:  # one joint sample of S draws: its score is the sum of the draws' scores
                 total = reduce_samples(f, reduce)
                 surrogate = score_function_surrogate(total.unsqueeze(0), log_q.sum(0, keepdim=True))
-            return Estimate(surrogate, surrogate.detach(), z)
+            # value from the objective alone (a non-finite score must not leak into it)
+            return Estimate(surrogate, reduce_samples(f.detach(), reduce), z)
         raise NotImplementedError(
             f"{self.name} has neither RSAMPLE nor SCORE_FUNCTION; it must override estimate()"
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -29,7 +30,9 @@ __all__ = ["Registry", "EstimatorInfo", "registry", "ENTRY_POINT_GROUP", "DISABL
 
 ENTRY_POINT_GROUP = "relaxit"
 DISABLE_ENV = "RELAXIT_DISABLE_PLUGINS"
-"""Comma-separated entry-point names to skip, e.g. ``RELAXIT_DISABLE_PLUGINS=foo,bar``."""
+"""Comma-separated plugins to skip, e.g. ``RELAXIT_DISABLE_PLUGINS=mypkg:foo,otherpkg``: each
+item a ``distribution:entry_point``, a distribution, a plugin module, or an entry-point name
+that only one distribution uses."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,67 @@ def _check_estimator_class(obj: Any) -> None:
         raise TypeError(f"{obj.__name__}.Config must subclass relaxit_core.EstimatorConfig")
 
 
+def _relaxit_entry_points(group: str) -> list[EntryPoint]:
+    """The group's entry points, each once, in a fixed order (entry-point name, distribution)."""
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for ep in entry_points(group=group):
+        key = (_dist_name(ep), ep.name, ep.value)
+        if key not in seen:
+            seen.add(key)
+            out.append(ep)
+    return sorted(out, key=lambda e: (e.name, _dist_name(e), e.value))
+
+
+def _dist_name(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    name = getattr(dist, "name", None) if dist is not None else None
+    return str(name) if name else "(unknown distribution)"
+
+
+def _plugin_id(ep: EntryPoint) -> str:
+    """``distribution:entry_point``: a provider is its package and entry point, never the
+    entry-point name alone (a third party may reuse a built-in's name)."""
+    dist = getattr(ep, "dist", None)
+    return f"{_dist_name(ep)}:{ep.name}" if dist is not None else ep.name
+
+
+def _disabled(eps: list[EntryPoint]) -> set[str]:
+    """The plugin ids that :data:`DISABLE_ENV` disables.
+
+    Each comma-separated item is ``distribution:entry_point``, a distribution name (all its
+    plugins), a module (``mypkg.plugin``) or an entry-point name; an entry-point name that
+    several distributions use is ambiguous: it disables none of them, with a warning.
+    """
+    items = {s.strip() for s in os.environ.get(DISABLE_ENV, "").split(",") if s.strip()}
+    if not items:
+        return set()
+    out: set[str] = set()
+    by_name: dict[str, list[EntryPoint]] = {}
+    for ep in eps:
+        by_name.setdefault(ep.name, []).append(ep)
+        if _plugin_id(ep) in items or _dist_name(ep) in items or ep.value in items:
+            out.add(_plugin_id(ep))
+    for item in items:
+        matches = by_name.get(item, [])
+        if len(matches) == 1:
+            out.add(_plugin_id(matches[0]))
+        elif len(matches) > 1:
+            ids = ", ".join(_plugin_id(e) for e in matches)
+            warnings.warn(
+                f"{DISABLE_ENV}: {item!r} is the entry-point name of several plugins ({ids}); "
+                "none is disabled: name one as distribution:entry_point",
+                PluginWarning, stacklevel=4,
+            )
+    return out
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}) (the plugin called sys.exit)"
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Registry:
     """Estimators by name.
 
@@ -114,33 +178,64 @@ class Registry:
         self._conflicts: dict[str, list[str]] = {}
         self._failed: dict[str, str] = {}
         self._loaded = False
+        self._loading = False
+        self._registered_now: list[Any] = []
         self._lock = threading.RLock()
         self._adapter_cache: tuple[tuple[str, ...], Any] | None = None
 
     # ------------------------------------------------------------- loading
     def load(self) -> None:
-        """Load the entry points (once; later calls do nothing)."""
+        """Load the entry points (once; later calls do nothing).
+
+        A load either completes or leaves the registry as if it had never been loaded: a
+        :class:`KeyboardInterrupt` (Ctrl-C) during it undoes what it registered and
+        propagates, and the next call loads again from scratch.  Any other exception a plugin
+        raises, :class:`SystemExit` included, only skips that plugin (with a
+        :class:`~relaxit_core.PluginWarning` naming its package).
+        """
+        if self._loaded:
+            return
         with self._lock:
-            if self._loaded:
+            if self._loaded or self._loading:  # a plugin looking the registry up while it loads
                 return
-            self._loaded = True
-            disabled = {s.strip() for s in os.environ.get(DISABLE_ENV, "").split(",") if s.strip()}
-            seen: set[str] = set()
-            for ep in sorted(entry_points(group=self.group), key=lambda e: e.name):
-                if ep.name in disabled or ep.name in seen:
-                    continue
-                seen.add(ep.name)
-                self._load_entry_point(ep)
+            self._loading = True
+            saved = (dict(self._classes), dict(self._providers),
+                     {k: list(v) for k, v in self._conflicts.items()}, dict(self._failed))
+            self._registered_now: list[Any] = []
+            try:
+                eps = _relaxit_entry_points(self.group)
+                disabled = _disabled(eps)
+                for ep in eps:
+                    if _plugin_id(ep) in disabled:
+                        continue
+                    self._load_entry_point(ep)
+                self._loaded = True
+            except BaseException:  # KeyboardInterrupt (or an error of the loader itself)
+                for plugin in self._registered_now:
+                    with contextlib.suppress(Exception):
+                        self.pm.unregister(plugin)
+                self._classes, self._providers, self._conflicts, self._failed = saved
+                self._adapter_cache = None
+                raise
+            finally:
+                self._loading = False
+                self._registered_now = []
 
     def _load_entry_point(self, ep: EntryPoint) -> None:
-        provider = f"{ep.name} ({ep.value})"
+        pid = _plugin_id(ep)
+        provider = f"{pid} ({ep.value})"
         try:
             module = ep.load()
-            self.pm.register(module, name=ep.name)
-        except Exception as exc:  # noqa: BLE001 - isolate every plugin
-            self._fail(ep.name, f"failed to load: {type(exc).__name__}: {exc}")
+            if self.pm.is_registered(module):  # the same module under another entry point
+                return
+            self.pm.register(module, name=pid)
+            self._registered_now.append(module)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - isolate every plugin, sys.exit() included
+            self._fail(pid, f"failed to load: {_describe(exc)}", f" ({ep.value})")
             return
-        self._collect(module, provider, ep.name)
+        self._collect(module, provider, pid, f" ({ep.value})")
 
     def register_plugin(self, plugin: Any, name: str | None = None) -> None:
         """Register a plugin object (a module or any object with hookimpls) directly."""
@@ -150,11 +245,11 @@ class Registry:
             try:
                 self.pm.register(plugin, name=name)
             except Exception as exc:  # noqa: BLE001
-                self._fail(name, f"failed to register: {type(exc).__name__}: {exc}")
+                self._fail(name, f"failed to register: {_describe(exc)}")
                 return
             self._collect(plugin, name, name)
 
-    def _collect(self, plugin: Any, provider: str, plugin_name: str) -> None:
+    def _collect(self, plugin: Any, provider: str, plugin_name: str, where: str = "") -> None:
         impls = [i for i in self.pm.hook.relaxit_estimators.get_hookimpls() if i.plugin is plugin]
         classes: list[type] = []
         try:
@@ -165,16 +260,18 @@ class Registry:
                 for obj in result:
                     _check_estimator_class(obj)
                     classes.append(obj)
-        except Exception as exc:  # noqa: BLE001
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a hook may raise anything, sys.exit() included
             self.pm.unregister(plugin)
-            self._fail(plugin_name, f"returned an invalid estimator: {type(exc).__name__}: {exc}")
+            self._fail(plugin_name, f"returned an invalid estimator: {_describe(exc)}", where)
             return
         for cls in classes:
             self._add(cls, provider)
 
-    def _fail(self, plugin_name: str, why: str) -> None:
+    def _fail(self, plugin_name: str, why: str, where: str = "") -> None:
         self._failed[plugin_name] = why
-        warnings.warn(f"relaxit plugin {plugin_name!r} skipped: {why}", PluginWarning, stacklevel=4)
+        warnings.warn(f"relaxit plugin {plugin_name!r}{where} skipped: {why}", PluginWarning, stacklevel=4)
 
     def _add(self, cls: type, provider: str) -> None:
         name = cls.name
@@ -208,7 +305,7 @@ class Registry:
 
     @property
     def failed_plugins(self) -> dict[str, str]:
-        """Plugins skipped so far, with the reason."""
+        """Plugins skipped so far, with the reason, keyed by ``distribution:entry_point``."""
         self.load()
         return dict(self._failed)
 
@@ -324,31 +421,93 @@ class Registry:
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a JSON, YAML or TOML file into a mapping."""
+    """Read a JSON, YAML or TOML file into a mapping.
+
+    Every problem is a :class:`~relaxit_core.ConfigError` naming the file (and, for a syntax
+    error, the line): a missing file, a directory, a binary file, bad syntax, a duplicate key
+    (YAML and JSON), or a document that is not a mapping.
+    """
     path = Path(path)
+    where = repr(str(path))
     if not path.exists():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
+        raise ConfigError(f"config file {where} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"config file {where} is a directory, not a file")
     suffix = path.suffix.lower()
+    if suffix not in (".json", ".yaml", ".yml", ".toml"):
+        raise ConfigError(f"config file {where}: unknown format; use .json, .yaml, .yml or .toml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {where} is not a UTF-8 text file (byte {exc.start} is {exc.object[exc.start]:#04x})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {where} cannot be read: {exc.strerror or exc}") from None
+    if "\x00" in text:
+        raise ConfigError(f"config file {where} is a binary file, not {suffix[1:].upper()} text")
     if suffix == ".json":
-        data = json.loads(text)
+        data = _load_json(text, where)
     elif suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ConfigError("reading YAML needs PyYAML: pip install 'relaxit[yaml]'") from exc
-        data = yaml.safe_load(text)
-    elif suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib  # type: ignore[no-redef]
-        data = tomllib.loads(text)
+        data = _load_yaml(text, where)
     else:
-        raise ConfigError(f"config file {str(path)!r}: unknown format; use .json, .yaml, .yml or .toml")
+        data = _load_toml(text, where)
     if not isinstance(data, Mapping):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping, not {type(data).__name__}")
+        raise ConfigError(f"config file {where} must hold a mapping, not {type(data).__name__}")
     return dict(data)
+
+
+def _load_json(text: str, where: str) -> Any:
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ConfigError(f"config file {where}: duplicate key {key!r}")
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {where}, line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}") from None
+
+
+def _load_yaml(text: str, where: str) -> Any:
+    try:
+        import yaml
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigError("reading YAML needs PyYAML: pip install 'relaxit[yaml]'") from exc
+
+    class _Loader(yaml.SafeLoader):
+        """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return loader.construct_mapping(node, deep=deep)
+
+    _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config file {where}{line}: invalid YAML: {problem}") from None
+
+
+def _load_toml(text: str, where: str) -> Any:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {where}: invalid TOML: {exc}") from None
 
 
 registry = Registry()

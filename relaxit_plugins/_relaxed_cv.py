@@ -72,10 +72,13 @@ def relaxed_pair(family: str, logits: torch.Tensor, num_samples: int):
 
 
 def soft_relaxation(family: str, z: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """``σ_λ(z)``: ``sigmoid(z / λ)`` (Bernoulli) or ``softmax(z / λ)`` (categorical)."""
-    if family == "bernoulli":
-        return torch.sigmoid(z / tau)
-    return (z / tau).softmax(-1)
+    """``σ_λ(z)``: ``sigmoid(z / λ)`` (Bernoulli) or ``softmax(z / λ)`` (categorical).
+
+    Computed in at least float32 and rounded to ``z``'s dtype: in float16 ``z / λ`` (and the
+    ``z / λ²`` of its temperature gradient) overflows at small ``λ``, giving NaN."""
+    wide = torch.promote_types(z.dtype, torch.float32)
+    x = z.to(wide) / tau.to(wide)
+    return (torch.sigmoid(x) if family == "bernoulli" else x.softmax(-1)).to(z.dtype)
 
 
 def score(family: str, b: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

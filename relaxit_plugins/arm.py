@@ -34,6 +34,18 @@ class ArmEstimator(AntitheticEstimator):
     pair followed by their ``b̃``; ``value`` is the mean of the objective over all of them.
     The law is ``Bernoulli(logits)`` (``log_prob`` is the PMF).
 
+    Maths:
+        :Law: independent :math:`b_d \sim \operatorname{Bernoulli}(\sigma(\phi_d))`, drawn as
+            :math:`b = \mathbf{1}[u < \sigma(\phi)]` with :math:`u \sim \mathcal{U}(0, 1)^D`.
+        :Estimator: for each antithetic pair (Yin & Zhou 2019, Theorem 1, eq. 6), averaged over the
+            :math:`P = S/2` pairs:
+
+            .. math::
+                \hat g = \bigl(f(\tilde b) - f(b)\bigr)\bigl(u - \tfrac12\bigr), \qquad
+                \tilde b = \mathbf{1}[1 - u < \sigma(\phi)] .
+        :Gradient: unbiased, :math:`\mathbb{E}[\hat g] = \nabla_\phi \mathbb{E}_{b}[f(b)]`.
+        :Cost: :math:`S` (even, :math:`\ge 2`) objective evaluations in one batched call.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("arm")

@@ -75,6 +75,22 @@ class ArmsEstimator(relaxit_core.EstimatorBase):
 
     Cost: ``K`` objective evaluations in one batched call, as RLOO.
 
+    Maths:
+        :Law: :math:`K = S \ge 2` samples :math:`b_{k,d} = \mathbf{1}[u_{k,d} < p_d]`,
+            :math:`p = \sigma(\eta)`, each marginally :math:`\operatorname{Bernoulli}(p_d)`; the uniforms
+            :math:`u_{1,d}, \dots, u_{K,d}` are coupled by a Dirichlet copula, so the samples are
+            mutually antithetic.
+        :Estimator: the debiased leave-one-out estimate (Dimitriev & Zhou 2021, the ARMS estimator;
+            equation number not checked here):
+
+            .. math::
+                \hat g_d = \frac{c_d}{K} \sum_{k=1}^{K} \Bigl(f(b_k) - \frac{1}{K-1}\sum_{j \ne k} f(b_j)\Bigr)
+                (b_{k,d} - p_d), \qquad
+                c_d = \frac{p_d (1 - p_d)}{p_d - P(b_{i,d} = b_{j,d} = 1)} .
+        :Gradient: unbiased, :math:`\mathbb{E}[\hat g] = \nabla_\eta \mathbb{E}_{b \sim q}[f(b)]`;
+            :math:`K = 2` is DisARM, independent samples give RLOO.
+        :Cost: :math:`K` objective evaluations in one batched call.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("arms")
@@ -118,7 +134,7 @@ class ArmsEstimator(relaxit_core.EstimatorBase):
         log_q = dist.log_prob(z)  # per coordinate
         score = reduce_log_prob(weight * (log_q - log_q.detach()), f.dim())
         surrogate = (f + score).mean(0)
-        return relaxit_core.Estimate(surrogate, surrogate.detach(), z)
+        return relaxit_core.Estimate(surrogate, fd.mean(0), z)  # value: the objective's mean alone
 
 
 @relaxit_core.hookimpl

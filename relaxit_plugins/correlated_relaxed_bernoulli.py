@@ -36,6 +36,7 @@ from relaxit_core import Capability as C
 from relaxit_core.distributions import as_logits, clamp_probs
 from relaxit_core.surrogate import straight_through
 from relaxit_plugins._special import compute_dtype as _compute_dtype
+from relaxit_plugins._special import log_, validating
 
 __all__ = [
     "CorrelatedRelaxedBernoulli",
@@ -124,7 +125,8 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
         corr: ``[..., n, n]`` correlation matrix ``R`` of the latent Gaussian (symmetric,
             positive definite, unit diagonal; checked when validation is on, with a message
             saying which property fails).
-        temperature: ``τ > 0``.
+        temperature: ``τ > 0``, a number or a tensor broadcast with ``logits`` (one
+            temperature per variable, as relaxit 1.x's ``tau`` tensor allowed).
 
     ``rsample``: ``x = chol(R) ε``, ``L = log Φ(x) - log Φ(-x)``,
     ``z = sigmoid((logits + L)/τ)`` clamped to ``[eps, 1 - eps]`` of the dtype.
@@ -164,9 +166,13 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
             )
         if corr is None:
             raise ValueError(f"{type(self).__name__}: `corr` (a correlation matrix [..., n, n]) is required")
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"{type(self).__name__}: temperature must be a positive number, got {temperature!r}")
         param = probs if probs is not None else logits
+        if isinstance(temperature, torch.Tensor):
+            temperature = temperature.to(dtype=param.dtype, device=param.device)
+            if validating(validate_args) and not bool((temperature > 0).all()):
+                raise ValueError(f"{type(self).__name__}: argument 'temperature' must be positive")
+        elif not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"{type(self).__name__}: temperature must be a positive number, got {temperature!r}")
         if param.dim() < 1:
             raise ValueError(f"{type(self).__name__}: `logits`/`probs` need an event dimension [..., n]")
         n = param.shape[-1]
@@ -179,6 +185,11 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
         if validate:  # on the unexpanded matrix (torch's own check would see the expanded one)
             self._unbroadcasted_scale_tril = check_correlation_matrix(corr)
         batch_shape = torch.broadcast_shapes(param.shape[:-1], corr.shape[:-2])
+        if isinstance(temperature, torch.Tensor):
+            batch_shape = torch.broadcast_shapes(batch_shape + (n,), temperature.shape)[:-1]
+            temperature = temperature.expand(batch_shape + (n,))
+        else:
+            temperature = float(temperature)
         self._unbroadcasted_corr = corr
         param = param.expand(batch_shape + (n,))
         if probs is not None:
@@ -186,7 +197,7 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
         else:
             self.logits = param
         self._param = param
-        self.temperature = float(temperature)
+        self.temperature = temperature
         super().__init__(batch_shape, torch.Size((n,)), validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
@@ -200,16 +211,17 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
         new._unbroadcasted_corr = self._unbroadcasted_corr
         if "_unbroadcasted_scale_tril" in self.__dict__:
             new._unbroadcasted_scale_tril = self._unbroadcasted_scale_tril
-        new.temperature = self.temperature
+        t = self.temperature
+        new.temperature = t.expand(batch_shape + (n,)) if isinstance(t, torch.Tensor) else t
         super(CorrelatedRelaxedBernoulli, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
 
     @classmethod
-    def infer_shapes(cls, probs=None, logits=None, corr=None):
+    def infer_shapes(cls, probs=None, logits=None, corr=None, temperature=()):
         param = torch.Size(logits if logits is not None else probs)
         batch = torch.broadcast_shapes(param[:-1], torch.Size(corr)[:-2]) if corr is not None else param[:-1]
-        return batch, param[-1:]
+        return torch.broadcast_shapes(batch + param[-1:], torch.Size(temperature))[:-1], param[-1:]
 
     @lazy_property
     def logits(self) -> torch.Tensor:
@@ -256,17 +268,21 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
     def rsample(self, sample_shape=torch.Size()):
         noise = self._logistic_noise(sample_shape)
         t = self.logits.to(noise.dtype) + noise
-        return clamp_probs(torch.sigmoid(t / self.temperature).to(self._param.dtype))
+        return clamp_probs(torch.sigmoid(t / self._tau(noise.dtype)).to(self._param.dtype))
+
+    def _tau(self, dtype):
+        t = self.temperature
+        return t.to(dtype) if isinstance(t, torch.Tensor) else t
 
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
         ct = _compute_dtype(value.dtype)
         z = clamp_probs(value.to(ct))
-        tau = self.temperature
+        tau = self._tau(ct)
         log_z, log_1mz = z.log(), (-z).log1p()
         l = tau * (log_z - log_1mz) - self.logits.to(ct)
-        marginal = (math.log(tau) - l - 2 * F.softplus(-l) - log_z - log_1mz).sum(-1)
+        marginal = (log_(tau) - l - 2 * F.softplus(-l) - log_z - log_1mz).sum(-1)
         x = _latent_from_logistic(l)
         tril = self._unbroadcasted_scale_tril
         tril_b = tril.expand(x.shape[:-1] + tril.shape[-2:]) if tril.dim() > 2 or x.dim() > 1 else tril
@@ -295,7 +311,7 @@ class StraightThroughCorrelatedRelaxedBernoulli(CorrelatedRelaxedBernoulli):
     def rsample(self, sample_shape=torch.Size()):
         noise = self._logistic_noise(sample_shape)
         t = self.logits.to(noise.dtype) + noise
-        soft = clamp_probs(torch.sigmoid(t / self.temperature).to(self._param.dtype))
+        soft = clamp_probs(torch.sigmoid(t / self._tau(t.dtype)).to(self._param.dtype))
         return straight_through((t > 0).to(soft.dtype), soft)
 
     def sample(self, sample_shape=torch.Size()):
@@ -311,7 +327,7 @@ class StraightThroughCorrelatedRelaxedBernoulli(CorrelatedRelaxedBernoulli):
 
 
 class CorrelatedRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
-    """Correlated relaxed Bernoulli (Gaussian copula, RelaxedMVB), pathwise; ``hard=True`` for straight-through 0/1.
+    r"""Correlated relaxed Bernoulli (Gaussian copula, RelaxedMVB), pathwise; ``hard=True`` for straight-through 0/1.
 
     Wang & Yin (2020): the logistic noise of each binary Concrete marginal (Maddison et al.
     2017) is made dependent through a Gaussian copula with correlation matrix ``corr``:
@@ -323,6 +339,21 @@ class CorrelatedRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
     correlation matrix; with validation on, an invalid one raises ``ValueError`` saying
     which property fails.  ``estimate`` draws ``num_samples`` event vectors (one objective
     evaluation) and differentiates through them, into ``logits``/``probs`` and ``corr``.
+
+    Maths:
+        :Law: a Gaussian copula on binary Concrete marginals (Wang & Yin 2020, Sec. 3):
+            :math:`x \sim \mathcal{N}(0, R)`, :math:`L_i = \operatorname{logit}\Phi(x_i)`,
+
+            .. math::
+                z_i = \sigma\bigl((\theta_i + L_i)/\tau\bigr), \qquad
+                b_i = \mathbf{1}[\theta_i + L_i > 0] \sim \operatorname{Bernoulli}(\sigma(\theta_i)) .
+        :Estimator: pathwise through the reparameterised sample (Wang & Yin 2020, Sec. 3;
+            Maddison et al. 2017, Sec. 3.3), into :math:`\theta` and :math:`R`:
+            :math:`\hat g = \frac1S \sum_s \nabla_{\theta} f(z_s)`; with ``hard=True`` the forward value
+            is :math:`b` and the backward pass that of :math:`z`.
+        :Gradient: :math:`\nabla_\theta \mathbb{E}[f(z)]`, the gradient of the relaxed objective:
+            biased for :math:`\mathbb{E}[f(b)]`.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch
@@ -336,7 +367,8 @@ class CorrelatedRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
 
     name: ClassVar[str] = "correlated_relaxed_bernoulli"
     family: ClassVar[str] = "bernoulli"
-    params: ClassVar[tuple[str, ...]] = ("logits", "probs", "corr")
+    params: ClassVar[tuple[str, ...]] = ("logits", "probs", "corr", "tau")
+    optional_params: ClassVar[tuple[str, ...]] = ("tau",)
     capabilities: ClassVar[frozenset] = frozenset({C.RSAMPLE, C.LOG_PROB, C.HARD})
     reference: ClassVar[str] = (
         "Wang & Yin (2020), Relaxed Multivariate Bernoulli Distribution and Its Applications to Deep "
@@ -358,9 +390,9 @@ class CorrelatedRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
             return frozenset({C.RSAMPLE, C.HARD})
         return frozenset({C.RSAMPLE, C.LOG_PROB})
 
-    def build_distribution(self, logits=None, probs=None, corr=None):
+    def build_distribution(self, logits=None, probs=None, corr=None, tau=None):
         law = StraightThroughCorrelatedRelaxedBernoulli if self.config.hard else CorrelatedRelaxedBernoulli
-        return law(probs=probs, logits=logits, corr=corr, temperature=self.config.tau)
+        return law(probs=probs, logits=logits, corr=corr, temperature=self.config.tau if tau is None else tau)
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):

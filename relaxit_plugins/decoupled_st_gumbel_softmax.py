@@ -49,7 +49,8 @@ class DecoupledSTGumbelSoftmax(OneHotStraightThrough):
     This law takes the *forward-law* logits ``ℓ = θ / τ_f`` (the estimator divides the user's
     logits by ``τ_f``): forward ``D = one_hot(argmax(ℓ + g))``, backward the gradient of
     ``softmax((ℓ + g) / τ_b)``; ``rsample = D + (y_b - stop_gradient(y_b))``.
-    ``tau_forward`` is kept for the record only (it is already in ``logits``).
+    ``tau_forward`` is kept for the record only (it is already in ``logits``).  Both
+    temperatures are numbers or tensors of shape ``[..., 1]`` broadcast over the categories.
 
     Example:
         >>> d = DecoupledSTGumbelSoftmax(logits=torch.zeros(4, requires_grad=True), temperature=2.0, tau_forward=0.5)
@@ -61,15 +62,22 @@ class DecoupledSTGumbelSoftmax(OneHotStraightThrough):
     extra_attrs = ("temperature", "tau_forward")
 
     def _surrogate(self, hard, noise):
-        return ((self.raw_logits + noise) * (1.0 / self.temperature)).softmax(-1)
+        return _soft(self.raw_logits + noise, self.temperature)
 
     def rsample(self, sample_shape=torch.Size()):
         # as the base class, but the perturbed logits ℓ + g are formed once, with gradient
         logits = self.raw_logits
         x = logits + gumbel_like(self._extended_shape(torch.Size(sample_shape)), logits)
         hard = one_hot_argmax(x.detach())
-        soft = (x * (1.0 / self.temperature)).softmax(-1)
+        soft = _soft(x, self.temperature)
         return hard + (soft - soft.detach())
+
+
+def _soft(x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``softmax(x / τ_b)`` in at least float32, rounded to ``x``'s dtype: in float16 ``x / τ_b``
+    overflows at small ``τ_b`` (NaN samples at ``τ_b = 1e-3``)."""
+    wide = torch.promote_types(x.dtype, torch.float32)
+    return (x.to(wide) * (1.0 / temperature)).softmax(-1).to(x.dtype)
 
 
 class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
@@ -81,6 +89,22 @@ class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
     ``log_prob`` is the PMF of the hard value under ``Categorical(softmax(θ/τ_f))``.  Biased.
     See the module docstring for why ``τ_f`` acts on the law (an argmax ignores a temperature).
     One objective evaluation per sample; ``num_samples`` samples are averaged.
+    ``tau_forward`` and ``tau_backward`` may also be given to ``distribution()`` /
+    ``estimate()`` as optional tensors, one temperature per batch element (shape broadcast
+    with ``logits.shape[:-1]``), overriding the config's numbers.
+
+    Maths:
+        :Law: :math:`D = \operatorname{onehot}\bigl(\arg\max_i (\theta_i/\tau_f + g_i)\bigr)
+            \sim \operatorname{Categorical}(\operatorname{softmax}(\theta/\tau_f))`, :math:`g` i.i.d. Gumbel
+            (Jang et al. 2017, eq. 1).
+        :Estimator: straight-through with a separate backward temperature (Shah et al. 2024;
+            Jang et al. 2017, eq. 2 and Sec. 2.2):
+
+            .. math::
+                \hat g = \Bigl(\frac{\partial y}{\partial \theta}\Bigr)^{\!\top} \nabla_D f(D), \qquad
+                y = \operatorname{softmax}\bigl((\theta/\tau_f + g)/\tau_b\bigr) .
+        :Gradient: biased for :math:`\nabla_\theta \mathbb{E}[f(D)]`; :math:`\tau_f = \tau_b` is ST-GS.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch
@@ -93,7 +117,8 @@ class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
 
     name: ClassVar[str] = "decoupled_st_gumbel_softmax"
     family: ClassVar[str] = "categorical"
-    params: ClassVar[tuple[str, ...]] = ("logits", "probs")
+    params: ClassVar[tuple[str, ...]] = ("logits", "probs", "tau_forward", "tau_backward")
+    optional_params: ClassVar[tuple[str, ...]] = ("tau_forward", "tau_backward")
     capabilities: ClassVar[frozenset] = frozenset(
         {C.RSAMPLE, C.LOG_PROB, C.HARD, C.ENUMERATE_SUPPORT, C.KL}
     )
@@ -117,17 +142,34 @@ class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
             description="Backward temperature τ_b of the Gumbel-softmax whose gradient is used.",
         )
 
-    def build_distribution(self, logits=None, probs=None):
-        tau_f = self.config.tau_forward
-        if tau_f != 1.0:
+    def build_distribution(self, logits=None, probs=None, tau_forward=None, tau_backward=None):
+        param_dtype = (logits if logits is not None else probs).dtype
+        tau_f = self.config.tau_forward if tau_forward is None else tau_forward
+        tau_b = self.config.tau_backward if tau_backward is None else tau_backward
+        tensors = [t for t in (tau_forward, tau_backward) if t is not None]
+        if tensors:  # per-element temperatures: broadcast them over the K categories
+            param = logits if logits is not None else probs
+            if torch.distributions.Distribution._validate_args and not all(bool((t > 0).all()) for t in tensors):
+                raise ValueError(f"{self.name}: 'tau_forward' and 'tau_backward' must be positive")
+            batch = torch.broadcast_shapes(param.shape[:-1], *(t.shape for t in tensors))
+            shape = batch + param.shape[-1:]
+            logits = logits.expand(shape) if logits is not None else None
+            probs = probs.expand(shape) if probs is not None else None
+            if tau_forward is not None:
+                tau_f = tau_forward.to(param.dtype).expand(batch).unsqueeze(-1)
+            if tau_backward is not None:
+                tau_b = tau_backward.to(param.dtype).expand(batch).unsqueeze(-1)
+        if isinstance(tau_f, torch.Tensor) or tau_f != 1.0:
             if logits is None:
                 if torch.distributions.Distribution._validate_args and not bool(constraints.simplex.check(probs).all()):
                     raise ValueError(f"{self.name}: `probs` must lie on the simplex")
                 logits = as_logits(probs, 1)
-            logits, probs = logits / tau_f, None
-        return DecoupledSTGumbelSoftmax(
-            probs=probs, logits=logits, temperature=self.config.tau_backward, tau_forward=tau_f
-        )
+            # divided in at least float32 and kept finite in the parameters' dtype (float16
+            # overflows at small τ_f; a saturated logit still dominates its row)
+            big = torch.finfo(param_dtype).max / 4
+            logits = (logits.to(torch.promote_types(logits.dtype, torch.float32)) / tau_f).clamp(-big, big)
+            logits, probs = logits.to(param_dtype), None
+        return DecoupledSTGumbelSoftmax(probs=probs, logits=logits, temperature=tau_b, tau_forward=tau_f)
 
 
 @relaxit_core.hookimpl

@@ -37,6 +37,19 @@ class DisarmEstimator(AntitheticEstimator):
     every pair followed by their ``b̃``; ``value`` is the mean of the objective over all of
     them.  The law is ``Bernoulli(logits)`` (``log_prob`` is the PMF).
 
+    Maths:
+        :Law: independent :math:`b_d \sim \operatorname{Bernoulli}(\sigma(\phi_d))`, drawn in antithetic
+            pairs :math:`b = \mathbf{1}[u < \sigma(\phi)]`, :math:`\tilde b = \mathbf{1}[1 - u < \sigma(\phi)]`.
+        :Estimator: ARM with :math:`u` integrated out given the pair (Dong et al. 2020, eq. 7),
+            averaged over the :math:`S/2` pairs:
+
+            .. math::
+                \hat g_d = \tfrac12 \bigl(f(b) - f(\tilde b)\bigr) (-1)^{\tilde b_d}\,
+                \mathbf{1}[b_d \ne \tilde b_d]\, \sigma(|\phi_d|) .
+        :Gradient: unbiased, :math:`\mathbb{E}[\hat g] = \nabla_\phi \mathbb{E}_b[f(b)]`, with
+            :math:`\operatorname{Var}\hat g \le \operatorname{Var}\hat g_{\mathrm{ARM}}`.
+        :Cost: :math:`S` (even, :math:`\ge 2`) objective evaluations in one batched call.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("disarm")

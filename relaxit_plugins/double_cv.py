@@ -55,6 +55,23 @@ class DoubleCVEstimator(relaxit_core.EstimatorBase):
     through the objective for ``∇_b f``.  An objective that is not differentiable in ``z``
     gets a zero Taylor term (plain RLOO).  ``distribution()`` is ``Bernoulli(logits)``.
 
+    Maths:
+        :Law: :math:`K = S \ge 2` independent :math:`b_k \sim \operatorname{Bernoulli}(p)`,
+            :math:`p = \sigma(\eta)`.
+        :Estimator: RLOO with a Taylor control variate and its global correction (Titsias & Shi 2022,
+            the double control variate; equation number not checked here), with
+            :math:`g_k = \nabla_b f(b_k)`, :math:`\bar g_{-k} = \frac{1}{K-1}\sum_{j\ne k} g_j`,
+            :math:`\bar g = \frac1K \sum_k g_k` and :math:`h_k(b) = \alpha\, \bar g_{-k}^\top (b - p)`:
+
+            .. math::
+                \hat g = \frac1K \sum_{k=1}^{K} \Bigl(f(b_k) + h_k(b_k)
+                - \frac{1}{K-1}\sum_{j \ne k} \bigl[f(b_j) + h_j(b_j)\bigr]\Bigr)(b_k - p)
+                - \alpha\, \bar g \odot p \odot (1 - p) .
+        :Gradient: unbiased for every :math:`\alpha` (:math:`\alpha = 0` is RLOO);
+            :math:`\alpha` is learned on :math:`\sum \hat g^2` when ``learn`` is true.
+        :Cost: :math:`K` objective evaluations in one batched call and one backward pass through
+            the objective for :math:`\nabla_b f`.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("double_cv")

@@ -38,6 +38,7 @@ import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_core.distributions import as_logits, gumbel_like
 from relaxit_core.errors import ParameterError
+from relaxit_plugins._special import validating
 
 __all__ = [
     "GeneralizedGumbelSoftmax",
@@ -144,8 +145,10 @@ class GeneralizedGumbelSoftmax(TorchDistribution):
 
     ``logits``/``probs`` ``[..., K]`` and ``values`` ``[..., K]`` (broadcast; usually ``[K]``),
     strictly increasing integers.  ``batch_shape`` is the broadcast of their leading
-    dimensions; ``event_shape`` is ``()``.  Soft samples lie in ``[v_1, v_K]``; no
-    ``log_prob`` (module docstring).
+    dimensions (and of ``temperature``'s shape when it is a per-element tensor);
+    ``event_shape`` is ``()``.  Soft samples lie in ``[v_1, v_K]``; no ``log_prob`` (module
+    docstring).  :meth:`rsample_weights` returns the weights over ``values`` of the same draw
+    (relaxit 1.x returned those from ``rsample``).
 
     Example:
         >>> d = GeneralizedGumbelSoftmax(logits=torch.zeros(2, 3), values=torch.tensor([0.0, 2.0, 5.0]), temperature=0.5)
@@ -160,7 +163,8 @@ class GeneralizedGumbelSoftmax(TorchDistribution):
     }
     has_rsample = True
 
-    def __init__(self, probs=None, logits=None, values=None, *, temperature: float = 1.0, validate_args=None):
+    def __init__(self, probs=None, logits=None, values=None, *, temperature: float | torch.Tensor = 1.0,
+                 validate_args=None):
         if (probs is None) == (logits is None):
             raise ValueError(f"{type(self).__name__}: give exactly one of `probs` or `logits`")
         if values is None:
@@ -178,9 +182,24 @@ class GeneralizedGumbelSoftmax(TorchDistribution):
             self.logits = logits - logits.logsumexp(-1, keepdim=True)
         self._param = param
         self.values = values.to(param.dtype) if not values.is_floating_point() else values
-        self.temperature = float(temperature)
         batch = torch.broadcast_shapes(param.shape[:-1], values.shape[:-1])
+        if isinstance(temperature, torch.Tensor):
+            temperature = temperature.to(dtype=param.dtype, device=param.device)
+            if validating(validate_args) and not bool((temperature > 0).all()):
+                raise ValueError(f"{type(self).__name__}: argument 'temperature' must be positive")
+            batch = torch.broadcast_shapes(batch, temperature.shape)
+            temperature = temperature.expand(batch)
+        elif not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"{type(self).__name__}: temperature must be positive, got {temperature!r}")
+        else:
+            temperature = float(temperature)
+        self.temperature = temperature
         super().__init__(batch, torch.Size(), validate_args=validate_args)
+
+    def _tau(self):
+        """The temperature, broadcastable against ``[..., K]``."""
+        t = self.temperature
+        return t.unsqueeze(-1) if isinstance(t, torch.Tensor) else t
 
     @lazy_property
     def logits(self):
@@ -203,15 +222,16 @@ class GeneralizedGumbelSoftmax(TorchDistribution):
                 setattr(new, key, getattr(self, key).expand(shape))
         new._param = new.__dict__.get("logits", new.__dict__.get("probs"))
         new.values = self.values  # broadcasts against the new batch shape
-        new.temperature = self.temperature
+        t = self.temperature
+        new.temperature = t.expand(batch_shape) if isinstance(t, torch.Tensor) else t
         super(GeneralizedGumbelSoftmax, new).__init__(batch_shape, torch.Size(), validate_args=False)
         new._validate_args = self._validate_args
         return new
 
     @classmethod
-    def infer_shapes(cls, values, logits=None, probs=None):
+    def infer_shapes(cls, values, logits=None, probs=None, temperature=()):
         param = torch.Size(logits if logits is not None else probs)
-        return torch.broadcast_shapes(param[:-1], torch.Size(values)[:-1]), torch.Size()
+        return torch.broadcast_shapes(param[:-1], torch.Size(values)[:-1], torch.Size(temperature)), torch.Size()
 
     def _weights(self, sample_shape):
         """Perturbed logits ``[*sample, *batch, K]``."""
@@ -220,9 +240,14 @@ class GeneralizedGumbelSoftmax(TorchDistribution):
         shape = torch.Size(sample_shape) + self.batch_shape + (k,)
         return logits + gumbel_like(shape, logits)
 
+    def rsample_weights(self, sample_shape=torch.Size()):
+        """The weights ``softmax((logits + g)/τ)`` over ``values``, ``[*sample, *batch, K]``,
+        of the draw ``rsample`` makes (same noise: under one seed, ``rsample`` equals
+        ``(rsample_weights() * values).sum(-1)``)."""
+        return (self._weights(sample_shape) / self._tau()).softmax(-1)
+
     def rsample(self, sample_shape=torch.Size()):
-        w = (self._weights(sample_shape) / self.temperature).softmax(-1)
-        return (w * self.values).sum(-1)
+        return (self.rsample_weights(sample_shape) * self.values).sum(-1)
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
@@ -258,9 +283,17 @@ class StraightThroughGeneralizedGumbelSoftmax(GeneralizedGumbelSoftmax):
         index = scores.argmax(-1, keepdim=True)
         full = values.expand(scores.shape)
         hard = full.gather(-1, index).squeeze(-1)  # exact, differentiable in `values`
-        w = (scores / self.temperature).softmax(-1)
+        w = (scores / self._tau()).softmax(-1)
         soft = (w * values.detach()).sum(-1)
         return hard + (soft - soft.detach())
+
+    def rsample_weights(self, sample_shape=torch.Size()):
+        """Straight-through one-hot weights over ``values`` of one draw: forward exactly
+        ``onehot(argmax(logits + g))``, backward through ``softmax((logits + g)/τ)``."""
+        scores = self._weights(sample_shape)
+        w = (scores / self._tau()).softmax(-1)
+        hard = torch.zeros_like(w).scatter_(-1, scores.argmax(-1, keepdim=True), 1.0)
+        return hard + (w - w.detach())
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
@@ -290,13 +323,28 @@ class StraightThroughGeneralizedGumbelSoftmax(GeneralizedGumbelSoftmax):
 
 # ---------------------------------------------------------------------------- estimator
 class GeneralizedGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
-    """Generalized Gumbel-softmax (GenGS, pathwise): relaxes a law on a finite set of integer ``values``; ``hard=True`` is straight-through.
+    r"""Generalized Gumbel-softmax (GenGS, pathwise): relaxes a law on a finite set of integer ``values``; ``hard=True`` is straight-through.
 
     ``X = Σ_k v_k softmax((logits + g)/τ)_k`` (Joo et al. 2020, Sec. 3); with ``hard=True``
     the forward value is exactly ``v_{argmax(logits + g)}``.  Pass ``values`` (``[K]`` or
     ``[..., K]``, strictly increasing integers) with ``logits``/``probs``; use
     :func:`truncate` for Poisson, geometric, negative-binomial or binomial laws.  One
     objective evaluation per sample; biased for the discrete objective.
+
+    Maths:
+        :Law: :math:`X = v_I`, :math:`I \sim \operatorname{Categorical}(\operatorname{softmax}(\theta))`
+            on strictly increasing integer values :math:`v_1 < \dots < v_K` (a truncated count law;
+            Joo et al. 2020, Sec. 3).
+        :Estimator: pathwise through the relaxed value (Joo et al. 2020, Sec. 3; Jang et al. 2017, eq. 2)
+
+            .. math::
+                \tilde X = \sum_{k=1}^{K} v_k\, \operatorname{softmax}\bigl((\theta + g)/\tau\bigr)_k ,
+                \qquad \hat g = \nabla_\theta f(\tilde X),
+
+            with ``hard=True`` the forward value :math:`v_{\arg\max(\theta + g)}` and the backward pass
+            that of :math:`\tilde X`.
+        :Gradient: the gradient of the relaxed objective: biased for :math:`\nabla_\theta \mathbb{E}[f(X)]`.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch
@@ -310,7 +358,9 @@ class GeneralizedGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
 
     name: ClassVar[str] = "generalized_gumbel_softmax"
     family: ClassVar[str] = "integer"
-    params: ClassVar[tuple[str, ...]] = ("logits", "probs", "values")
+    params: ClassVar[tuple[str, ...]] = ("logits", "probs", "values", "tau")
+    optional_params: ClassVar[tuple[str, ...]] = ("tau",)
+    integer_params: ClassVar[tuple[str, ...]] = ("values",)  # the integer support may be an integer tensor
     capabilities: ClassVar[frozenset] = frozenset({C.RSAMPLE, C.HARD, C.LOG_PROB, C.ENUMERATE_SUPPORT})
     reference: ClassVar[str] = (
         "Joo, Kim, Shin, Yang & Moon (2020), Generalized Gumbel-Softmax Gradient Estimator for Generic "
@@ -330,7 +380,7 @@ class GeneralizedGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
     def capabilities_for(cls, config):
         return cls.capabilities if config.hard else frozenset({C.RSAMPLE})
 
-    def build_distribution(self, logits=None, probs=None, values=None):
+    def build_distribution(self, logits=None, probs=None, values=None, tau=None):
         param = logits if logits is not None else probs
         if values.dim() < 1 or param.dim() < 1 or values.shape[-1] != param.shape[-1]:
             raise ParameterError(
@@ -338,7 +388,7 @@ class GeneralizedGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
                 "must share their last dimension K"
             )
         law = StraightThroughGeneralizedGumbelSoftmax if self.config.hard else GeneralizedGumbelSoftmax
-        return law(probs=probs, logits=logits, values=values, temperature=self.config.tau)
+        return law(probs=probs, logits=logits, values=values, temperature=self.config.tau if tau is None else tau)
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):

@@ -132,12 +132,26 @@ def _kl_st_gumbel_softmax(p, q):
 
 
 class GumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
-    """Gumbel-softmax / Concrete relaxation of a categorical variable (pathwise); ``hard=True`` is ST-GS.
+    r"""Gumbel-softmax / Concrete relaxation of a categorical variable (pathwise); ``hard=True`` is ST-GS.
 
     ``z = softmax((logits + g) / tau)`` with Gumbel noise ``g`` (Jang et al. 2017, eq. 2;
     Maddison et al. 2017); with ``hard=True`` the forward value is the one-hot
     ``argmax(logits + g)`` and the gradient that of the soft sample (Sec. 2.2).  Biased for
     the discrete objective.
+
+    Maths:
+        :Law: with i.i.d. Gumbel noise :math:`g`, the one-hot :math:`D = \operatorname{onehot}(\arg\max(\theta + g))
+            \sim \operatorname{Categorical}(\operatorname{softmax}(\theta))` (Jang et al. 2017, eq. 1) and its
+            relaxation, the Concrete / Gumbel-softmax law (eq. 2):
+
+            .. math::
+                y = \operatorname{softmax}\bigl((\theta + g)/\tau\bigr) .
+        :Estimator: pathwise, :math:`\hat g = \frac1S \sum_s \nabla_\theta f(y_s)`; with ``hard=True``
+            (ST-GS, Jang et al. 2017, Sec. 2.2) the forward value is :math:`D` and
+            :math:`\hat g = (\partial y / \partial\theta)^\top \nabla_D f(D)`.
+        :Gradient: :math:`\nabla_\theta \mathbb{E}[f(y)]` of the relaxed objective: biased for
+            :math:`\nabla_\theta \mathbb{E}[f(D)]`; the bias vanishes as :math:`\tau \to 0` while the variance grows.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch

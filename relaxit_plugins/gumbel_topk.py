@@ -51,6 +51,7 @@ from relaxit_core import Capability as C
 from relaxit_core.distributions import as_logits, gumbel_like
 from relaxit_core.errors import ParameterError
 from relaxit_core.surrogate import straight_through
+from relaxit_plugins._special import validating
 
 __all__ = [
     "GumbelTopK",
@@ -266,7 +267,8 @@ class GumbelTopK(TorchDistribution):
         probs: ``[..., n]`` probabilities on the simplex (converted with ``log``, never
             used as logits).
         k: subset size, ``1 <= k <= n``.
-        temperature: ``τ > 0``.
+        temperature: ``τ > 0``, a number or a tensor with one temperature per batch element
+            (shape broadcast with ``logits.shape[:-1]``).
 
     Example:
         >>> d = GumbelTopK(logits=torch.zeros(2, 6), k=3, temperature=0.5)
@@ -278,7 +280,8 @@ class GumbelTopK(TorchDistribution):
     arg_constraints = {"probs": constraints.simplex, "logits": constraints.independent(constraints.real, 1)}
     has_rsample = True
 
-    def __init__(self, probs=None, logits=None, *, k: int, temperature: float = 1.0, validate_args=None):
+    def __init__(self, probs=None, logits=None, *, k: int, temperature: float | torch.Tensor = 1.0,
+                 validate_args=None):
         if (probs is None) == (logits is None):
             raise ValueError(f"{type(self).__name__}: give exactly one of `probs` or `logits`")
         param = probs if probs is not None else logits
@@ -287,14 +290,29 @@ class GumbelTopK(TorchDistribution):
         n = param.shape[-1]
         if not 1 <= int(k) <= n:
             raise ValueError(f"{type(self).__name__}: need 1 <= k <= n, got k={k} with n={n} items")
+        if isinstance(temperature, torch.Tensor):
+            temperature = temperature.to(dtype=param.dtype, device=param.device)
+            if validating(validate_args) and not bool((temperature > 0).all()):
+                raise ValueError(f"{type(self).__name__}: argument 'temperature' must be positive")
+            batch = torch.broadcast_shapes(param.shape[:-1], temperature.shape)
+            temperature = temperature.expand(batch)
+            param = param.expand(batch + param.shape[-1:])
+            probs, logits = (param, None) if probs is not None else (None, param)
+        else:
+            temperature = float(temperature)
         if probs is not None:
             self.probs = probs
         else:
             self.logits = logits - logits.logsumexp(-1, keepdim=True)
         self._param = param
         self.k = int(k)
-        self.temperature = float(temperature)
+        self.temperature = temperature
         super().__init__(param.shape[:-1], param.shape[-1:], validate_args=validate_args)
+
+    def _tau(self):
+        """The temperature, broadcastable against ``[..., n]`` scores."""
+        t = self.temperature
+        return t.unsqueeze(-1) if isinstance(t, torch.Tensor) else t
 
     @lazy_property
     def logits(self):
@@ -316,7 +334,8 @@ class GumbelTopK(TorchDistribution):
             if key in self.__dict__:
                 setattr(new, key, getattr(self, key).expand(shape))
         new._param = new.__dict__.get("logits", new.__dict__.get("probs"))
-        new.k, new.temperature = self.k, self.temperature
+        t = self.temperature
+        new.k, new.temperature = self.k, (t.expand(batch_shape) if isinstance(t, torch.Tensor) else t)
         super(GumbelTopK, new).__init__(batch_shape, self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -324,7 +343,7 @@ class GumbelTopK(TorchDistribution):
     @classmethod
     def infer_shapes(cls, **arg_shapes):
         shape = torch.Size(arg_shapes.get("logits", arg_shapes.get("probs")))
-        return shape[:-1], shape[-1:]
+        return torch.broadcast_shapes(shape[:-1], torch.Size(arg_shapes.get("temperature", ()))), shape[-1:]
 
     def _scores(self, sample_shape):
         logits = self.logits
@@ -332,7 +351,7 @@ class GumbelTopK(TorchDistribution):
         return logits + gumbel_like(shape, logits)
 
     def rsample(self, sample_shape=torch.Size()):
-        return relaxed_topk(self._scores(sample_shape), self.k, self.temperature)
+        return relaxed_topk(self._scores(sample_shape), self.k, self._tau())
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
@@ -366,7 +385,7 @@ class StraightThroughGumbelTopK(GumbelTopK):
         return self.k <= MAX_LOG_PROB_K
 
     def rsample(self, sample_shape=torch.Size()):
-        soft, sgn = _relaxed_topk(self._scores(sample_shape), self.k, self.temperature)
+        soft, sgn = _relaxed_topk(self._scores(sample_shape), self.k, self._tau())
         return straight_through((sgn < 0).to(soft.dtype), soft)
 
     def sample(self, sample_shape=torch.Size()):
@@ -380,7 +399,9 @@ class StraightThroughGumbelTopK(GumbelTopK):
             raise NotImplementedError(
                 f"log_prob of a {self.k}-subset sums {self.k}! orderings; it is offered for k <= {MAX_LOG_PROB_K}"
             )
-        return set_log_prob(self.logits, value, self.k)
+        # a PMF is locally constant in the value: keep the value in the graph with derivative 0
+        # (so that a straight-through sample's other inputs, e.g. a tensor temperature, get 0, not None)
+        return set_log_prob(self.logits, value, self.k) + 0.0 * value.sum(-1)
 
     def enumerate_support(self, expand=True):
         n = self.event_shape[0]
@@ -397,7 +418,7 @@ class StraightThroughGumbelTopK(GumbelTopK):
 
 # ---------------------------------------------------------------------------- estimator
 class GumbelTopKEstimator(relaxit_core.EstimatorBase):
-    """Gumbel top-k relaxation of a k-subset (k draws without replacement), pathwise; ``hard=True`` is straight-through.
+    r"""Gumbel top-k relaxation of a k-subset (k draws without replacement), pathwise; ``hard=True`` is straight-through.
 
     Samples ``s = logits + g`` (Gumbel), the top ``k`` of ``s`` form the subset (Kool et al.
     2019, eq. 3); the relaxed k-hot is ``y = σ(s/τ - ν)`` with ``Σ y = k`` (the
@@ -408,7 +429,26 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
 
     ``log_prob`` (``LOG_PROB``) is claimed only with ``hard=True`` and ``k <= 7``: the
     exact probability of the unordered set.  The soft law has no ``log_prob`` (see
-    :class:`GumbelTopK`).
+    :class:`GumbelTopK`).  ``tau`` may also be given to ``distribution()`` / ``estimate()``
+    as an optional tensor, one temperature per batch element, overriding the config's number.
+
+    Maths:
+        :Law: :math:`s = \theta + g`, :math:`g` i.i.d. Gumbel; the top :math:`k` of :math:`s` are
+            :math:`k` draws without replacement from :math:`\operatorname{softmax}(\theta)`
+            (Kool et al. 2019, eq. 3), and their k-hot vector has the law of the unordered set.
+        :Estimator: pathwise through the entropy-regularised top-k (Amos et al. 2019, eqs. 2-4),
+            a relaxation of the operator that Xie & Ermon (2019, Sec. 3.2) relax by :math:`k` softmaxes:
+
+            .. math::
+                y_i = \sigma\Bigl(\frac{s_i}{\tau} - \nu\Bigr), \quad \sum_i y_i = k, \qquad
+                \hat g = \nabla_\theta f(y),
+
+            with :math:`\partial\nu/\partial s` from the implicit function theorem; ``hard=True``
+            forwards the k-hot top-k and back-propagates through :math:`y`.
+        :Gradient: :math:`\nabla_\theta \mathbb{E}[f(y)]`, the gradient of the relaxed objective: biased
+            for the discrete one.
+        :Cost: :math:`S` objective evaluations; one ``topk`` and a fixed number of elementwise passes,
+            independent of :math:`k`.
 
     Example:
         >>> import relaxit, torch
@@ -421,13 +461,16 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
 
     name: ClassVar[str] = "gumbel_topk"
     family: ClassVar[str] = "subset"
-    params: ClassVar[tuple[str, ...]] = ("logits", "probs")
+    params: ClassVar[tuple[str, ...]] = ("logits", "probs", "tau")
+    optional_params: ClassVar[tuple[str, ...]] = ("tau",)
     capabilities: ClassVar[frozenset] = frozenset({C.RSAMPLE, C.HARD, C.LOG_PROB, C.ENUMERATE_SUPPORT})
     reference: ClassVar[str] = (
         "Kool, van Hoof & Welling (2019), Stochastic Beams and Where to Find Them, ICML, Sec. 2, eq. 3 "
         "(Gumbel top-k); Xie & Ermon (2019), Reparameterizable Subset Sampling via Continuous Relaxations, "
         "IJCAI, Sec. 3.2; Amos, Xu & Kolter (2019), The Limited Multi-Label Projection Layer, eqs. 2-4"
     )
+    example_config: ClassVar[dict] = {"k": 3, "tau": 0.5}
+    """The config of the docs' generated example: a 3-subset at a moderate temperature (``k = 1`` would be a plain categorical)."""
     conformance_configs = ({}, {"hard": True}, {"k": 2, "tau": 0.05, "hard": True}, {"k": 8, "hard": True})
 
     class Config(relaxit_core.EstimatorConfig):
@@ -446,7 +489,7 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
             return frozenset({C.RSAMPLE, C.HARD})
         return cls.capabilities
 
-    def build_distribution(self, logits=None, probs=None):
+    def build_distribution(self, logits=None, probs=None, tau=None):
         param = logits if logits is not None else probs
         if param.dim() < 1 or param.shape[-1] < self.config.k:
             raise ParameterError(
@@ -454,7 +497,7 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
                 f"got shape {tuple(param.shape)}"
             )
         law = StraightThroughGumbelTopK if self.config.hard else GumbelTopK
-        return law(probs=probs, logits=logits, k=self.config.k, temperature=self.config.tau)
+        return law(probs=probs, logits=logits, k=self.config.k, temperature=self.config.tau if tau is None else tau)
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):

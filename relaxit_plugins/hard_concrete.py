@@ -33,6 +33,7 @@ import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_core.distributions import logistic_like
 from relaxit_plugins._special import compute_dtype as _compute_dtype
+from relaxit_plugins._special import hyper_tensors, log_
 
 __all__ = ["HardConcrete", "HardConcreteEstimator", "L0Gate", "L0Linear", "expected_l0"]
 
@@ -44,11 +45,22 @@ def _check_hyper(beta: float, gamma: float, zeta: float) -> None:
         raise ValueError(f"hard concrete needs beta > 0, gamma < 0 < 1 < zeta; got beta={beta}, gamma={gamma}, zeta={zeta}")
 
 
+def _hyper(log_alpha, beta, gamma, zeta, validate_args=None):
+    """``log_alpha`` and the hyper-parameters broadcast together: each of ``beta``, ``gamma``,
+    ``zeta`` is a number or a per-element tensor."""
+    return hyper_tensors(log_alpha, "hard concrete", {
+        "beta": (beta, lambda v: v > 0, "> 0"),
+        "gamma": (gamma, lambda v: v < 0, "< 0"),
+        "zeta": (zeta, lambda v: v > 1, "> 1"),
+    }, validate_args)
+
+
 def expected_l0(log_alpha: torch.Tensor, beta: float = BETA, gamma: float = GAMMA, zeta: float = ZETA) -> torch.Tensor:
     """``P(z != 0) = sigmoid(log α - β log(-γ/ζ))`` per gate (Louizos et al. 2018, eq. 12);
-    sum it for the expected number of non-zero gates.  Differentiable in ``log_alpha``."""
-    _check_hyper(beta, gamma, zeta)
-    return torch.sigmoid(log_alpha - beta * math.log(-gamma / zeta))
+    sum it for the expected number of non-zero gates.  Differentiable in ``log_alpha`` (and in
+    ``beta``, ``gamma``, ``zeta`` when they are tensors)."""
+    log_alpha, h = _hyper(log_alpha, beta, gamma, zeta)
+    return torch.sigmoid(log_alpha - h["beta"] * log_(-h["gamma"] / h["zeta"]))
 
 
 class HardConcrete(TorchDistribution):
@@ -65,6 +77,10 @@ class HardConcrete(TorchDistribution):
     ``log p(z) = log β - v - 2 softplus(-v) - log(z-γ) - log(ζ-z) + log(ζ-γ)``.
     16-bit parameters are computed in float32 and returned in their own dtype.
 
+    ``beta``, ``gamma`` and ``zeta`` are numbers or per-element tensors (broadcast with
+    ``log_alpha``; the batch shape is their common shape), so that they can be learned per
+    gate as relaxit 1.x's ``HardConcrete(alpha, beta, xi, gamma)`` allowed (``xi`` is ``zeta``).
+
     Example:
         >>> d = HardConcrete(torch.tensor([0.0, 5.0]))
         >>> z = d.rsample((4,))
@@ -80,27 +96,27 @@ class HardConcrete(TorchDistribution):
     support = constraints.unit_interval
     has_rsample = True
 
-    def __init__(self, log_alpha: torch.Tensor, beta: float = BETA, gamma: float = GAMMA, zeta: float = ZETA,
-                 validate_args: bool | None = None):
-        _check_hyper(beta, gamma, zeta)
+    def __init__(self, log_alpha: torch.Tensor, beta: float | torch.Tensor = BETA, gamma: float | torch.Tensor = GAMMA,
+                 zeta: float | torch.Tensor = ZETA, validate_args: bool | None = None):
         if not isinstance(log_alpha, torch.Tensor):
             log_alpha = torch.as_tensor(log_alpha, dtype=torch.get_default_dtype())
-        self.log_alpha = log_alpha
-        self.beta, self.gamma, self.zeta = float(beta), float(gamma), float(zeta)
-        super().__init__(log_alpha.shape, torch.Size(), validate_args=validate_args)
+        self.log_alpha, h = _hyper(log_alpha, beta, gamma, zeta, validate_args)
+        self.beta, self.gamma, self.zeta = h["beta"], h["gamma"], h["zeta"]
+        super().__init__(self.log_alpha.shape, torch.Size(), validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(HardConcrete, _instance)
         batch_shape = torch.Size(batch_shape)
         new.log_alpha = self.log_alpha.expand(batch_shape)
-        new.beta, new.gamma, new.zeta = self.beta, self.gamma, self.zeta
+        new.beta, new.gamma, new.zeta = (v.expand(batch_shape) if isinstance(v, torch.Tensor) else v
+                                         for v in (self.beta, self.gamma, self.zeta))
         super(HardConcrete, new).__init__(batch_shape, torch.Size(), validate_args=False)
         new._validate_args = self._validate_args
         return new
 
     @classmethod
-    def infer_shapes(cls, log_alpha=()):
-        return torch.Size(log_alpha), torch.Size()
+    def infer_shapes(cls, log_alpha=(), beta=(), gamma=(), zeta=()):
+        return torch.broadcast_shapes(log_alpha, beta, gamma, zeta), torch.Size()
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(torch.Size(sample_shape))
@@ -109,11 +125,14 @@ class HardConcrete(TorchDistribution):
         return (s * (self.zeta - self.gamma) + self.gamma).clamp(0, 1)
 
     # log-masses of the atoms, in the compute dtype
-    def _log_atoms(self, log_alpha):
-        b, g, z = self.beta, self.gamma, self.zeta
-        log0 = -F.softplus(log_alpha - b * math.log(-g / z))
-        log1 = -F.softplus(b * math.log((1 - g) / (z - 1)) - log_alpha)
+    def _log_atoms(self, log_alpha, b, g, z):
+        log0 = -F.softplus(log_alpha - b * log_(-g / z))
+        log1 = -F.softplus(b * log_((1 - g) / (z - 1)) - log_alpha)
         return log0, log1
+
+    def _hyper_in(self, ct, like):
+        return tuple(v.to(ct).expand_as(like) if isinstance(v, torch.Tensor) else v
+                     for v in (self.beta, self.gamma, self.zeta))
 
     def log_prob(self, value):
         if self._validate_args:
@@ -121,22 +140,22 @@ class HardConcrete(TorchDistribution):
         log_alpha, value = torch.broadcast_tensors(self.log_alpha, value)
         ct = _compute_dtype(value.dtype)
         x, la = value.to(ct), log_alpha.to(ct)
-        b, g, z = self.beta, self.gamma, self.zeta
-        log0, log1 = self._log_atoms(la)
+        b, g, z = self._hyper_in(ct, la)
+        log0, log1 = self._log_atoms(la, b, g, z)
         xi = x.clamp(0, 1)  # keep the unused branch finite
         log_lo, log_hi = (xi - g).log(), (z - xi).log()
         v = b * (log_lo - log_hi) - la
-        dens = math.log(b) - v - 2 * F.softplus(-v) - log_lo - log_hi + math.log(z - g)
+        dens = log_(b) - v - 2 * F.softplus(-v) - log_lo - log_hi + log_(z - g)
         out = torch.where(x <= 0, log0, torch.where(x >= 1, log1, dens))
         return out.to(value.dtype)
 
     def prob_zero(self) -> torch.Tensor:
         """Mass of the atom at 0: ``sigmoid(β log(-γ/ζ) - log α)``."""
-        return torch.sigmoid(self.beta * math.log(-self.gamma / self.zeta) - self.log_alpha)
+        return torch.sigmoid(self.beta * log_(-self.gamma / self.zeta) - self.log_alpha)
 
     def prob_one(self) -> torch.Tensor:
         """Mass of the atom at 1: ``sigmoid(log α - β log((1-γ)/(ζ-1)))``."""
-        return torch.sigmoid(self.log_alpha - self.beta * math.log((1 - self.gamma) / (self.zeta - 1)))
+        return torch.sigmoid(self.log_alpha - self.beta * log_((1 - self.gamma) / (self.zeta - 1)))
 
     def expected_l0(self) -> torch.Tensor:
         """``P(z != 0)`` per gate, the expected-L0 penalty of Louizos et al. (2018), eq. (12)."""
@@ -148,7 +167,7 @@ class HardConcrete(TorchDistribution):
 
 
 class HardConcreteEstimator(relaxit_core.EstimatorBase):
-    """Hard concrete (stretched and rectified binary Concrete) gates of L0 regularisation, pathwise.
+    r"""Hard concrete (stretched and rectified binary Concrete) gates of L0 regularisation, pathwise.
 
     Louizos et al. (2018), eqs. (9)-(10): ``z = clamp(sigmoid((log_alpha + L) / beta) *
     (zeta - gamma) + gamma, 0, 1)``, one logistic noise ``L`` per gate.  The law has atoms
@@ -159,6 +178,25 @@ class HardConcreteEstimator(relaxit_core.EstimatorBase):
     :class:`L0Gate` and :class:`L0Linear` show how to prune a layer.  ``estimate`` draws
     ``num_samples`` gate vectors and differentiates through them (one objective
     evaluation).  Not ``HARD``: gates inside ``(0, 1)`` are continuous.
+
+    ``beta``, ``gamma`` and ``zeta`` may also be given to ``distribution()`` / ``estimate()``
+    as optional tensors (per gate, broadcast with ``log_alpha``); they override the config's
+    numbers.
+
+    Maths:
+        :Law: the stretched and rectified binary Concrete (Louizos et al. 2018, eqs. 9-10): with
+            :math:`u \sim \mathcal{U}(0, 1)`,
+
+            .. math::
+                s = \sigma\Bigl(\frac{\log u - \log(1 - u) + \log\alpha}{\beta}\Bigr), \qquad
+                z = \min\bigl(1, \max(0, s(\zeta - \gamma) + \gamma)\bigr),
+
+            which has atoms at 0 and 1.
+        :Estimator: pathwise, :math:`\hat g = \frac1S \sum_s \nabla_{\log\alpha} f(z_s)` (eqs. 9-10); the
+            expected-:math:`L_0` penalty is
+            :math:`\sum_j \sigma\bigl(\log\alpha_j - \beta \log(-\gamma/\zeta)\bigr)` (eq. 12).
+        :Gradient: :math:`\nabla_{\log\alpha} \mathbb{E}[f(z)]` under the gate law itself.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch
@@ -171,7 +209,9 @@ class HardConcreteEstimator(relaxit_core.EstimatorBase):
 
     name: ClassVar[str] = "hard_concrete"
     family: ClassVar[str] = "bernoulli"
-    params: ClassVar[tuple[str, ...]] = ("log_alpha",)
+    params: ClassVar[tuple[str, ...]] = ("log_alpha", "beta", "gamma", "zeta")
+    optional_params: ClassVar[tuple[str, ...]] = ("beta", "gamma", "zeta")
+    limit_params: ClassVar[tuple[str, ...]] = ("log_alpha",)  # a logit: ±inf are the closed/open gate
     capabilities: ClassVar[frozenset] = frozenset({C.RSAMPLE, C.LOG_PROB})
     reference: ClassVar[str] = (
         "Louizos, Welling & Kingma (2018), Learning Sparse Neural Networks through L0 Regularization, "
@@ -187,9 +227,10 @@ class HardConcreteEstimator(relaxit_core.EstimatorBase):
         gamma: float = Field(GAMMA, lt=0, ge=-1e3, description="Lower stretch limit γ < 0 (-0.1 in the paper).")
         zeta: float = Field(ZETA, gt=1, le=1e3, description="Upper stretch limit ζ > 1 (1.1 in the paper).")
 
-    def build_distribution(self, log_alpha):
+    def build_distribution(self, log_alpha, beta=None, gamma=None, zeta=None):
         c = self.config
-        return HardConcrete(log_alpha, beta=c.beta, gamma=c.gamma, zeta=c.zeta)
+        return HardConcrete(log_alpha, beta=c.beta if beta is None else beta, gamma=c.gamma if gamma is None else gamma,
+                            zeta=c.zeta if zeta is None else zeta)
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):

@@ -47,6 +47,19 @@ class IndecaterEstimator(relaxit_core.EstimatorBase):
     ``"bernoulli"`` (law ``Bernoulli``) and ``"categorical"`` (law ``OneHotCategorical``),
     ``family`` required; PMF ``log_prob``.
 
+    Maths:
+        :Law: :math:`D` independent variables :math:`x_d \sim \operatorname{Categorical}(p_d)` with
+            :math:`C` categories (:math:`C = 2` for ``"bernoulli"``), :math:`N = S` samples :math:`x^{(n)}`.
+        :Estimator: the exact sum over each variable's categories, the others sampled
+            (De Smet et al. 2023, the IndeCateR estimator; equation number not checked here):
+
+            .. math::
+                \hat g = \sum_{d=1}^{D} \sum_{c=1}^{C} \nabla_\theta p_d(c)\,
+                \frac1N \sum_{n=1}^{N} f\bigl(x^{(n)}_{-d},\, x_d = c\bigr) .
+        :Gradient: unbiased; exact when :math:`D = 1`.
+        :Cost: :math:`N (1 + D C)` objective evaluations (:math:`N` for the samples, then
+            :math:`N D C` in one batched call).
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("indecater", family="categorical")
@@ -69,6 +82,8 @@ class IndecaterEstimator(relaxit_core.EstimatorBase):
         "Categorical Distributions Using the CatLog-Derivative Trick, NeurIPS: the IndeCateR "
         "estimator"
     )
+    example_config: ClassVar[dict] = {"family": "bernoulli"}
+    """The config of the docs' generated example: ``family`` is required."""
     conformance_configs = ({"family": "bernoulli"}, {"family": "categorical"})
     reductions: ClassVar[tuple[str, ...]] = ("mean",)
 

@@ -40,6 +40,7 @@ from torch.distributions.utils import broadcast_all
 
 import relaxit_core
 from relaxit_core import Capability as C
+from relaxit_plugins._special import log_, validating
 
 __all__ = ["InvertibleGaussian", "InvertibleGaussianEstimator", "softmax_pp", "softmax_pp_inverse"]
 
@@ -69,6 +70,8 @@ class InvertibleGaussian(TorchDistribution):
 
     ``loc`` and ``scale`` have shape ``[..., K-1]``; samples have ``K`` coordinates.
     ``log_prob`` is the density w.r.t. Lebesgue measure on the first ``K - 1`` coordinates.
+    ``temperature`` is a number or a tensor with one temperature per batch element (its
+    shape broadcasts with ``loc.shape[:-1]``).
 
     Example:
         >>> d = InvertibleGaussian(torch.zeros(2), torch.ones(2), temperature=0.5, delta=1.0)
@@ -84,45 +87,63 @@ class InvertibleGaussian(TorchDistribution):
     support = constraints.simplex
     has_rsample = True
 
-    def __init__(self, loc, scale, *, temperature: float = 1.0, delta: float = 1.0, validate_args=None):
+    def __init__(self, loc, scale, *, temperature: float | torch.Tensor = 1.0, delta: float = 1.0, validate_args=None):
         if loc.dim() < 1 or scale.dim() < 1:
             raise ValueError("InvertibleGaussian: loc and scale need a last dimension of K - 1 >= 1 entries")
         self.loc, self.scale = broadcast_all(loc, scale)
-        self.temperature = float(temperature)
         self.delta = float(delta)
-        if not (self.temperature > 0 and self.delta > 0):
-            raise ValueError(f"InvertibleGaussian: need temperature > 0 and delta > 0, got {temperature}, {delta}")
+        if isinstance(temperature, torch.Tensor):
+            temperature = temperature.to(dtype=self.loc.dtype, device=self.loc.device)
+            if validating(validate_args) and not bool((temperature > 0).all()):
+                raise ValueError("InvertibleGaussian: argument 'temperature' must be positive")
+            batch = torch.broadcast_shapes(self.loc.shape[:-1], temperature.shape)
+            full = batch + self.loc.shape[-1:]
+            self.loc, self.scale = self.loc.expand(full), self.scale.expand(full)
+            self.temperature = temperature.expand(batch)
+        else:
+            self.temperature = float(temperature)
+            if not self.temperature > 0:
+                raise ValueError(f"InvertibleGaussian: need temperature > 0, got {temperature}")
+        if not self.delta > 0:
+            raise ValueError(f"InvertibleGaussian: need delta > 0, got {delta}")
         batch = self.loc.shape[:-1]
         super().__init__(batch, torch.Size((self.loc.shape[-1] + 1,)), validate_args=validate_args)
+
+    def _tau(self):
+        """The temperature broadcastable against ``[..., K-1]`` tensors."""
+        t = self.temperature
+        return t.unsqueeze(-1) if isinstance(t, torch.Tensor) else t
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(InvertibleGaussian, _instance)
         shape = torch.Size(batch_shape) + self.loc.shape[-1:]
         new.loc, new.scale = self.loc.expand(shape), self.scale.expand(shape)
-        new.temperature, new.delta = self.temperature, self.delta
+        t = self.temperature
+        new.temperature = t.expand(batch_shape) if isinstance(t, torch.Tensor) else t
+        new.delta = self.delta
         super(InvertibleGaussian, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
 
     @classmethod
-    def infer_shapes(cls, loc, scale):
+    def infer_shapes(cls, loc, scale, temperature=()):
         shape = torch.broadcast_shapes(torch.Size(loc), torch.Size(scale))
-        return shape[:-1], torch.Size((shape[-1] + 1,))
+        return torch.broadcast_shapes(shape[:-1], torch.Size(temperature)), torch.Size((shape[-1] + 1,))
 
     def rsample(self, sample_shape=torch.Size()):
         shape = torch.Size(sample_shape) + self.loc.shape
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-        return softmax_pp(self.loc + self.scale * eps, self.temperature, self.delta)
+        return softmax_pp(self.loc + self.scale * eps, self._tau(), self.delta)
 
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
         log_x = value.clamp_min(torch.finfo(value.dtype).tiny).log()
-        y = self.temperature * (log_x[..., :-1] - log_x[..., -1:] + math.log(self.delta))
+        y = self._tau() * (log_x[..., :-1] - log_x[..., -1:] + math.log(self.delta))
         e = (y - self.loc) / self.scale
         log_normal = -0.5 * e.square() - self.scale.log() - _HALF_LOG_2PI
         km1 = value.shape[-1] - 1
-        return log_normal.sum(-1) + km1 * math.log(self.temperature) - log_x.sum(-1)
+        return log_normal.sum(-1) + km1 * log_(self.temperature) - log_x.sum(-1)
 
 
 @register_kl(InvertibleGaussian, InvertibleGaussian)
@@ -130,8 +151,8 @@ def _kl_invertible_gaussian(p: InvertibleGaussian, q: InvertibleGaussian) -> tor
     """Exact ``KL(p || q)`` for any temperatures and δ's (module docstring); gradients kept."""
     if p.event_shape != q.event_shape:
         raise ValueError(f"KL between IGR laws on simplices of different sizes {p.event_shape} and {q.event_shape}")
-    ratio = q.temperature / p.temperature
-    mean = ratio * p.loc + q.temperature * math.log(q.delta / p.delta)
+    ratio = q._tau() / p._tau()
+    mean = ratio * p.loc + q._tau() * math.log(q.delta / p.delta)
     std = ratio * p.scale
     var_ratio = (std / q.scale).square()
     t = ((mean - q.loc) / q.scale).square()
@@ -139,13 +160,28 @@ def _kl_invertible_gaussian(p: InvertibleGaussian, q: InvertibleGaussian) -> tor
 
 
 class InvertibleGaussianEstimator(relaxit_core.EstimatorBase):
-    """Invertible Gaussian reparameterisation (IGR, pathwise): Gaussian noise through softmax++ onto the simplex.
+    r"""Invertible Gaussian reparameterisation (IGR, pathwise): Gaussian noise through softmax++ onto the simplex.
 
     ``x = softmax([(loc + scale * eps) / tau, log delta])`` with ``loc``, ``scale`` of shape
     ``[..., K-1]`` (Potapczynski et al. 2020, Sec. 3.1).  ``log_prob`` is the
     change-of-variables density w.r.t. Lebesgue measure on the first ``K - 1`` coordinates;
     ``kl_divergence`` between two IGR laws is exact for any temperatures and δ's.  One
     objective evaluation per sample; a relaxation (biased for a categorical objective).
+    ``tau`` may also be given to ``distribution()`` / ``estimate()`` as an optional tensor
+    (one temperature per batch element) overriding the config's number.
+
+    Maths:
+        :Law: Gaussian noise through softmax++ onto the :math:`K`-simplex (Potapczynski et al. 2020,
+            Sec. 3.1): :math:`y = \mu + \sigma \odot \varepsilon`, :math:`\varepsilon \sim \mathcal{N}(0, I_{K-1})`,
+
+            .. math::
+                x_k = \frac{e^{y_k/\tau}}{\sum_{j=1}^{K-1} e^{y_j/\tau} + \delta} \;(k < K), \qquad
+                x_K = \frac{\delta}{\sum_{j=1}^{K-1} e^{y_j/\tau} + \delta} .
+        :Estimator: pathwise, :math:`\hat g = \frac1S \sum_s \nabla_{\mu,\sigma} f(x_s)`
+            (Potapczynski et al. 2020, Sec. 3.1).
+        :Gradient: :math:`\nabla \mathbb{E}[f(x)]` under the simplex law (a relaxation: biased for a
+            categorical objective).
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch
@@ -158,7 +194,8 @@ class InvertibleGaussianEstimator(relaxit_core.EstimatorBase):
 
     name: ClassVar[str] = "invertible_gaussian"
     family: ClassVar[str] = "simplex"
-    params: ClassVar[tuple[str, ...]] = ("loc", "scale")
+    params: ClassVar[tuple[str, ...]] = ("loc", "scale", "tau")
+    optional_params: ClassVar[tuple[str, ...]] = ("tau",)
     capabilities: ClassVar[frozenset] = frozenset({C.RSAMPLE, C.LOG_PROB, C.KL})
     reference: ClassVar[str] = (
         "Potapczynski, Loaiza-Ganem & Cunningham (2020), Invertible Gaussian Reparameterization: "
@@ -173,8 +210,8 @@ class InvertibleGaussianEstimator(relaxit_core.EstimatorBase):
         tau: float = Field(1.0, gt=0, le=1e3, description="Temperature τ dividing the Gaussian sample.")
         delta: float = Field(1.0, gt=0, le=1e6, description="δ > 0 of softmax++: the weight of the K-th coordinate.")
 
-    def build_distribution(self, loc, scale):
-        return InvertibleGaussian(loc, scale, temperature=self.config.tau, delta=self.config.delta)
+    def build_distribution(self, loc, scale, tau=None):
+        return InvertibleGaussian(loc, scale, temperature=self.config.tau if tau is None else tau, delta=self.config.delta)
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):

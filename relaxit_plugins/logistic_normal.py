@@ -198,13 +198,26 @@ def _kl_logistic_normal(p: LogisticNormal, q: LogisticNormal) -> torch.Tensor:
 
 
 class LogisticNormalEstimator(relaxit_core.EstimatorBase):
-    """Logistic normal on the simplex (pathwise): ``x = softmax(loc + scale * eps)``, exact density and KL.
+    r"""Logistic normal on the simplex (pathwise): ``x = softmax(loc + scale * eps)``, exact density and KL.
 
     Reparameterised samples of a continuous law on the simplex (Aitchison & Shen 1980); its
     ``log_prob`` is the density w.r.t. Lebesgue measure on the first ``K - 1`` coordinates
     and ``kl_divergence`` between two of them is closed-form.  It is the logistic normal of
     the Laplace bridge (:func:`laplace_bridge`, :func:`dirichlet_from_logistic_normal`), a
     reparameterisable stand-in for a Dirichlet.  One objective evaluation per sample.
+
+    Maths:
+        :Law: :math:`x = \operatorname{softmax}(\mu + \sigma \odot \varepsilon)`,
+            :math:`\varepsilon \sim \mathcal{N}(0, I_K)` (Aitchison & Shen 1980, eq. 2.2); the Laplace
+            bridge from a Dirichlet(:math:`\alpha`) (Hobbhahn et al. 2022, eq. 5):
+
+            .. math::
+                \mu_k = \log\alpha_k - \frac1K \sum_{l} \log\alpha_l, \qquad
+                \sigma_k^2 = \frac{1}{\alpha_k}\Bigl(1 - \frac2K\Bigr) + \frac{1}{K^2} \sum_l \frac{1}{\alpha_l} .
+        :Estimator: pathwise, :math:`\hat g = \frac1S \sum_s \nabla_{\mu,\sigma} f(x_s)`
+            (reparameterisation of Aitchison & Shen 1980, eq. 2.2).
+        :Gradient: unbiased for :math:`\nabla \mathbb{E}[f(x)]` under the logistic normal.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch

@@ -15,11 +15,98 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field
 
+import torch.nn.functional as F
+from torch.distributions import constraints
+
 import relaxit_core
 from relaxit_core import Capability as C
+from relaxit_core.distributions import BinaryLogitsDistribution, clamp_probs, logistic_like
 from relaxit_plugins._relaxed_cv import law, relaxed_cv_estimate
+from relaxit_plugins._special import log_, validating
 
-__all__ = ["RebarEstimator"]
+__all__ = ["RebarEstimator", "RebarRelaxation"]
+
+
+class RebarRelaxation(BinaryLogitsDistribution):
+    r"""REBAR's relaxed Bernoulli variable as a law on ``(0, 1)`` (an ``rsample`` law).
+
+    With ``ℓ = logits = logit θ``, temperature ``λ > 0`` and ``L = logit u``, ``u ~ U(0, 1)``
+    (one per element of ``sample_shape + batch_shape``):
+
+    - ``shifted=True`` (default): ``z = sigmoid(a ℓ + L / λ)`` with
+      ``a = (λ² + λ + 1) / (λ (λ + 1))`` — the relaxation of the REBAR authors' code (its
+      ``muprop_relaxation`` option, Tucker et al. 2017), which relaxit 1.x exposed as
+      ``RebarRelaxation``;
+    - ``shifted=False``: ``z = sigmoid((ℓ + L) / λ)``, the concrete relaxation ``σ_λ(z)`` of
+      Tucker et al. (2017) (equation number not checked), that :class:`RebarEstimator` evaluates.
+
+    ``log_prob`` is the density w.r.t. Lebesgue measure on ``(0, 1)``: with
+    ``w = λ logit z - λ c ℓ`` (``c = a`` or ``1/λ``), ``L = w`` and
+    ``log p(z) = log λ + log σ(w) + log σ(-w) - log z - log(1 - z)``.  Samples are clamped
+    to ``[eps, 1 - eps]`` of their dtype (so that a saturated draw keeps a finite density), and
+    ``log_prob`` clamps its argument the same way.
+    ``temperature`` is a number or a per-element tensor broadcast with the parameters.
+
+    Example:
+        >>> d = RebarRelaxation(probs=torch.tensor([0.1, 0.7]), temperature=0.5)
+        >>> z = d.rsample((3,))
+        >>> z.shape, d.log_prob(z).shape
+        (torch.Size([3, 2]), torch.Size([3, 2]))
+    """
+
+    arg_constraints = {"probs": constraints.unit_interval, "logits": constraints.real}
+    support = constraints.unit_interval
+    has_rsample = True
+    extra_attrs = ("temperature", "shifted")
+
+    def __init__(self, probs=None, logits=None, temperature: float | torch.Tensor = 1.0, shifted: bool = True,
+                 validate_args=None):
+        param = probs if probs is not None else logits
+        if isinstance(temperature, torch.Tensor) and isinstance(param, torch.Tensor):
+            temperature = temperature.to(dtype=param.dtype, device=param.device)
+            if validating(validate_args) and not bool((temperature > 0).all()):
+                raise ValueError("RebarRelaxation: argument 'temperature' must be positive")
+            shape = torch.broadcast_shapes(param.shape, temperature.shape)
+            temperature = temperature.expand(shape)
+            if probs is not None:
+                probs = probs.expand(shape)
+            else:
+                logits = logits.expand(shape)
+        elif not (isinstance(temperature, (int, float)) and not isinstance(temperature, bool) and temperature > 0):
+            raise ValueError(f"RebarRelaxation: temperature must be positive, got {temperature!r}")
+        else:
+            temperature = float(temperature)
+        super().__init__(probs=probs, logits=logits, validate_args=validate_args,
+                         temperature=temperature, shifted=bool(shifted))
+
+    def expand(self, batch_shape, _instance=None):
+        new = super().expand(batch_shape, _instance)
+        if isinstance(self.temperature, torch.Tensor):
+            new.temperature = self.temperature.expand(new.batch_shape)
+        return new
+
+    @classmethod
+    def infer_shapes(cls, probs=None, logits=None, temperature=()):
+        shape = torch.Size(logits if logits is not None else probs)
+        return torch.broadcast_shapes(shape, torch.Size(temperature)), torch.Size()
+
+    def _coef(self):
+        lam = self.temperature
+        return (lam * lam + lam + 1) / (lam * (lam + 1)) if self.shifted else 1 / lam
+
+    def rsample(self, sample_shape=torch.Size()):
+        logits = self.logits
+        noise = logistic_like(self._extended(sample_shape), logits)
+        return clamp_probs(torch.sigmoid(self._coef() * logits + noise / self.temperature))
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        lam = self.temperature
+        z = clamp_probs(value)  # samples are clamped alike: saturated draws keep a finite density
+        log_z, log_1mz = z.log(), (-z).log1p()
+        w = lam * (log_z - log_1mz) - lam * self._coef() * self.logits
+        return log_(lam) + F.logsigmoid(w) + F.logsigmoid(-w) - log_z - log_1mz
 
 
 class RebarEstimator(relaxit_core.EstimatorBase):
@@ -48,6 +135,20 @@ class RebarEstimator(relaxit_core.EstimatorBase):
     the variance gradient differentiates ``ĝ`` itself).  ``logits`` may be any tensor,
     leaf or not (e.g. an encoder's output).  Samples ``b`` are exactly 0/1; the law is
     ``Bernoulli(logits)`` (``log_prob`` is its PMF).
+
+    Maths:
+        :Law: :math:`z = \theta + L`, :math:`L` logistic, :math:`b = H(z) \sim \operatorname{Bernoulli}(\sigma(\theta))`;
+            :math:`\tilde z \sim p(z \mid b)` with fresh noise (Tucker et al. 2017, Appendix), and
+            :math:`\sigma_\tau(z) = \sigma(z/\tau)`.
+        :Estimator: REINFORCE with the concrete relaxation as control variate (Tucker et al. 2017, eq. 7):
+
+            .. math::
+                \hat g = \bigl[f(b) - \eta f(\sigma_\tau(\tilde z))\bigr] \nabla_\theta \log p(b)
+                + \eta \nabla_\theta f(\sigma_\tau(z)) - \eta \nabla_\theta f(\sigma_\tau(\tilde z)) .
+        :Gradient: unbiased for every :math:`\eta, \tau`; with ``learn=True`` they follow
+            :math:`\nabla \sum \hat g^2` (Sec. 3.3).
+        :Cost: :math:`3S` objective evaluations in one call and one backward pass through the two
+            relaxed ones.
 
     Example:
         >>> import relaxit, torch
@@ -99,6 +200,25 @@ class RebarEstimator(relaxit_core.EstimatorBase):
 
     def build_distribution(self, logits):
         return law("bernoulli", logits)
+
+    def relaxation(self, *, logits=None, probs=None, tau=None, shifted: bool = True) -> RebarRelaxation:
+        """The relaxed variable as a law (:class:`RebarRelaxation`), at the temperature ``tau``
+        (a number or a per-element tensor; default: this estimator's current ``tau``, learned or
+        not).  ``shifted=True`` is the authors' code's relaxation (relaxit 1.x's
+        ``RebarRelaxation``), ``shifted=False`` the ``sigmoid((logits + L)/tau)`` that
+        :meth:`estimate` evaluates.
+
+        Example:
+            >>> import relaxit, torch
+            >>> d = relaxit.get("rebar", tau=0.5).relaxation(probs=torch.tensor([0.2, 0.9]))
+            >>> d.rsample((4,)).shape
+            torch.Size([4, 2])
+        """
+        if (logits is None) == (probs is None):
+            raise relaxit_core.ParameterError(f"{self.name}.relaxation: give exactly one of 'logits' or 'probs'")
+        if tau is None:
+            tau = self.tau
+        return RebarRelaxation(probs=probs, logits=logits, temperature=tau, shifted=shifted)
 
     def evaluations_per_sample(self, *, batch_ndim=0, **params):
         """Three objective rows per hard sample: ``b``, ``σ_λ(z)`` and ``σ_λ(z̃)``."""

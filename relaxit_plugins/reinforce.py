@@ -10,6 +10,8 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import ClassVar, Literal
 
 import pyro.distributions as pdist
@@ -18,6 +20,7 @@ from pydantic import Field
 
 import relaxit_core
 from relaxit_core import Capability as C
+from relaxit_core.limits import is_compiling
 from relaxit_core.surrogate import leave_one_out_baseline
 from relaxit_plugins._multisample import (
     Bernoulli,
@@ -55,6 +58,20 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
     ``"bernoulli"`` (samples 0/1, law ``Bernoulli(logits)``) and ``"categorical"``
     (one-hot samples, law ``OneHotCategorical(logits)``); ``family`` is required.
 
+    Maths:
+        :Law: :math:`z_s \sim q_\theta` i.i.d.: :math:`\operatorname{Bernoulli}(\sigma(\theta))` or
+            :math:`\operatorname{OneHotCategorical}(\operatorname{softmax}(\theta))` (``family``).
+        :Estimator: the score function with a baseline (Williams 1992, eq. 11):
+
+            .. math::
+                \hat g = \frac1S \sum_{s=1}^{S} \bigl(f(z_s) - b_s\bigr) \nabla_\theta \log q_\theta(z_s),
+
+            :math:`b_s = 0`, a moving average of earlier calls, or the leave-one-out mean
+            :math:`b_s = \frac{1}{S-1}\sum_{j \ne s} f(z_j)` (RLOO, Kool et al. 2019, eq. 8).
+        :Gradient: unbiased, :math:`\mathbb{E}[\hat g] = \nabla_\theta \mathbb{E}_{q_\theta}[f(z)]`, for each
+            baseline.
+        :Cost: :math:`S` objective evaluations in one batched call.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.build({"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"})
@@ -76,6 +93,8 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         "eq. 11; Kool, van Hoof & Welling (2019), Buy 4 REINFORCE Samples, Get a Baseline for "
         "Free!, ICLR Workshop, eq. 8"
     )
+    example_config: ClassVar[dict] = {"family": "bernoulli", "baseline": "leave_one_out"}
+    """The config of the docs' generated example: RLOO, the baseline to use by default."""
     conformance_configs = tuple(
         {"family": fam, "baseline": b}
         for fam in ("bernoulli", "categorical")
@@ -126,15 +145,23 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
             return leave_one_out_baseline(f)
         if kind == "moving_average":
             decay = self.config.decay
-            ema = self.running_mean.to(f)
-            n = self.num_updates.to(f.device)
-            # Bias-corrected EMA of earlier calls (zero before the first update): no host sync.
-            correction = 1 - torch.pow(torch.as_tensor(decay, dtype=f.dtype, device=f.device), n)
-            b = torch.where(n > 0, ema / correction.clamp_min(torch.finfo(f.dtype).tiny), torch.zeros_like(ema))
-            self.running_mean = (decay * ema + (1 - decay) * f.mean()).detach()
-            self.num_updates = n + 1
+            # Read and update the running mean atomically: an estimator shared by threads loses
+            # no update (a process-wide lock, held for a few tensor ops; none while compiling).
+            lock = contextlib.nullcontext() if is_compiling() else _EMA_LOCK
+            with lock:
+                ema = self.running_mean.to(f)
+                n = self.num_updates.to(f.device)
+                # Bias-corrected EMA of earlier calls (zero before the first update): no host sync.
+                correction = 1 - torch.pow(torch.as_tensor(decay, dtype=f.dtype, device=f.device), n)
+                b = torch.where(n > 0, ema / correction.clamp_min(torch.finfo(f.dtype).tiny), torch.zeros_like(ema))
+                self.running_mean = (decay * ema + (1 - decay) * f.mean()).detach()
+                self.num_updates = n + 1
             return b
         return None
+
+
+_EMA_LOCK = threading.Lock()
+"""Makes the moving-average baseline's read-and-update atomic across threads."""
 
 
 @relaxit_core.hookimpl

@@ -88,6 +88,19 @@ class ReinMaxEstimator(relaxit_core.EstimatorBase):
     in each one-hot variable (Heun's rule is exact for quadratics; the tests check it); otherwise it is biased.
     One objective evaluation per sample; ``num_samples`` samples are averaged.
 
+    Maths:
+        :Law: :math:`D \sim \operatorname{Categorical}(\pi_0)`, one-hot, :math:`\pi_0 = \operatorname{softmax}(\theta)`.
+        :Estimator: the trapezoidal (Heun) rule in place of straight-through's Euler step
+            (Liu et al. 2023, Algorithm 2):
+
+            .. math::
+                \hat g = \Bigl(2 J(\pi_1) - \tfrac12 J(\pi_0)\Bigr) \nabla_D f(D), \qquad
+                J(\pi) = \operatorname{diag}(\pi) - \pi\pi^\top, \quad
+                \pi_1 = \tfrac12\bigl(D + \operatorname{softmax}(\theta/\tau)\bigr) .
+        :Gradient: biased in general; second-order accurate (at :math:`\tau = 1` exact for objectives
+            quadratic in each one-hot variable).
+        :Cost: :math:`S` objective evaluations.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("reinmax", tau=1.0)

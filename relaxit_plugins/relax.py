@@ -19,6 +19,7 @@ from pydantic import Field
 
 import relaxit_core
 from relaxit_core import Capability as C
+from relaxit_core.estimator import protect_parameters
 from relaxit_plugins._relaxed_cv import law, relaxed_cv_estimate
 
 __all__ = ["RelaxEstimator", "ControlNetwork"]
@@ -91,6 +92,22 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
     0/1 or one-hot (``family``, required); the law is ``Bernoulli(logits)`` or ``OneHotCategorical(logits)``
     (``log_prob`` is the PMF).
 
+    Maths:
+        :Law: :math:`b = H(z)` with the relaxed variable :math:`z = \theta + L` (Bernoulli, :math:`L`
+            logistic) or :math:`z = \log p + G` (categorical, :math:`G` Gumbel); :math:`\tilde z \sim p(z \mid b)`
+            (Grathwohl et al. 2018, Appendix B).
+        :Estimator: REINFORCE with a learned control variate :math:`c_\phi` (Grathwohl et al. 2018,
+            eq. 8 and Algorithm 2):
+
+            .. math::
+                \hat g = \bigl[f(b) - c_\phi(\tilde z)\bigr] \nabla_\theta \log p(b)
+                + \nabla_\theta c_\phi(z) - \nabla_\theta c_\phi(\tilde z), \qquad
+                c_\phi(z) = \eta f(\sigma_\lambda(z)) + r_\rho(z) .
+        :Gradient: unbiased for every :math:`\phi = (\eta, \lambda, \rho)`, which follow
+            :math:`\partial \sum \hat g^2 / \partial \phi` (Algorithm 1).
+        :Cost: :math:`3S` objective evaluations (:math:`S` without the relaxation term), the network on
+            :math:`2S` inputs and two backward passes.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("relax", family="categorical", hidden=8, latents=8)
@@ -113,6 +130,8 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
         "Optimizing control variates for black-box gradient estimation, ICLR, eq. 8, "
         "Algorithms 1-2, Appendix B"
     )
+    example_config: ClassVar[dict] = {"family": "bernoulli"}
+    """The config of the docs' generated example: ``family`` is required."""
     conformance_configs = (
         {"family": "bernoulli"},
         {"family": "categorical"},
@@ -160,6 +179,7 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
                 )
             net = ControlNetwork(d, self.config.hidden).to(device=self.eta.device, dtype=self.eta.dtype)
             self.nets[key] = net.requires_grad_(self.log_tau.requires_grad)
+            protect_parameters(self, self.name)  # its parameters skip non-finite updates too
         return self.nets[key](x)
 
     def build_distribution(self, logits):

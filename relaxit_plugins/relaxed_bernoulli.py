@@ -83,13 +83,27 @@ class StraightThroughRelaxedBernoulli(BernoulliPMFLaw, RelaxedBernoulli):
 
 
 class RelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
-    """Relaxed Bernoulli (binary Concrete), pathwise; ``hard=True`` for straight-through 0/1 samples.
+    r"""Relaxed Bernoulli (binary Concrete), pathwise; ``hard=True`` for straight-through 0/1 samples.
 
     ``z = sigmoid((logits + L) / tau)`` with logistic noise ``L`` (Maddison et al. 2017,
     Sec. 3.3); with ``hard=True`` the forward value is ``1[logits + L > 0]`` (exactly
     Bernoulli) and the gradient that of the relaxed sample (Jang et al. 2017, Sec. 2.2).
     Biased for the discrete objective; the bias vanishes as ``tau -> 0`` while the variance
     grows.
+
+    Maths:
+        :Law: the binary Concrete (Maddison et al. 2017, Sec. 3.3): with :math:`L = \log u - \log(1 - u)`,
+            :math:`u \sim \mathcal{U}(0, 1)`,
+
+            .. math::
+                z = \sigma\bigl((\theta + L)/\tau\bigr), \qquad
+                b = \mathbf{1}[\theta + L > 0] \sim \operatorname{Bernoulli}(\sigma(\theta)) .
+        :Estimator: pathwise, :math:`\hat g = \frac1S \sum_s \nabla_\theta f(z_s)`; with ``hard=True``
+            (Jang et al. 2017, Sec. 2.2) the forward value is :math:`b` and
+            :math:`\hat g = (\partial z/\partial\theta)^\top \nabla_b f(b)`.
+        :Gradient: the gradient of the relaxed objective: biased for :math:`\nabla_\theta \mathbb{E}[f(b)]`;
+            the bias vanishes as :math:`\tau \to 0` while the variance grows.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch

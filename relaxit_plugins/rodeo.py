@@ -183,6 +183,27 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
     ``θ(1 - b) + (1 - θ) b``) and the paper's experiments are binary VAEs; no categorical
     RODEO is given there in a form implemented here.  Law ``Bernoulli(logits)``, PMF ``log_prob``.
 
+    Maths:
+        :Law: :math:`K = S \ge 2` independent :math:`x_k \sim q = \operatorname{Bernoulli}(p)`, :math:`p = \sigma(\eta)`.
+        :Estimator: RLOO with control variates from the Gibbs Stein operator on the :math:`D`
+            one-flip neighbours :math:`y^{(d)}` of :math:`x` (Shi et al. 2022, Secs. 3-4):
+
+            .. math::
+                (\mathcal{A}h)(x) = \frac1D \sum_{d=1}^{D} q\bigl(y^{(d)}_d\bigr)\bigl(h(y^{(d)}) - h(x)\bigr),
+                \qquad \mathbb{E}_q[\mathcal{A}h] = 0,
+
+            .. math::
+                \hat g = \frac1K \sum_{k=1}^{K} \Bigl[\Bigl(f(x_k) - \frac{1}{K-1}\sum_{j \ne k}
+                \bigl(f(x_j) + \alpha (\mathcal{A}h_{0,j})(x_j)\bigr)\Bigr) \nabla_\eta \log q(x_k)
+                \\ + \beta (\mathcal{A}H_k)(x_k)\Bigr],
+
+            with :math:`H_k(y) = h_{1,k}(y) \nabla_\eta \log q(y)` and :math:`h_k` a small network of the
+            other samples' Taylor surrogate of :math:`f`.
+        :Gradient: unbiased for every :math:`\alpha`, :math:`\beta` and network weight (learned on
+            :math:`\sum \hat g^2` when ``learn`` is true).
+        :Cost: :math:`K` objective evaluations in one batched call, one backward pass for
+            :math:`\nabla_x f`, the network at :math:`K (D + 1)` scalar inputs.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("rodeo")
@@ -255,14 +276,15 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         flip = 1 - 2 * xf  # y^(d) - x at neighbour d, along e_d
         lin_nb = torch.addcmul(lin_x.unsqueeze(-1), g_loo, flip)  # one-flip neighbours, [K, *B, D]
         # Gibbs kernel: move to neighbour d with probability q(y_d) / D (the flipped value's)
-        w = torch.where(xf.bool(), 1 - p, p).reshape(-1, d)
-        a_h0, h1_x, h1_nb = self.control.stein_terms(f_loo, lin_x.reshape(-1, 1), lin_nb.reshape(-1, d), w)
+        m, dd = lin_x.numel(), max(d, 1)  # explicit sizes: an empty batch or D = 0 must reshape too
+        w = torch.where(xf.bool(), 1 - p, p).reshape(m, d)
+        a_h0, h1_x, h1_nb = self.control.stein_terms(f_loo, lin_x.reshape(m, 1), lin_nb.reshape(m, d), w)
         w_sum = w.sum(-1, keepdim=True).to(h1_nb.dtype)
         wh1 = w * h1_nb
         # (A H)(x_k) with H = h1 ∇η log q: the score moves by ±e_d at neighbour d
-        a_h1 = score.reshape(-1, d) * ((wh1.sum(-1, keepdim=True) - h1_x * w_sum) / d)
-        a_h1 = torch.addcmul(a_h1, wh1, flip.reshape(-1, d), value=1 / d).reshape(score.shape)
-        a_h0 = (a_h0 / d).reshape(fd.shape).to(fd.dtype)
+        a_h1 = score.reshape(m, d) * ((wh1.sum(-1, keepdim=True) - h1_x * w_sum) / dd)
+        a_h1 = torch.addcmul(a_h1, wh1, flip.reshape(m, d), value=1 / dd).reshape(score.shape)
+        a_h0 = (a_h0 / dd).reshape(fd.shape).to(fd.dtype)
         a_h1 = a_h1.to(fd.dtype)
         alpha, beta = self.alpha.to(fd.dtype), self.beta.to(fd.dtype)
         signal = fd - loo_mean(fd + alpha * a_h0)  # [K, *B]

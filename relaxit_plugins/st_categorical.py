@@ -56,6 +56,16 @@ class StraightThroughCategoricalEstimator(relaxit_core.EstimatorBase):
     are exactly one-hot with law ``Categorical(softmax(logits))``; ``log_prob`` is their PMF.
     Biased (exact only for objectives linear in ``z``), no hyperparameters.
 
+    Maths:
+        :Law: :math:`D \sim \operatorname{Categorical}(\pi)`, one-hot, :math:`\pi = \operatorname{softmax}(\theta)`.
+        :Estimator: straight-through (Bengio et al. 2013, Sec. 4; categorical form as in Jang et al. 2017,
+            Sec. 2.2): the forward value :math:`z = D + \pi - \operatorname{sg}(\pi)` gives
+
+            .. math::
+                \hat g = \bigl(\operatorname{diag}(\pi) - \pi\pi^\top\bigr) \nabla_D f(D) .
+        :Gradient: biased; exact only for objectives linear in :math:`z`.
+        :Cost: :math:`S` objective evaluations.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("st_categorical")

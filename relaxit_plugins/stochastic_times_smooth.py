@@ -117,7 +117,7 @@ class StochasticTimesSmooth(BinaryLogitsDistribution):
 
 
 class StochasticTimesSmoothEstimator(relaxit_core.EstimatorBase):
-    """Stochastic times smooth (STS): ``z = b * sqrt(p)``, ``b ~ Bernoulli(sqrt(p))``, gradient through ``sqrt(p)``.
+    r"""Stochastic times smooth (STS): ``z = b * sqrt(p)``, ``b ~ Bernoulli(sqrt(p))``, gradient through ``sqrt(p)``.
 
     Bengio et al. (2013), Sec. 3.3: a binary stochastic part times a smooth part, chosen so
     that ``E[z] = p``; the backward pass holds ``b`` fixed and differentiates the smooth
@@ -126,6 +126,16 @@ class StochasticTimesSmoothEstimator(relaxit_core.EstimatorBase):
     ``log_prob`` is the mass function, the density w.r.t. counting measure on ``[0, 1]``
     (see :class:`StochasticTimesSmooth`).  ``estimate`` draws ``num_samples`` samples (one
     objective evaluation) and differentiates through them.
+
+    Maths:
+        :Law: :math:`z = b \sqrt{p}`, :math:`b \sim \operatorname{Bernoulli}(\sqrt{p})`, so
+            :math:`\mathbb{E}[z] = p` and :math:`z \in \{0, \sqrt{p}\}` (Bengio et al. 2013, Sec. 3.3).
+        :Estimator: :math:`b` held fixed, the smooth factor differentiated (Bengio et al. 2013, Sec. 3.3):
+
+            .. math::
+                \hat g_p = \frac{\partial f}{\partial z}\, \frac{b}{2\sqrt{p}} .
+        :Gradient: biased for :math:`\nabla_p \mathbb{E}[f(z)]`.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch

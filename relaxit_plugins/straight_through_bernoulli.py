@@ -56,7 +56,7 @@ class StraightThroughBernoulli(BernoulliPMFLaw):
 
 
 class StraightThroughBernoulliEstimator(relaxit_core.EstimatorBase):
-    """Straight-through Bernoulli: forward exactly ``Bernoulli(p)``, backward ``dz/dp = 1``.
+    r"""Straight-through Bernoulli: forward exactly ``Bernoulli(p)``, backward ``dz/dp = 1``.
 
     Bengio et al. (2013), straight-through estimator: the hard sample ``z = 1[u < p]`` is used as is in the
     forward pass, and the backward pass treats the threshold as the identity, so the
@@ -64,6 +64,17 @@ class StraightThroughBernoulliEstimator(relaxit_core.EstimatorBase):
     linear in ``z``), low variance.  ``log_prob`` is the Bernoulli PMF and
     ``enumerate_support`` gives ``0, 1``, so the law can be enumerated in a Pyro model.
     ``estimate`` draws ``num_samples`` hard samples (one objective evaluation).
+
+    Maths:
+        :Law: :math:`z = \mathbf{1}[u < p] \sim \operatorname{Bernoulli}(p)`, :math:`u \sim \mathcal{U}(0, 1)`.
+        :Estimator: the threshold treated as the identity in the backward pass (Bengio et al. 2013,
+            Sec. 4, the straight-through estimator):
+
+            .. math::
+                \hat g_p = \frac{\partial f}{\partial z}\Big|_{z}, \qquad
+                \text{i.e. } \frac{\partial z}{\partial p} := 1 .
+        :Gradient: biased; exact only for objectives linear in :math:`z`.
+        :Cost: :math:`S` objective evaluations.
 
     Example:
         >>> import relaxit, torch

@@ -155,6 +155,20 @@ class UnorderedSetEstimator(relaxit_core.EstimatorBase):
     When ``k`` exceeds the number of configurations, the surplus slots repeat the first
     sample and carry zero weight.  Law: ``OneHotCategorical(logits)`` (PMF ``log_prob``).
 
+    Maths:
+        :Law: :math:`S^k`: :math:`k = S` distinct configurations of one event, drawn without
+            replacement from :math:`p_\theta` by Gumbel top-k (stochastic beam search over the
+            :math:`D` variables; Kool et al. 2019).
+        :Estimator: the unordered-set estimator with its built-in baseline (Kool et al. 2020; equation
+            number not checked here), with the leave-one-out ratio
+            :math:`R(S^k, s) = p^{D \setminus \{s\}}(S^k \setminus \{s\}) / p(S^k)`:
+
+            .. math::
+                \hat g = \sum_{s \in S^k} \nabla_\theta p_\theta(s)\, R(S^k, s)
+                \Bigl(f(s) - \sum_{s' \in S^k} p_\theta(s')\, R^{D \setminus \{s\}}(S^k, s')\, f(s')\Bigr) .
+        :Gradient: unbiased; exact when :math:`k` covers the domain; :math:`k = 1` is REINFORCE.
+        :Cost: exactly :math:`k` objective evaluations (in two calls).
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("unordered_set")

@@ -79,6 +79,22 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
     ``"categorical"`` (law ``OneHotCategorical(logits)``), ``family`` required;
     ``log_prob`` is the PMF.
 
+    Maths:
+        :Law: :math:`z_1, \dots, z_K \sim q_\theta` i.i.d. (:math:`K = S \ge 2`), Bernoulli or one-hot
+            categorical (``family``).
+        :Estimator: the multi-sample bound :math:`L = \log \frac1K \sum_k w_k` (Mnih & Rezende 2016,
+            eq. 2) with leave-one-out control variates (eqs. 5, 10-11):
+
+            .. math::
+                \hat g = \sum_{j=1}^{K} \bigl(L - L_{-j}\bigr) \nabla_\theta \log q_\theta(z_j)
+                + \sum_{j=1}^{K} \tilde w_j \nabla \log w_j, \qquad
+                \tilde w_j = \frac{w_j}{\sum_k w_k},
+
+            where :math:`L_{-j}` replaces :math:`\log w_j` by the mean of the other log-weights.
+            With ``reduce="mean"`` this is RLOO.
+        :Gradient: unbiased for :math:`\nabla_\theta \mathbb{E}[L]`.
+        :Cost: :math:`K` objective evaluations in one batched call.
+
     Example:
         >>> import relaxit, torch
         >>> est = relaxit.get("vimco", family="bernoulli")
@@ -100,6 +116,8 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
         "Mnih & Rezende (2016), Variational Inference for Monte Carlo Objectives, ICML, "
         "eqs. 2, 5, 10-11"
     )
+    example_config: ClassVar[dict] = {"family": "bernoulli"}
+    """The config of the docs' generated example: ``family`` is required."""
     conformance_configs = ({"family": "bernoulli"}, {"family": "categorical"})
     reductions: ClassVar[tuple[str, ...]] = ("mean", "logmeanexp")
     min_num_samples: int = 2
@@ -138,7 +156,7 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
         log_q = reduce_log_prob(dist.log_prob(z), f.dim())
         if reduce == "mean":
             surrogate = score_function_surrogate(f, log_q, leave_one_out_baseline(f.detach()))
-            return relaxit_core.Estimate(surrogate, surrogate.detach(), z)
+            return relaxit_core.Estimate(surrogate, f.detach().mean(0), z)  # value: the objective alone
         bound = f.logsumexp(0) - math.log(num_samples)
         signal = vimco_signals(f)
         surrogate = bound + (signal * (log_q - log_q.detach())).sum(0)

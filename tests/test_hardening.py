@@ -118,3 +118,392 @@ def test_config_replace_raises_config_error():
     cfg = relaxit.get("gumbel_softmax").config
     with pytest.raises(ConfigError, match=r"gumbel_softmax\.tau"):
         cfg.replace(tau=-1)
+
+
+# ------------------------------------------------------------ 3. non-finite parameters
+from relaxit_core.diagnostics import exact_gradient, gradient_samples  # noqa: E402
+from relaxit_core.limits import limit_kind  # noqa: E402
+from relaxit_core.testing import estimator_id, instances  # noqa: E402
+
+INSTANCES = [est for info in INFOS for est in instances(info.cls)]
+IDS = [estimator_id(e) for e in INSTANCES]
+INF = float("inf")
+Z = 5.0  # standard errors
+
+
+def _params(est, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return {k: v.detach().clone() for k, v in est.example_params((2, 3), event_size=4, dtype=torch.float64, generator=gen).items()}
+
+
+def _logit_param(est, kinds):
+    return next((k for k in est.params if limit_kind(est, k) in kinds), None)
+
+
+def _loss(z):
+    return (z - 0.3).pow(2).flatten(1).sum(-1)
+
+
+def _run(est, params, wrt):
+    x = params[wrt].clone().requires_grad_(True)
+    out = est.estimate(_loss, num_samples=max(2, est.min_num_samples), **{**params, wrt: x})
+    out.surrogate.sum().backward()
+    return out, x.grad
+
+
+def _finite(t):
+    return t is not None and bool(torch.isfinite(t).all())
+
+
+BERNOULLI = [(e, i) for e, i in zip(INSTANCES, IDS) if _logit_param(e, ("bernoulli",))]
+ROWS = [(e, i) for e, i in zip(INSTANCES, IDS) if _logit_param(e, ("row",))]
+
+
+@pytest.mark.parametrize("est", [e for e, _ in BERNOULLI], ids=[i for _, i in BERNOULLI])
+def test_bernoulli_infinite_logits_are_their_limits(est):
+    """Defect 3: one ±inf Bernoulli logit gave NaN samples or estimates."""
+    key = _logit_param(est, ("bernoulli",))
+    params = _params(est)
+    x = params[key]
+    flat = x.view(-1)
+    flat[0], flat[-1] = INF, -INF
+    mask = torch.isinf(x)
+    limit = (x > 0).to(x.dtype)
+    out, grad = _run(est, params, key)
+    assert _finite(out.samples) and _finite(out.value) and _finite(out.surrogate)
+    at = torch.broadcast_to(mask, out.samples.shape[-mask.dim():] if mask.dim() else ())
+    sampled = out.samples[(slice(None),) * (out.samples.dim() - at.dim()) + (at,)] if at.dim() else out.samples
+    assert torch.equal(sampled, torch.broadcast_to(limit, at.shape)[at].expand_as(sampled)), "the sample is the limit"
+    assert _finite(grad) and bool((grad[mask] == 0).all()), "score 0 at the limit"
+    assert all(_finite(p.grad) for p in est.parameters() if p.grad is not None)
+    law = est.distribution(**params)
+    s = law.sample((3,))
+    assert _finite(s) and bool((torch.broadcast_to(s, (3, *law.batch_shape, *law.event_shape)) == s).all())
+
+
+@pytest.mark.parametrize("est", [e for e, _ in ROWS], ids=[i for _, i in ROWS])
+def test_categorical_minus_inf_masks_a_category(est):
+    """Defect 3: one -inf categorical logit (masking) gave NaN in gumbel_rao and relax."""
+    key = _logit_param(est, ("row",))
+    params = _params(est)
+    x = params[key]
+    x[0, 0, 0] = -INF
+    x[1, 2, 1:3] = -INF if est.family != "subset" else x[1, 2, 1:3]
+    mask = torch.isinf(x)
+    out, grad = _run(est, params, key)
+    assert _finite(out.samples) and _finite(out.value) and _finite(out.surrogate)
+    if est.family in ("categorical", "subset"):
+        assert bool((out.samples[:, 0, 0, 0] == 0).all()), "a masked category is never drawn"
+    assert _finite(grad) and bool((grad[mask] == 0).all())
+    assert all(_finite(p.grad) for p in est.parameters() if p.grad is not None)
+
+
+def _refused_cases():
+    for est, eid in zip(INSTANCES, IDS):
+        params = _params(est)
+        for key, v in params.items():
+            if not v.is_floating_point():
+                continue
+            kind = limit_kind(est, key)
+            bad = {"nan": float("nan")}
+            if kind is None:
+                bad["+inf"] = INF
+            elif kind == "row":
+                bad["+inf"] = INF
+                bad["row"] = "row"
+            for label, value in bad.items():
+                yield pytest.param(est, key, value, id=f"{eid}-{key}-{label}")
+
+
+@pytest.mark.parametrize(("est", "key", "value"), list(_refused_cases()))
+def test_refused_non_finite_values_raise_naming_the_argument(est, key, value):
+    """Defect 3: categorical +inf, all -inf rows, NaN and non-finite loc/scale raise."""
+    params = _params(est)
+    x = params[key]
+    if value == "row":
+        x[0, 0, :] = -INF
+    else:
+        x.view(-1)[0] = value
+    with pytest.raises(relaxit.ParameterError, match=repr(key)):
+        est.estimate(_loss, num_samples=max(2, est.min_num_samples), **params)
+    with pytest.raises(relaxit.ParameterError, match=repr(key)):
+        est.distribution(**params)
+
+
+def test_log_prob_at_a_limit():
+    """Defect 3: a discrete law's log_prob at a limit is the PMF; a relaxed law's raises."""
+    logits = torch.tensor([INF, -INF, 0.3], dtype=torch.float64)
+    law = relaxit.get("reinforce", family="bernoulli").distribution(logits=logits)
+    p = torch.sigmoid(torch.tensor(0.3, dtype=torch.float64))
+    torch.testing.assert_close(law.log_prob(torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64)),
+                               torch.stack([torch.zeros((), dtype=torch.float64)] * 2 + [p.log()]))
+    lp = law.log_prob(torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
+    assert lp[0] == -INF and lp[1] == -INF and torch.isclose(lp[2], (1 - p).log())
+    cat = relaxit.get("reinforce", family="categorical").distribution(logits=torch.tensor([-INF, 0.0, 1.0]))
+    lp = cat.log_prob(torch.eye(3))
+    assert lp[0] == -INF and torch.allclose(lp[1:], torch.tensor([0.0, 1.0]).log_softmax(-1))
+    for name, kw in (("relaxed_bernoulli", {}), ("gumbel_softmax", {})):
+        est = relaxit.get(name, **kw)
+        x = torch.tensor([INF, -1.0, 0.0]) if est.family == "bernoulli" else torch.tensor([-INF, 0.0, 1.0])
+        law = est.distribution(logits=x)
+        z = law.rsample()
+        assert _finite(z)
+        with pytest.raises(relaxit.ParameterError, match="'logits'"):
+            law.log_prob(z)
+
+
+UNBIASED_BERNOULLI = [(e, i) for e, i in BERNOULLI if C.UNBIASED in e.capabilities and "logits" in e.params]
+
+
+@pytest.mark.parametrize("est", [e for e, _ in UNBIASED_BERNOULLI], ids=[i for _, i in UNBIASED_BERNOULLI])
+def test_unbiased_estimators_stay_unbiased_on_the_finite_entries(est):
+    """With ±inf logits the estimate on the finite entries is the exact gradient of the
+    objective with the infinite entries at their limits (by enumeration)."""
+    torch.manual_seed(3)
+    logits = torch.tensor([INF, -0.4, -INF, 0.7], dtype=torch.float64)
+    w = torch.tensor([0.5, -1.0, 2.0, 0.3], dtype=torch.float64)
+
+    def f(z):
+        return torch.sin(2 * (z * w).sum(-1)) + z[..., 1] * z[..., 3]
+
+    def reduced(zf):  # the same objective with entries 0, 2 at their limits 1, 0
+        one, zero = torch.ones_like(zf[..., :1]), torch.zeros_like(zf[..., :1])
+        return f(torch.cat([one, zf[..., :1], zero, zf[..., 1:]], -1))
+
+    exact = exact_gradient(reduced, {"logits": logits[[1, 3]]}, "bernoulli")["logits"]
+    n = 4000
+    leaf = logits.expand(n, 4).clone().requires_grad_(True)
+    out = est.estimate(f, num_samples=max(2, est.min_num_samples), logits=leaf)
+    (g,) = torch.autograd.grad(out.surrogate.sum(), leaf)
+    assert bool((g[:, [0, 2]] == 0).all())
+    g = g[:, [1, 3]]
+    se = g.std(0) / n**0.5
+    assert bool(((g.mean(0) - exact).abs() <= Z * se + 1e-9).all()), (g.mean(0), exact, se)
+
+
+# ------------------------------------------------------------ 4. value from the objective alone
+def _plain_mean(est):
+    return getattr(est.config, "objective_weights", "uniform") == "uniform"
+
+
+@pytest.mark.filterwarnings("ignore::relaxit_core.NonFiniteGradientWarning")
+@pytest.mark.parametrize("est", INSTANCES, ids=IDS)
+def test_value_is_the_monte_carlo_mean_of_the_objective(est):
+    """Defect 4: `value` was `surrogate.detach()`, so a non-finite score or control variate leaked in."""
+    params = _params(est, seed=1)
+    saved = {k: v.clone() for k, v in est.state_dict().items()}
+    with torch.no_grad():  # a control variate gone non-finite
+        for p in est.parameters():
+            p.fill_(INF)
+    out = est.estimate(_loss, num_samples=max(2, est.min_num_samples), **params)
+    # restore the shared instance (parameters created in the call, e.g. RELAX's network for a
+    # new input size, are new and finite: strict=False keeps them)
+    est.load_state_dict(saved, strict=False)
+    assert _finite(out.value)
+    if _plain_mean(est):
+        torch.testing.assert_close(out.value, _loss(out.samples.detach()).mean(0).to(out.value.dtype))
+
+
+LEARNERS = [(e, i) for e, i in zip(INSTANCES, IDS) if any(p.requires_grad for p in e.parameters())]
+
+
+@pytest.mark.parametrize("est", [e for e, _ in LEARNERS], ids=[i for _, i in LEARNERS])
+def test_a_nan_objective_does_not_poison_the_estimators_parameters(est):
+    """Defect 4: one NaN objective and an optimiser step made every later call NaN."""
+    import copy
+
+    est = copy.deepcopy(est)
+    params = _params(est, seed=2)
+    key = next(k for k, v in params.items() if v.is_floating_point())
+    x = params[key].clone().requires_grad_(True)
+    opt = torch.optim.Adam([x, *est.parameters()], lr=0.1)
+    k = max(2, est.min_num_samples)
+    with pytest.warns(relaxit_core.NonFiniteGradientWarning, match="skipped"):
+        out = est.estimate(lambda z: _loss(z) * float("nan"), num_samples=k, **{**params, key: x})
+        out.surrogate.sum().backward()
+    opt.step()
+    assert all(_finite(p) for p in est.parameters())
+    opt.zero_grad()
+    x2 = params[key].clone().requires_grad_(True)
+    out = est.estimate(_loss, num_samples=k, **{**params, key: x2})
+    out.surrogate.sum().backward()
+    assert _finite(out.value) and _finite(out.surrogate) and _finite(x2.grad)
+
+
+# ------------------------------------------------------------ 5. objectives that change z in place
+IN_PLACE = {
+    "mul_": lambda z: _loss(z.mul_(2)),
+    "setitem": lambda z: (z.__setitem__((Ellipsis, 0), 0.5), _loss(z))[1],
+    "add_": lambda z: _loss(z.add_(1)),
+}
+
+
+def _in_place_cases():
+    for est, eid in zip(INSTANCES, IDS):  # every estimator with one op; every op on a few
+        ops = sorted(IN_PLACE) if est.name in ("reinforce", "gumbel_softmax", "double_cv") else ["mul_"]
+        for op in ops:
+            yield pytest.param(est, op, id=f"{eid}-{op}")
+
+
+@pytest.mark.parametrize(("est", "op"), list(_in_place_cases()))
+def test_an_objective_changing_z_in_place_is_refused(est, op):
+    """Defect 5: an in-place change of z silently corrupted the gradient and the samples."""
+    params = _params(est, seed=3)
+    with pytest.raises(relaxit.ObjectiveError, match="in place"):
+        est.estimate(IN_PLACE[op], num_samples=max(2, est.min_num_samples), **params)
+
+
+def test_an_out_of_place_objective_still_works():
+    est = relaxit.get("reinforce", family="bernoulli")
+    out = est.estimate(lambda z: _loss(z.clone().mul_(2)), num_samples=2, logits=torch.zeros(3))
+    assert out.value.shape == ()
+
+
+# ------------------------------------------------------------ 8. dtypes, devices, empty batches
+def _first_float(est, params):
+    return next(k for k, v in params.items() if v.is_floating_point() and k not in est.integer_params)
+
+
+@pytest.mark.parametrize("est", INSTANCES, ids=IDS)
+def test_wrong_tensor_kinds_raise_naming_the_argument(est):
+    """Defect 8: int64 logits raised torch internals in 15 estimators and were cast in 7;
+    complex and meta tensors gave misleading errors.  One behaviour: ParameterError."""
+    params = _params(est)
+    key = _first_float(est, params)
+    k = max(2, est.min_num_samples)
+    for bad, what in ((params[key].round().long(), "floating-point"), (params[key].to(torch.complex128), "complex"),
+                      (torch.empty(params[key].shape, device="meta"), "meta")):
+        with pytest.raises(relaxit.ParameterError, match=f"{key!r}.*{what}|{what}.*{key!r}|{key!r} is a '{what}'"):
+            est.estimate(_loss, num_samples=k, **{**params, key: bad})
+        with pytest.raises(relaxit.ParameterError, match=repr(key)):
+            est.distribution(**{**params, key: bad})
+
+
+@pytest.mark.parametrize("est", INSTANCES, ids=IDS)
+def test_an_objective_returning_integers_is_refused(est):
+    params = _params(est)
+    for to in (torch.long, torch.bool):
+        with pytest.raises(relaxit.ObjectiveError, match=str(to)):
+            est.estimate(lambda z, to=to: _loss(z).to(to), num_samples=max(2, est.min_num_samples), **params)
+
+
+@pytest.mark.parametrize("batch", [(0,), (2, 0)])
+@pytest.mark.parametrize("est", INSTANCES, ids=IDS)
+def test_empty_batches(est, batch):
+    """Defect 8: empty batches gave a raw RuntimeError (rodeo) or "arguments do not fit together"."""
+    params = est.example_params(batch, event_size=3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    law = est.distribution(**params)
+    assert tuple(law.batch_shape)[: len(batch)] == batch
+    out = est.estimate(_loss, num_samples=max(2, est.min_num_samples), **params)
+    assert out.value.shape == () and _finite(out.value) and _finite(out.surrogate) and out.samples.numel() == 0
+
+
+# ------------------------------------------------------------ 7. float16 at a small temperature
+TEMPERATURES = ("tau", "tau_forward", "tau_backward")
+COLD = [(e, i) for e, i in zip(INSTANCES, IDS) if any(t in type(e.config).model_fields for t in TEMPERATURES)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("est", [e for e, _ in COLD], ids=[i for _, i in COLD])
+def test_half_precision_at_temperature_1e_3_stays_finite(est, dtype):
+    """Defect 7: float16 at tau 1e-3 gave NaN samples (decoupled_st_gumbel_softmax) and a NaN
+    surrogate with a finite value (relax)."""
+    cfg = {**est.config.model_dump(), **{t: 1e-3 for t in TEMPERATURES if t in type(est.config).model_fields}}
+    est = type(est)(cfg)
+    params = est.example_params((2, 3), event_size=4, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    params = {k: v.requires_grad_() if v.is_floating_point() else v for k, v in params.items()}
+    out = est.estimate(lambda z: (z.float() - 0.3).pow(2).flatten(1).sum(-1).to(z.dtype),
+                       num_samples=max(2, est.min_num_samples), **params)
+    out.surrogate.float().sum().backward()
+    assert _finite(out.samples) and _finite(out.value) and _finite(out.surrogate)
+    assert out.samples.dtype == dtype
+    assert all(_finite(v.grad) for v in params.values() if v.is_floating_point() and v.grad is not None)
+    assert all(_finite(p.grad) for p in est.parameters() if p.grad is not None)
+
+
+# ------------------------------------------------------------ 9. config files and strict fields
+@pytest.mark.parametrize(("name", "text", "where"), [
+    ("bad.yaml", "name: gumbel_softmax\ntau: [1\n", "line 3"),
+    ("dup.yaml", "name: gumbel_softmax\ntau: 0.5\ntau: 0.7\n", "duplicate key 'tau'"),
+    ("bad.json", '{"name": "gumbel_softmax",\n "tau": }', "line 2"),
+    ("dup.json", '{"name": "gumbel_softmax", "tau": 1, "tau": 2}', "duplicate key 'tau'"),
+    ("bad.toml", 'name = "gumbel_softmax"\ntau = \n', "line 2"),
+    ("list.yaml", "- name: gumbel_softmax\n", "must hold a mapping"),
+])
+def test_bad_config_files_are_config_errors_naming_the_file(tmp_path, name, text, where):
+    """Defect 9: raw parser exceptions (YAML errors named `<unicode string>`, not the file)."""
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=where) as err:
+        relaxit.build(path)
+    assert str(path) in str(err.value) and "<unicode string>" not in str(err.value)
+
+
+def test_directories_and_binary_files_are_config_errors(tmp_path):
+    (tmp_path / "d.yaml").mkdir()
+    with pytest.raises(ConfigError, match="is a directory"):
+        relaxit.build(tmp_path / "d.yaml")
+    (tmp_path / "b.json").write_bytes(bytes(range(256)))
+    with pytest.raises(ConfigError, match="b.json.*not a UTF-8 text file"):
+        relaxit.build(tmp_path / "b.json")
+    (tmp_path / "z.toml").write_bytes(b'name = "x"\x00\x00')
+    with pytest.raises(ConfigError, match="binary"):
+        relaxit.build(tmp_path / "z.toml")
+
+
+def test_config_fields_are_strict():
+    """Defect 9: lax coercions `tau: true` -> 1.0 and `hard: "yes"` -> True were accepted."""
+    for bad in ({"tau": True}, {"hard": "yes"}, {"hard": 1}, {"tau": "0.5"}):
+        with pytest.raises(ConfigError, match="gumbel_softmax"):
+            relaxit.build({"name": "gumbel_softmax", **bad})
+    with pytest.raises(ConfigError, match="relax.hidden"):
+        relaxit.get("relax", family="bernoulli", hidden=4.0)
+    assert relaxit.build({"name": "gumbel_softmax", "tau": 1}).config.tau == 1.0  # int widens to float
+    for info in INFOS:  # every registered config: its default still validates from JSON
+        cfg = relaxit.get(info.name, **({"family": info.families[0]} if len(info.families) > 1 else {})).config
+        assert type(cfg).model_validate_json(cfg.model_dump_json()) == cfg
+
+
+# ------------------------------------------------------------ 11. probs that are not distributions
+@pytest.mark.parametrize("est", [e for e in INSTANCES if "probs" in e.params], ids=[i for e, i in zip(INSTANCES, IDS) if "probs" in e.params])
+def test_probs_that_are_not_distributions_are_refused(est):
+    """Defect 11: renormalised silently by unordered_set and the score-function estimators,
+    rejected by the relaxations: one rule, reject with the row's sum."""
+    params = _params(est)
+    probs = torch.sigmoid(params.pop("logits")) if est.family == "bernoulli" else params.pop("logits").softmax(-1)
+    k = max(2, est.min_num_samples)
+    est.estimate(_loss, num_samples=k, **params, probs=probs)  # valid probabilities work
+    bad = probs.clone()
+    if est.family in ("categorical", "integer"):
+        bad[0, 1] *= 0.5
+        s = float(bad[0, 1].sum())
+        with pytest.raises(relaxit.ParameterError, match=rf"'probs'.*row \(0, 1\) sums to {s:.6g}"):
+            est.estimate(_loss, num_samples=k, **params, probs=bad)
+        with pytest.raises(relaxit.ParameterError, match="sums to"):
+            est.distribution(**params, probs=bad)
+    bad = probs.clone()
+    bad.view(-1)[0] = 1.5
+    with pytest.raises(relaxit.ParameterError, match=r"'probs'.*outside \[0, 1\]"):
+        est.estimate(_loss, num_samples=k, **params, probs=bad)
+
+
+# ------------------------------------------------------------ 12. a shared moving-average baseline
+def test_moving_average_baseline_loses_no_update_across_threads():
+    """Defect 12: 8 threads sharing reinforce(baseline="moving_average") lost updates (386 of 400)."""
+    import threading
+
+    est = relaxit.get("reinforce", family="bernoulli", baseline="moving_average")
+    logits = torch.zeros(16)
+    barrier = threading.Barrier(8)
+
+    def work():
+        barrier.wait()
+        for _ in range(50):
+            est.estimate(lambda z: z.sum(-1), num_samples=2, logits=logits)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert int(est.num_updates) == 400

@@ -87,13 +87,6 @@ def _default_instance(cls: type) -> Any:
     return cls()
 
 
-def _default_capabilities(cls: type) -> frozenset[str]:
-    try:
-        return frozenset(c.value for c in _default_instance(cls).capabilities)
-    except Exception:  # noqa: BLE001
-        return frozenset(c.value for c in cls.capabilities)
-
-
 def _json_type(spec: dict[str, Any], defs: dict[str, Any]) -> str:
     if "$ref" in spec:
         ref = spec["$ref"].rsplit("/", 1)[-1]
@@ -210,12 +203,99 @@ def when_to_use(info: Any) -> list[str]:
     return tips
 
 
+# ------------------------------------------------------------------------- maths
+MATHS_ENTRIES = ("Law", "Estimator", "Gradient", "Cost")
+"""The entries of an estimator's ``Maths:`` docstring section (see guides/plugins)."""
+
+# A citation of the paper's equation, section, theorem or algorithm; or the explicit admission
+# "equation number not checked here" (shown on the page as written, so a reader knows).
+_CITATION = re.compile(r"\b(eqs?\.|Eqs?\.|Sec\.|Secs\.|Section|Theorem|Thm\.|Prop\.|Proposition|Lemma|Alg\.|Algorithm|App\.|Appendix)|equation\s+number\s+not\s+checked\s+here")
+
+
+def maths_section(cls: type) -> str:
+    """The body of the ``Maths:`` section of ``cls``'s docstring, dedented ("" if none)."""
+    import inspect
+
+    lines = (inspect.getdoc(cls) or "").splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.rstrip() == "Maths:")
+    except StopIteration:
+        return ""
+    body = []
+    for line in lines[start + 1:]:
+        if line.strip() and not line[:1].isspace():
+            break
+        body.append(line)
+    return textwrap.dedent("\n".join(body)).strip("\n")
+
+
+def maths_entries(cls: type) -> dict[str, str]:
+    """``{entry: reST}`` of the ``Maths:`` section's field list (``:Law:``, ``:Estimator:``...)."""
+    out: dict[str, str] = {}
+    current = None
+    for line in maths_section(cls).splitlines():
+        m = re.match(r"^:([^:]+):\s*(.*)$", line)
+        if m:
+            current = m.group(1).strip()
+            out[current] = m.group(2)
+        elif current is not None:
+            out[current] += "\n" + line
+    return {k: v.strip() for k, v in out.items()}
+
+
+def maths_problems(cls: type) -> list[str]:
+    """What the ``Maths:`` section of ``cls`` lacks under the convention (empty: complete)."""
+    entries = maths_entries(cls)
+    if not entries:
+        return ["no 'Maths:' section with :Law:, :Estimator:, :Gradient:, :Cost: entries in the class docstring"]
+    problems = [f"missing entry :{e}:" for e in MATHS_ENTRIES if e not in entries]
+    for e in MATHS_ENTRIES[:3]:
+        text = entries.get(e, "")
+        if text and ":math:" not in text and ".. math::" not in text:
+            problems.append(f":{e}: has no LaTeX (a :math: role or a .. math:: block)")
+    if entries.get("Estimator") and not _CITATION.search(entries["Estimator"]):
+        problems.append(":Estimator: cites no equation of the paper (eq. N, Sec. N, Theorem N, Alg. N...)")
+    return problems
+
+
 # ------------------------------------------------------------------------- example
+def example_config(cls: type) -> dict[str, Any]:
+    """The config of the generated example: the class's ``example_config`` (its typical use,
+    e.g. ``k=3`` of a subset), else its default config (with its first family where
+    ``family`` is required), else its first conformance config that builds."""
+    candidates = [getattr(cls, "example_config", None), None, *getattr(cls, "conformance_configs", ())]
+    for cfg in candidates:
+        try:
+            est = _default_instance(cls) if cfg is None else cls(dict(cfg))
+            return est.config.model_dump(mode="json")
+        except Exception:  # noqa: BLE001 - try the next candidate
+            continue
+    return _default_instance(cls).config.model_dump(mode="json")  # raises the config's own error
+
+
+def _minimal_config(cls: type, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without the fields at their default (``name`` and ``family`` always kept)."""
+    from pydantic_core import to_jsonable_python
+
+    fields = cls.Config.model_fields
+    out = {}
+    for key, value in config.items():
+        field = fields.get(key)
+        if key in ("name", "family") or field is None or field.is_required():
+            out[key] = value
+            continue
+        default = to_jsonable_python(field.get_default(call_default_factory=True))
+        if default != value:
+            out[key] = value
+    return out
+
+
 def example_code(info: Any) -> str:
     """A runnable example of ``estimate`` for any registered estimator."""
     cls = info.cls
-    est = _default_instance(cls)
-    config = est.config.model_dump(mode="json")
+    full = example_config(cls)
+    est = cls(dict(full))
+    config = _minimal_config(cls, full)
     num_samples = max(4, int(getattr(est, "min_num_samples", 1)))
     return textwrap.dedent(
         f"""\
@@ -284,6 +364,19 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
         out += [f"   * - {k}", f"     - {v}"]
     out.append("")
 
+    entries = maths_entries(cls)
+    if entries:
+        out += ["Maths", "-----", ""]
+        out += [
+            ":math:`f` is the objective, :math:`S` is ``num_samples``; the equations are those of "
+            "the papers cited (from the class docstring's ``Maths:`` section).",
+            "",
+        ]
+        for label, text in entries.items():
+            first, _, rest = text.partition("\n")
+            body = first.strip() + ("\n" + textwrap.dedent(rest) if rest.strip() else "")
+            out += [f"**{label}**", _indent(body.strip(), 3), ""]
+
     instances = _instances(cls)
     if len({e.capabilities for e in instances}) > 1:
         out += ["Capabilities by config", "----------------------", ""]
@@ -302,6 +395,14 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
     out += [f"- {tip}" for tip in when_to_use(info)] + [""]
 
     out += ["The method", "----------", ""]
+    if not entries:
+        out += [
+            ".. note::",
+            "",
+            "   The docstring of this estimator gives no ``Maths:`` section (law, estimator, gradient "
+            "and cost in LaTeX; see :ref:`maths-convention`).",
+            "",
+        ]
     out += [f".. autoclass:: {qual}", "   :no-members:", "   :no-special-members:", ""]
 
     out += ["Configuration", "-------------", ""]
@@ -316,7 +417,7 @@ def render_method_page(info: Any, *, run: bool = True) -> str:
         out.append(
             _list_table(
                 ["field", "type", "default", "bounds", "description"],
-                [(f"``{f}``", rst_escape(t), f"``{d}``", rst_escape(b), rst_escape(desc)) for f, t, d, b, desc in rows],
+                [(f"``{f}``", rst_escape(t), f"``{d}``", rst_escape(b), desc) for f, t, d, b, desc in rows],
                 widths="2 3 2 2 6",
             )
         )
@@ -360,31 +461,69 @@ def render_methods_index(infos: list[Any]) -> str:
     return "\n".join(out)
 
 
+_CAP_SHORT = {
+    "rsample": "rsample",
+    "score_function": "score",
+    "log_prob": "log_prob",
+    "kl": "KL",
+    "enumerate_support": "enum",
+    "unbiased": "unbiased",
+    "hard": "hard",
+}
+"""Column headers of the capability matrix (the legend above it spells each one out)."""
+
+
+def _family_capabilities(cls: type, family: str) -> frozenset[str]:
+    """Capabilities under the default config for ``family`` (``family=`` set when the
+    config has that field); the class-level set when no such instance can be built."""
+    fields = getattr(getattr(cls, "Config", None), "model_fields", {})
+    try:
+        est = cls({"family": family}) if "family" in fields else cls()
+        return frozenset(c.value for c in est.capabilities)
+    except Exception:  # noqa: BLE001
+        return frozenset(c.value for c in cls.capabilities)
+
+
 def render_matrix(infos: list[Any]) -> str:
-    """The capability matrix: one row per estimator, families and capabilities as columns."""
+    """The capability matrix: one table per family (the estimators that serve it), one
+    column per capability, short headers spelled out in the legend."""
     from relaxit_core import FAMILIES
 
     caps = _capability_order()
     out = [".. _capability-matrix:", "", "Capability matrix", "=================", ""]
     out.append(
-        "Generated from the registry when these docs were built. ``✓``: the estimator has the "
-        "capability under its default config; ``(✓)``: only under some configs (e.g. "
-        "``hard=True``); blank: never. Family columns mark the discrete targets it serves "
-        "(``●`` its first family; an estimator serving several takes a required ``family``). Capabilities:"
+        "Generated from the registry when these docs were built: one table per discrete family, "
+        "listing every estimator that serves it (an estimator that serves several families, such "
+        "as ``reinforce``, appears in each; its config requires ``family``)."
     )
+    out += ["", ".. rubric:: Legend", ""]
+    out += [
+        "- **✓** the estimator has the capability under its default config;",
+        "- **(✓)** only under some configs (e.g. ``hard=True``; the method's page lists them);",
+        "- blank: never.",
+        "",
+        "Columns:",
+        "",
+    ]
+    out += [f"- **{_CAP_SHORT.get(c, c)}** (``{c}``): {_CAP_DESCRIPTIONS.get(c, '')}" for c in caps]
     out.append("")
-    out += [f"- ``{c}``: {_CAP_DESCRIPTIONS.get(c, '')}" for c in caps]
-    out.append("")
-    rows = []
-    for info in infos:
-        default_caps = _default_capabilities(info.cls)
-        class_caps = {c.value for c in info.capabilities}
-        row = [f":doc:`{info.name} <methods/{info.name}>`"]
-        row += ["●" if fam == info.family else ("○" if fam in info.families else "") for fam in FAMILIES]
-        row += ["✓" if c in default_caps else ("(✓)" if c in class_caps else "") for c in caps]
-        rows.append(row)
-    if rows:
-        out.append(_list_table(["estimator", *FAMILIES, *caps], rows))
+    families = list(FAMILIES) + sorted({f for i in infos for f in i.families} - set(FAMILIES))
+    for fam in families:
+        members = [i for i in infos if fam in i.families]
+        if not members:
+            continue
+        title = f"{fam} ({len(members)})"
+        out += [title, "-" * len(title), ""]
+        rows = []
+        for info in members:
+            default_caps = _family_capabilities(info.cls, fam)
+            class_caps = {c.value for c in info.capabilities}
+            row = [f":doc:`{info.name} <methods/{info.name}>`"]
+            row += ["✓" if c in default_caps else ("(✓)" if c in class_caps else "") for c in caps]
+            rows.append(row)
+        table = _list_table(["estimator", *(_CAP_SHORT.get(c, c) for c in caps)], rows,
+                            widths=" ".join(["8"] + ["2"] * len(caps)))
+        out.append(table.replace("   :header-rows: 1\n", "   :header-rows: 1\n   :class: capability-matrix\n", 1))
     return "\n".join(out)
 
 
@@ -413,7 +552,7 @@ def render_checks() -> str:
     from relaxit_core.testing import CHECKS
 
     rows = [
-        (f"``{c.name}``", ", ".join(f"``{r.value}``" for r in sorted(c.requires, key=lambda r: r.value)) or "(always)", rst_escape(c.description))
+        (f"``{c.name}``", ", ".join(f"``{r.value}``" for r in sorted(c.requires, key=lambda r: r.value)) or "(always)", c.description)
         for c in CHECKS
     ]
     return _list_table(["check", "requires", "what it checks"], rows, widths="2 2 6")
@@ -478,7 +617,28 @@ def _on_builder_inited(app: Any) -> None:
     log.info("relaxit_docgen: %d generated pages (%d changed)", len(pages), len(written))
 
 
+def strip_maths_section(lines: list[str]) -> None:
+    """Remove the ``Maths:`` section from docstring ``lines`` in place (the method page shows
+    it in its own section)."""
+    try:
+        start = next(i for i, line in enumerate(lines) if line.rstrip() == "Maths:")
+    except StopIteration:
+        return
+    end = start + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][:1].isspace()):
+        end += 1
+    del lines[start:end]
+
+
+def _on_process_docstring(app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]) -> None:
+    docname = getattr(app.env, "docname", "") or ""
+    if what == "class" and docname.startswith(f"{GENERATED_DIR}/methods/"):
+        strip_maths_section(lines)
+
+
 def setup(app: Any) -> dict[str, Any]:
     app.add_config_value("relaxit_docgen_run_examples", True, "env")
     app.connect("builder-inited", _on_builder_inited)
+    # before napoleon (priority 500), which would render the section in the class docstring
+    app.connect("autodoc-process-docstring", _on_process_docstring, priority=400)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

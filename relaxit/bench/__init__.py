@@ -3,7 +3,7 @@
 One command answers "which estimator should I use for my discrete latent, and what does it
 cost?"::
 
-    relaxit bench                      # default suite (a couple of minutes on 2 CPU cores)
+    relaxit bench                      # default suite (measured run time: the README)
     relaxit bench --tasks vae-categorical --estimators gumbel_softmax,reinforce --steps 2000
     relaxit bench --preset paper --workers 8          # larger models, more steps, 3 seeds
     relaxit bench --preset shi2022 --data ~/data/binarized_mnist.npz

@@ -1,5 +1,5 @@
-"""Named bench configs: ``default`` (minutes on a laptop), ``paper`` (larger, several
-seeds) and ``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1).
+"""Named bench configs: ``default`` (its measured run time is in the README), ``paper``
+(larger, several seeds) and ``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1).
 
 Each preset is a plain mapping, the same thing a ``--config`` file holds.
 """

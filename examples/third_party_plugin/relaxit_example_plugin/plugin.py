@@ -32,18 +32,19 @@ __all__ = ["ConstantBaselineReinforce", "relaxit_estimators"]
 class ConstantBaselineReinforce(relaxit_core.EstimatorBase):
     r"""REINFORCE for independent Bernoulli variables with a constant baseline ``b``.
 
-    For ``z_s ~ Bernoulli(sigmoid(θ))``, ``s = 1..S``, the gradient estimate of
-    ``∇θ E_q[f(z)]`` is (Williams 1992, eq. 11)
-
-    .. math::
-
-        \hat g = \frac{1}{S} \sum_{s=1}^{S} \bigl(f(z_s) - b\bigr)\, \nabla_\theta \log q_\theta(z_s),
-        \qquad \nabla_\theta \log q_\theta(z) = z - \sigma(\theta).
-
     It is unbiased for every constant ``b``, because ``E_q[∇θ log q(z)] = 0``; a ``b``
-    close to ``E_q[f]`` lowers its variance.  ``num_samples`` is ``S``; one call evaluates
-    the objective once, on all ``S`` samples at once.  ``log_prob`` is the Bernoulli
-    probability mass function.
+    close to ``E_q[f]`` lowers its variance.  ``log_prob`` is the Bernoulli probability
+    mass function.
+
+    Maths:
+        :Law: :math:`z_s \sim \operatorname{Bernoulli}(\sigma(\theta))` i.i.d., :math:`s = 1, \dots, S`.
+        :Estimator: the score function with a constant baseline :math:`b` (Williams 1992, eq. 11):
+
+            .. math::
+                \hat g = \frac{1}{S} \sum_{s=1}^{S} \bigl(f(z_s) - b\bigr)\, \nabla_\theta \log q_\theta(z_s),
+                \qquad \nabla_\theta \log q_\theta(z) = z - \sigma(\theta).
+        :Gradient: unbiased, :math:`\mathbb{E}[\hat g] = \nabla_\theta \mathbb{E}_{q_\theta}[f(z)]`.
+        :Cost: :math:`S` (``num_samples``) objective evaluations, in one call on all samples.
 
     Example:
         >>> import torch

@@ -1,0 +1,120 @@
+"""Property test over the whole registry (issue 16): no silent wrong answer on any input.
+
+Hypothesis draws an estimator, a config (a conformance config, sometimes with one field set
+to a value from a valid or an invalid range), tensor arguments (batch shapes including empty
+and 0-dim ones, every float dtype, entries set to NaN, ±inf or huge values, integer tensors)
+and a sample count.  Each call either returns finite results of the right shapes (and finite
+gradients on the finite entries), or raises one of the library's errors naming the argument
+(or config field, or ``num_samples``) that is wrong.  A few hundred examples by default;
+``pytest --slow`` runs many more.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, assume, given, note, settings
+from hypothesis import strategies as st
+
+import relaxit
+from relaxit_core import ConfigError, NonFiniteGradientWarning, RelaxitError
+
+INFOS = relaxit.available()
+SLOW = os.environ.get("RELAXIT_SLOW_TESTS") == "1"
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+BATCHES = [(), (0,), (1,), (3,), (2, 0), (2, 3)]
+SPECIAL = [math.nan, math.inf, -math.inf, 1e30, -1e30, 1e4, -1e4, 0.0]
+CONFIG_VALUES = [-1.0, 0.0, 1e-3, 0.5, 2.0, 1e6, math.nan, math.inf, True, "1", None, 3, -3]
+
+
+@st.composite
+def cases(draw):
+    info = draw(st.sampled_from(INFOS))
+    cls = info.cls
+    base = dict(draw(st.sampled_from(cls.conformance_configs or ({},))))
+    change = None
+    fields = [f for f in cls.Config.model_fields if f not in ("name", "family")]
+    if fields and draw(st.booleans()):
+        change = (draw(st.sampled_from(fields)), draw(st.sampled_from(CONFIG_VALUES)))
+    return {
+        "cls": cls,
+        "config": base,
+        "change": change,
+        "batch": draw(st.sampled_from(BATCHES)),
+        "event": draw(st.integers(1, 5)),
+        "dtype": draw(st.sampled_from(DTYPES)),
+        "corrupt": draw(st.one_of(st.none(), st.tuples(st.integers(0, 7), st.sampled_from(SPECIAL + ["int"])))),
+        "num_samples": draw(st.integers(0, 5)),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+def _finite(t):
+    return bool(torch.isfinite(t).all())
+
+
+def _loss(z):
+    d = (z.to(torch.float32) - 0.3).pow(2)
+    return d.flatten(1).sum(-1) if d.dim() > 1 else d
+
+
+@settings(max_examples=3000 if SLOW else 250, deadline=None, suppress_health_check=list(HealthCheck))
+@given(case=cases())
+def test_every_call_is_finite_or_a_named_error(case):
+    cls = case["cls"]
+    config = dict(case["config"])
+    culprits = set()  # the names an error may legitimately blame
+    if case["change"] is not None:
+        field, value = case["change"]
+        config[field] = value
+        culprits.add(field)
+    try:
+        est = cls(config)
+    except ConfigError as exc:
+        assert case["change"] is not None, f"the conformance config {config} was refused: {exc}"
+        assert case["change"][0] in str(exc)
+        return
+    note(f"estimator {est!r}")
+    try:
+        params = est.example_params(case["batch"], event_size=case["event"], dtype=case["dtype"],
+                                    generator=torch.Generator().manual_seed(case["seed"]))
+    except (NotImplementedError, RelaxitError, ValueError):
+        assume(False)  # no example arguments for this shape: nothing to check
+    corrupt = case["corrupt"]
+    if corrupt is not None and case["dtype"] in (torch.float16, torch.bfloat16) and corrupt[1] in (1e4, -1e4, 1e30, -1e30):
+        corrupt = None  # huge finite values overflow half-precision arithmetic itself: not an input error
+    names = [k for k, v in params.items() if v.is_floating_point()]
+    if corrupt is not None and names:
+        key = names[corrupt[0] % len(names)]
+        x = params[key].clone()
+        if corrupt[1] == "int":
+            x = x.round().to(torch.int64)
+        elif x.numel():
+            x.view(-1)[corrupt[0] % x.numel()] = corrupt[1]
+        culprits.add(key)  # an error may blame it (an infinity may be a valid limit: then no error)
+        params[key] = x
+    params = {k: v.requires_grad_() if v.is_floating_point() else v for k, v in params.items()}
+    k = case["num_samples"]
+    culprits.add("num_samples")  # estimator-specific rules (at least 2, even, at most K...) name it
+    note(f"params { {n: (tuple(v.shape), v.dtype) for n, v in params.items()} }, num_samples {k}, culprits {culprits}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NonFiniteGradientWarning)
+            out = est.estimate(_loss, num_samples=k, **params)
+            out.surrogate.float().sum().backward()
+    except RelaxitError as exc:
+        msg = str(exc)
+        assert culprits, f"no wrong input, yet {type(exc).__name__}: {msg}"
+        assert any(repr(c) in msg or c in msg for c in culprits | set(est.params)), msg
+        return
+    assert out.value.shape == () and out.surrogate.shape == ()
+    assert _finite(out.value) and _finite(out.surrogate) and _finite(out.samples), (out.value, out.surrogate)
+    assert out.samples.dtype == case["dtype"] and out.samples.dim() == 1 + len(est.distribution(**params).batch_shape) + len(
+        est.distribution(**params).event_shape)
+    for key, v in params.items():
+        if v.is_floating_point() and v.grad is not None:
+            assert _finite(v.grad[torch.isfinite(v.detach())]), key
