@@ -264,3 +264,33 @@ def test_conditional_sample_equals_the_two_branch_formula():
     w = torch.randn_like(zt)
     torch.testing.assert_close(torch.autograd.grad((zt * w).sum(), leaf)[0],
                                torch.autograd.grad((zt2 * w).sum(), leaf2)[0], **TOL)
+
+
+# ------------------------------------------------------------------------------- import cost
+def test_first_get_loads_only_the_plugin_asked_for():
+    """With only relaxit's own entry points installed, ``get(name)`` imports that one plugin
+    module; ``available()`` then loads the rest (a fresh interpreter)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        from relaxit_core.registry import ENTRY_POINT_GROUP, _dist_name, _relaxit_entry_points
+        if len({_dist_name(ep) for ep in _relaxit_entry_points(ENTRY_POINT_GROUP)}) != 1:
+            print("SKIP")
+            raise SystemExit
+        import relaxit
+        est = relaxit.get("gumbel_softmax", tau=0.5)
+        loaded = sorted(m for m in sys.modules if m.startswith("relaxit_plugins."))
+        assert loaded == ["relaxit_plugins.gumbel_softmax"], loaded
+        assert relaxit.describe("gumbel_softmax").name == "gumbel_softmax"
+        names = [i.name for i in relaxit.available()]
+        assert "reinforce" in names and len(names) > 20, names
+        print("OK")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    if out.stdout.strip() == "SKIP":
+        pytest.skip("a third-party relaxit plugin is installed: every get() loads all plugins")
+    assert out.stdout.strip() == "OK"
