@@ -294,3 +294,20 @@ def test_first_get_loads_only_the_plugin_asked_for():
     if out.stdout.strip() == "SKIP":
         pytest.skip("a third-party relaxit plugin is installed: every get() loads all plugins")
     assert out.stdout.strip() == "OK"
+
+
+def test_finite_screen_fast_path_and_its_overflow_fallback():
+    """The non-finite screen sums each argument once; finite logits whose sum overflows (3e38 + 3e38
+    in float32) still count as finite, and a single inf or NaN is still found."""
+    from relaxit_core import ParameterError
+
+    est = relaxit.get("reinforce", family="bernoulli", baseline="leave_one_out")
+    big = torch.tensor([3e38, 3e38, -1.0], requires_grad=True)
+    out = est.estimate(lambda z: (z - 0.3).pow(2), num_samples=2, logits=big)
+    out.surrogate.sum().backward()
+    assert torch.isfinite(big.grad).all() and torch.equal(out.samples[:, :2], torch.ones(2, 2))
+    with pytest.raises(ParameterError, match="NaN"):
+        est.estimate(lambda z: z, num_samples=2, logits=torch.tensor([0.0, float("nan"), 1.0]))
+    inf = torch.tensor([0.0, float("inf"), 1.0], requires_grad=True)
+    out = est.estimate(lambda z: (z - 0.3).pow(2), num_samples=2, logits=inf)
+    assert torch.equal(out.samples[:, 1], torch.ones(2))
