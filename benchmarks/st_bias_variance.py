@@ -13,7 +13,8 @@ For each estimator and temperature, ``N`` independent single-sample gradient est
 - ``mse``: ``bias² + variance``.
 
 Estimators: ``st_categorical``, ``gumbel_softmax`` (``hard=True``, ST-GS), ``gumbel_rao``
-(``num_conditional`` 1, 10, 100), ``reinmax`` and ``decoupled_st_gumbel_softmax`` (sweeping
+(``num_conditional`` 1, 10, 100), ``reinmax``, ``gst`` (gapped straight-through, Fan et al.
+2022: GST-1.0 and GST-p) and ``decoupled_st_gumbel_softmax`` (sweeping
 ``tau_backward`` at ``tau_forward`` 0.5 and 2; at ``tau_forward = 1`` it *is* ST-GS).  The
 decoupled estimator's hard samples follow ``Categorical(softmax(θ/τ_f))``; its bias is
 measured, like every other, against the gradient of the problem's objective under
@@ -67,6 +68,8 @@ def configs(taus, quick: bool):
         for m in (1, 10, 100):
             out.append(("gumbel_rao", {"tau": tau, "num_conditional": m}, tau))
         out.append(("reinmax", {"tau": tau}, tau))
+        out.append(("gst", {"tau": tau, "gap": 1.0}, tau))
+        out.append(("gst", {"tau": tau, "gap": "p"}, tau))
         for tf in (0.5, 2.0):
             out.append(("decoupled_st_gumbel_softmax", {"tau_forward": tf, "tau_backward": tau}, tau))
     return out
@@ -77,6 +80,9 @@ def label(name: str, cfg: dict) -> str:
         return "ST-GS (gumbel_softmax hard)"
     if name == "gumbel_rao":
         return f"gumbel_rao M={cfg['num_conditional']}"
+    if name == "gst":
+        gap = cfg["gap"]
+        return f"GST-{gap:g}" if not isinstance(gap, str) else f"GST-{gap}"
     if name == "decoupled_st_gumbel_softmax":
         return f"decoupled τ_f={cfg['tau_forward']:g}"
     return name

@@ -51,6 +51,10 @@ nitpick_ignore = [
     ("py:class", "argparse._SubParsersAction"),
     # the bench's run config is documented as a file format (guides/bench), not as a class
     ("py:class", "relaxit.bench.config.BenchConfig"),
+    # how autodoc spells relaxit_core.schedules.Temperature in config-field annotations
+    ("py:class", "pydantic.functional_validators.WrapValidator"),
+    ("py:class", "relaxit_core.schedules._validate_temperature"),
+    ("py:class", "pydantic.types.Strict"),  # strict scalars inside Temperature, gst's gap...
 ]
 nitpick_ignore_regex = [
     (r"py:.*", r"pluggy\..*"),  # pluggy's markers: documented by pluggy, not in our inventories

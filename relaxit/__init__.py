@@ -11,7 +11,8 @@ that happens on the first :func:`get`, :func:`build`, :func:`available` or :func
 
 :data:`EstimatorSpec` is a pydantic field type for an estimator block in your own config;
 :mod:`relaxit.nn` (imported on first access of ``relaxit.nn``) has ready-made stochastic
-layers built from such a block.
+layers built from such a block; :mod:`relaxit.pyro` (likewise) has
+:class:`~relaxit.pyro.EstimatorELBO`, Pyro inference with any estimator.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from relaxit_core import (
     UnknownEstimatorError,
 )
 from relaxit_core.registry import registry as _registry
+from relaxit import schedules
 from relaxit.spec import EstimatorSpec
 
 __version__ = "2.0.0"
@@ -45,6 +47,7 @@ __all__ = [
     "schema",
     "validate",
     "EstimatorSpec",
+    "schedules",
     "Capability",
     "ConfigError",
     "Estimate",
@@ -107,10 +110,10 @@ def register(cls: type) -> type:
 def __getattr__(name: str) -> Any:
     # ``relaxit.nn`` (the stochastic layers) is imported on first access, keeping
     # ``import relaxit`` light.
-    if name == "nn":
+    if name in ("nn", "pyro"):
         import importlib
 
-        return importlib.import_module("relaxit.nn")
+        return importlib.import_module(f"relaxit.{name}")
     raise AttributeError(f"module 'relaxit' has no attribute {name!r}")
 
 

@@ -67,8 +67,9 @@ def _run_describe(args: argparse.Namespace) -> int:
     import relaxit
 
     info = relaxit.describe(args.name)
+    advice = _advice(info.name)
     if args.json:
-        print(json.dumps(info.to_dict(), indent=2))
+        print(json.dumps({**info.to_dict(), "advice": advice}, indent=2))
         return 0
     from relaxit_core.text import rst_inline_to_text, rst_to_text, terminal_width
 
@@ -79,6 +80,8 @@ def _run_describe(args: argparse.Namespace) -> int:
 
     print(f"{info.name}  ({'/'.join(info.families)})")
     print(rst_to_text(info.summary, width=width, indent="  "))
+    if advice:
+        field("advice:", advice)
     field("reference:", info.reference)
     field("params:", ", ".join(info.params))
     field("capabilities:", ", ".join(sorted(c.value for c in info.capabilities)))
@@ -92,7 +95,7 @@ def _run_describe(args: argparse.Namespace) -> int:
         for sub in spec.get("allOf", ()):
             merged.update(sub)
         bounds = ", ".join(f"{k} {merged[k]}" for k in ("exclusiveMinimum", "minimum", "exclusiveMaximum", "maximum") if k in merged)
-        kind = merged.get("type") or "/".join(map(str, merged.get("enum", []))) or "any"
+        kind = merged.get("type") or "/".join(map(str, merged.get("enum", []))) or _union_kind(merged) or "any"
         head = f"{name} ({kind}; default {merged.get('default')!r}{'; ' + bounds if bounds else ''}): "
         text = rst_to_text(head + rst_inline_to_text(merged.get("description", "")), width=width - 4, indent="      ")
         print("    " + text[6:])
@@ -101,6 +104,15 @@ def _run_describe(args: argparse.Namespace) -> int:
         print("  maths (TeX; typeset on the method's page of the docs):")
         print(rst_to_text(maths, width=width, indent="    "))
     return 0
+
+
+def _advice(name: str) -> str | None:
+    """One line from the bench's shipped gradient card (``relaxit.bench.advice``), if any."""
+    try:
+        from relaxit.bench.advice import advice
+    except ImportError:  # pragma: no cover - the bench module is part of the package
+        return None
+    return advice(name)
 
 
 def maths_section(cls: type) -> str:
@@ -256,3 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("relaxit: interrupted", file=sys.stderr)
             return 130
+
+
+def _union_kind(spec: dict) -> str:
+    """``number | schedule`` for a temperature field, ``integer | null`` for an optional one..."""
+    kinds = []
+    for sub in spec.get("anyOf", ()):
+        kind = sub.get("type") or ("schedule" if "discriminator" in sub or "$ref" in sub else None)
+        if kind is None and "const" in sub:
+            kind = repr(sub["const"])
+        if kind and kind not in kinds:
+            kinds.append(kind)
+    return " | ".join(kinds)

@@ -176,9 +176,12 @@ class StochasticLayer(torch.nn.Module):
         transform: Callable[[torch.Tensor], torch.Tensor] | None,
         num_samples: int,
         reduce: str,
+        context: torch.Tensor | None = None,
     ) -> Estimate:
         if not callable(objective):
             raise TypeError(f"{type(self).__name__}: objective must be callable, got {type(objective).__name__}")
+        if context is not None:  # only estimators that read a context take it (reinforce's learned baseline)
+            params = {**params, "context": context}
         if transform is None:
             return self.estimator.estimate(objective, num_samples=num_samples, reduce=reduce, **params)
         out = self.estimator.estimate(
@@ -286,14 +289,20 @@ class DiscreteLatent(StochasticLayer):
         *,
         num_samples: int = 1,
         reduce: str = "mean",
+        context: torch.Tensor | None = None,
     ) -> torch.Tensor | Estimate:
         """One sample (no ``objective``), or the :class:`~relaxit_core.Estimate` of
         ``E[objective(z)]`` with ``num_samples`` samples (``objective`` maps samples
-        ``[S, *logits.shape]`` to losses ``[S, *batch]``; backpropagate ``.surrogate``)."""
+        ``[S, *logits.shape]`` to losses ``[S, *batch]``; backpropagate ``.surrogate``).
+
+        ``context`` (``[*batch, C]``) is passed to estimators that read one: ``reinforce``
+        with ``baseline="learned", context_size=C`` (an input-dependent critic, e.g. the
+        encoder's input or features of it; detached by the estimator)."""
         if objective is None:
             return self.sample(logits)
         return self._estimate(
-            objective, self._params(logits), self._out if self.binary_as_categorical else None, num_samples, reduce
+            objective, self._params(logits), self._out if self.binary_as_categorical else None, num_samples, reduce,
+            context,
         )
 
     def kl(self, logits: torch.Tensor, prior_logits: torch.Tensor | None = None) -> torch.Tensor:

@@ -21,12 +21,13 @@ from relaxit_core.errors import (
     DuplicateEstimatorError,
     NonFiniteGradientWarning,
     ObjectiveError,
+    EstimatorWarning,
     ParameterError,
     PluginWarning,
     RelaxitError,
     UnknownEstimatorError,
 )
-from relaxit_core.estimator import Estimate, EstimatorBase, GradientEstimator, Objective
+from relaxit_core.estimator import Draw, Estimate, EstimatorBase, GradientEstimator, Objective
 from relaxit_core.hookspecs import hookimpl, hookspec
 from relaxit_core.registry import EstimatorInfo, Registry
 
@@ -35,6 +36,7 @@ __all__ = [
     "FAMILIES",
     "EstimatorConfig",
     "Estimate",
+    "Draw",
     "EstimatorBase",
     "GradientEstimator",
     "Objective",
@@ -50,4 +52,5 @@ __all__ = [
     "DuplicateEstimatorError",
     "PluginWarning",
     "NonFiniteGradientWarning",
+    "EstimatorWarning",
 ]

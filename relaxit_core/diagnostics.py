@@ -129,6 +129,7 @@ def gradient_samples(
     num_samples: int = 1,
     vectorize: bool = True,
     wrt: tuple[str, ...] | None = None,
+    context: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """``num_draws`` independent gradient estimates, stacked: ``{name: [num_draws, *shape]}``.
 
@@ -136,7 +137,9 @@ def gradient_samples(
     dimension and one ``estimate()`` call makes every draw; ``objective`` must then accept
     samples ``[S, num_draws, *batch_shape, *event_shape]`` and return ``[S, num_draws, *B]``
     (objectives that reduce trailing dimensions do).  With ``vectorize=False`` it calls
-    ``estimate()`` ``num_draws`` times.
+    ``estimate()`` ``num_draws`` times.  ``context`` (for estimators that read one, e.g.
+    ``reinforce`` with a learned baseline: ``[*B, C]``) is passed to every ``estimate()``
+    call, replicated along the draws' dimension when vectorised.
     """
     wrt = wrt or tuple(k for k, v in params.items() if v.is_floating_point() and k in ("logits", "probs", "loc", "log_alpha", "scale"))
     if vectorize:
@@ -144,13 +147,15 @@ def gradient_samples(
         for k, v in params.items():
             rep = v.detach().unsqueeze(0).expand(num_draws, *v.shape).clone()
             leaves[k] = rep.requires_grad_(k in wrt)
-        out = estimator.estimate(objective, num_samples=num_samples, **leaves)
+        ctx = {} if context is None else {"context": context.unsqueeze(0).expand(num_draws, *context.shape)}
+        out = estimator.estimate(objective, num_samples=num_samples, **ctx, **leaves)
         grads = torch.autograd.grad(out.surrogate.sum(), [leaves[k] for k in wrt], allow_unused=True)
         return {k: (g if g is not None else torch.zeros_like(leaves[k])).detach() for k, g in zip(wrt, grads)}
     draws: dict[str, list[torch.Tensor]] = {k: [] for k in wrt}
     for _ in range(num_draws):
         leaves = {k: (v.detach().clone().requires_grad_(k in wrt)) for k, v in params.items()}
-        out = estimator.estimate(objective, num_samples=num_samples, **leaves)
+        ctx = {} if context is None else {"context": context}
+        out = estimator.estimate(objective, num_samples=num_samples, **ctx, **leaves)
         grads = torch.autograd.grad(out.surrogate.sum(), [leaves[k] for k in wrt], allow_unused=True)
         for k, g in zip(wrt, grads):
             draws[k].append(g.detach() if g is not None else torch.zeros_like(leaves[k]))

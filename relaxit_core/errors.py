@@ -15,6 +15,7 @@ __all__ = [
     "DuplicateEstimatorError",
     "PluginWarning",
     "NonFiniteGradientWarning",
+    "EstimatorWarning",
 ]
 
 
@@ -101,3 +102,9 @@ class NonFiniteGradientWarning(RuntimeWarning):
 
 class PluginWarning(UserWarning):
     """A plugin failed to load or returned something that is not an estimator; it is skipped."""
+
+
+class EstimatorWarning(UserWarning):
+    """An estimator's law is used where its estimator cannot run: e.g. a score-function law
+    sampled at a guide site of one of Pyro's own ELBOs, which then applies Pyro's score
+    function instead of the estimator (use :class:`relaxit.pyro.EstimatorELBO`)."""

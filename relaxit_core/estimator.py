@@ -19,10 +19,12 @@ from pydantic import ValidationError
 from relaxit_core.capabilities import FAMILIES, Capability
 from relaxit_core.config import EstimatorConfig, family_choices, require_family
 from relaxit_core.errors import ConfigError, NonFiniteGradientWarning, ObjectiveError, ParameterError
+from relaxit_core.inference import carry_estimator
 from relaxit_core.limits import Limits, check_probs, find_limits, is_compiling
+from relaxit_core.schedules import ScheduleBase, is_temperature_field
 from relaxit_core.surrogate import score_function_surrogate
 
-__all__ = ["Estimate", "GradientEstimator", "EstimatorBase", "Objective"]
+__all__ = ["Estimate", "Draw", "GradientEstimator", "EstimatorBase", "Objective"]
 
 Objective = Callable[[torch.Tensor], torch.Tensor]
 """A loss: samples ``z`` of shape ``[S, *batch_shape, *event_shape]`` -> ``[S, *B]``."""
@@ -45,6 +47,15 @@ class Estimate(NamedTuple):
     surrogate: torch.Tensor
     value: torch.Tensor
     samples: torch.Tensor
+
+
+class Draw(NamedTuple):
+    """What :meth:`EstimatorBase.draw` returns: the samples at which to evaluate the costs, and
+    whatever the estimator needs besides them to build its surrogate (``None`` for plain
+    i.i.d. draws)."""
+
+    samples: torch.Tensor
+    state: Any = None
 
 
 _IN_ESTIMATE: ContextVar[tuple[int, frozenset[int]] | None] = ContextVar("relaxit_in_estimate", default=None)
@@ -329,6 +340,14 @@ class EstimatorBase(torch.nn.Module):
                 require_family(config, cls.families, cls.__name__)
             if "conformance_configs" not in cls.__dict__ and cls.conformance_configs == ({},):
                 cls.conformance_configs = tuple({"family": f} for f in cls.families)
+        fields = getattr(cls.Config, "model_fields", {})
+        cls.temperature_fields = tuple(n for n, f in fields.items() if is_temperature_field(f))
+        for field in cls.temperature_fields:  # est.tau: the current value, a float
+            if not hasattr(cls, field):
+                setattr(cls, field, property(
+                    lambda self, _f=field: self.temperature(_f),
+                    doc=f"The current value of the temperature field ``{field}`` (a float).",
+                ))
 
     def __init__(self, config: EstimatorConfig | Mapping[str, Any] | None = None, **kwargs: Any):
         super().__init__()
@@ -337,6 +356,43 @@ class EstimatorBase(torch.nn.Module):
         if family is not None:
             self.family = family  # instance attribute shadows the class-level default
         self.capabilities = frozenset(self.capabilities_for(self.config))
+        self._schedules = {
+            f: getattr(self.config, f) for f in self.temperature_fields
+            if isinstance(getattr(self.config, f), ScheduleBase)
+        }
+        if self._schedules:
+            self.register_buffer("schedule_step", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------ schedules
+    temperature_fields: ClassVar[tuple[str, ...]] = ()
+    """The config fields declared with :data:`relaxit_core.schedules.Temperature`."""
+
+    def step(self, n: int = 1) -> None:
+        """Advance the step count of this estimator's temperature schedules by ``n``
+        (in place; a no-op when no field is scheduled)."""
+        if self._schedules:
+            with torch.no_grad():
+                self.schedule_step.add_(n)
+
+    def current_temperature(self, field: str) -> float | torch.Tensor:
+        """The value of temperature field ``field`` for the current step, as used by
+        :meth:`distribution` and :meth:`estimate`: the config's number when the field is
+        not scheduled, else a 0-dim tensor computed from the ``schedule_step`` buffer
+        (no host synchronisation, so compiled code does not recompile as it changes)."""
+        schedule = self._schedules.get(field)
+        if schedule is None:
+            return getattr(self.config, field)
+        return schedule.tensor(self.schedule_step)
+
+    def temperature(self, field: str) -> float:
+        """The current value of temperature field ``field`` as a Python float (also
+        available as the attribute ``est.<field>``)."""
+        if field not in self.temperature_fields:
+            raise AttributeError(f"{self.name} has no temperature field {field!r}")
+        schedule = self._schedules.get(field)
+        if schedule is None:
+            return float(getattr(self.config, field))
+        return schedule.value(int(self.schedule_step))
 
     # ----------------------------------------------------------------- configs
     @classmethod
@@ -454,6 +510,8 @@ class EstimatorBase(torch.nn.Module):
         Infinite logits are the limits they denote (see :mod:`relaxit_core.limits`): samples
         hold the limit; ``log_prob`` is the PMF for a law with ``HARD`` samples and raises
         :class:`~relaxit_core.ParameterError` for a relaxed law (whose limit has no density).
+        A score-function estimator's law carries the estimator (into a Pyro guide site, where
+        :class:`relaxit.pyro.EstimatorELBO` runs it; see :mod:`relaxit_core.inference`).
         """
         checked = self.check_params(params)
         # checked already when estimate() calls it; while tracing, the law keeps the infinities
@@ -465,6 +523,8 @@ class EstimatorBase(torch.nn.Module):
         if limits is not None and limits.names:
             stand_in = self._build(limits.params) if Capability.HARD in self.capabilities else None
             law.log_prob = LimitLogProb(self.name, law, stand_in, limits)  # type: ignore[method-assign]
+        if self._carries_estimator and not is_compiling():
+            law = carry_estimator(law, self)  # see relaxit_core.inference
         return law
 
     def _checked_by_estimate(self, params: Mapping[str, Any]) -> bool:
@@ -491,6 +551,11 @@ class EstimatorBase(torch.nn.Module):
                 raise
             shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in checked.items())
             raise ParameterError(f"{self.name}: {exc} (arguments: {shapes})") from exc
+
+    @property
+    def _carries_estimator(self) -> bool:
+        """Score-function laws carry their estimator into Pyro programs (pathwise ones need not)."""
+        return Capability.SCORE_FUNCTION in self.capabilities and Capability.RSAMPLE not in self.capabilities
 
     def build_distribution(self, **params: torch.Tensor) -> torch.distributions.Distribution:
         """Build the law from checked tensor arguments (implemented by each estimator)."""
@@ -534,7 +599,7 @@ class EstimatorBase(torch.nn.Module):
             f = call_objective(objective, z, dist, self.name)
             log_q = reduce_log_prob(dist.log_prob(z), f.dim())
             if reduce == "mean":
-                surrogate = score_function_surrogate(f, log_q, self.baseline(f.detach()))
+                surrogate = self.score_surrogate(f, log_q)
             else:  # one joint sample of S draws: its score is the sum of the draws' scores
                 total = reduce_samples(f, reduce)
                 surrogate = score_function_surrogate(total.unsqueeze(0), log_q.sum(0, keepdim=True))
@@ -543,6 +608,51 @@ class EstimatorBase(torch.nn.Module):
         raise NotImplementedError(
             f"{self.name} has neither RSAMPLE nor SCORE_FUNCTION; it must override estimate()"
         )
+
+    # -------------------------------------------- two phases: draw, then costs
+    cost_samples: ClassVar[str | None] = None
+    """Whether the estimator builds its surrogate from costs given at its samples
+    (:meth:`draw`, then :meth:`from_costs`), so that a caller can evaluate many estimators'
+    samples in one batched program run (e.g. :class:`relaxit.pyro.EstimatorELBO`):
+
+    - ``None``: no; only :meth:`estimate` (it evaluates the objective where it needs to,
+      e.g. at relaxed values).
+    - ``"own"``: the samples must come from :meth:`draw` (e.g. antithetic pairs).
+    - ``"any"``: any i.i.d. draws of the law serve, including draws made elsewhere (a Pyro
+      guide's own sampling) with parameters that carry the sample dimension (each sample
+      drawn from its own law, e.g. conditioned on other variables): a score-function
+      surrogate with a baseline that never uses a sample's own cost."""
+
+    preferred_reduce: ClassVar[str] = "mean"
+    """The reduction the estimator is meant for (``"logmeanexp"``: a multi-sample bound)."""
+
+    def draw(self, num_samples: int = 1, **params: Any) -> Draw:
+        """Phase one of :meth:`estimate`: the samples at which the costs are wanted,
+        shape ``[num_samples, *batch_shape, *event_shape]``."""
+        if self.cost_samples is None:
+            raise NotImplementedError(f"{self.name} has no two-phase form; use estimate()")
+        num_samples = self._check_num_samples(num_samples)
+        return Draw(self.distribution(**params).sample((num_samples,)))
+
+    def from_costs(self, costs: torch.Tensor, draw: Draw, *, reduce: str = "mean", **params: Any) -> Estimate:
+        """Phase two of :meth:`estimate`: the :class:`Estimate` from the costs ``[S, *B]``
+        at ``draw.samples`` (the values ``objective(draw.samples)`` would return).
+
+        The default serves score-function estimators whose gradient is
+        ``mean_s (f_s - b_s) ∇ log q(z_s)`` with :meth:`baseline`; ``reduce`` as in
+        :meth:`estimate`.  With ``cost_samples == "any"`` the parameters may carry the
+        sample dimension (shape ``[S, *batch_shape, ...]``)."""
+        if self.cost_samples is None:
+            raise NotImplementedError(f"{self.name} has no two-phase form; use estimate()")
+        self._check_reduce(reduce)
+        z = draw.samples
+        log_q = reduce_log_prob(self.distribution(**params).log_prob(z), costs.dim())
+        if reduce == "mean":
+            surrogate = score_function_surrogate(costs, log_q, self.baseline(costs.detach()))
+        else:  # one joint sample of S draws: its score is the sum of the draws' scores
+            total = reduce_samples(costs, reduce)
+            surrogate = score_function_surrogate(total.unsqueeze(0), log_q.sum(0, keepdim=True))
+        return Estimate(surrogate, reduce_samples(costs.detach(), reduce), z)  # value: the costs alone
 
     def evaluations(self, num_samples: int | None = None, *, batch_ndim: int = 0, **params: Any) -> int:
         """The objective rows that one :meth:`estimate` call evaluates.
@@ -584,6 +694,14 @@ class EstimatorBase(torch.nn.Module):
             raise ParameterError(
                 f"{self.name}: reduce={reduce!r} is not supported; allowed: {', '.join(map(repr, self.reductions))}"
             )
+
+    def score_surrogate(self, f: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        """The score-function surrogate of ``reduce="mean"`` from the objective values ``f``
+        and ``log q(z)``, both ``[S, *B]``: by default
+        :func:`~relaxit_core.surrogate.score_function_surrogate` with :meth:`baseline`.
+        Override it for learning signals that are not ``f - b`` (e.g. normalised advantages),
+        keeping the forward value ``f.mean(0)``."""
+        return score_function_surrogate(f, log_q, self.baseline(f.detach()))
 
     def baseline(self, f: torch.Tensor) -> torch.Tensor | None:
         """A baseline for the score-function surrogate, independent of each sample's own

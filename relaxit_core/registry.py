@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
@@ -110,6 +111,14 @@ def _relaxit_entry_points(group: str) -> list[EntryPoint]:
     return sorted(out, key=lambda e: (e.name, _dist_name(e), e.value))
 
 
+def _canonical(name: str) -> str:
+    """A distribution name in its normalised form (PEP 503): ``My_Pkg.x`` -> ``my-pkg-x``.
+
+    Metadata spells a name as its build backend wrote it (``relaxit_example_plugin`` or
+    ``relaxit-example-plugin``); names are compared in the normalised form, as pip does."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _dist_name(ep: EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
     name = getattr(dist, "name", None) if dist is not None else None
@@ -133,11 +142,18 @@ def _disabled(eps: list[EntryPoint]) -> set[str]:
     items = {s.strip() for s in os.environ.get(DISABLE_ENV, "").split(",") if s.strip()}
     if not items:
         return set()
+    # a distribution may be named in any spelling pip accepts (``my_pkg`` for ``my-pkg``)
+    items |= {_canonical(i.split(":", 1)[0]) + (":" + i.split(":", 1)[1] if ":" in i else "") for i in items}
+
+    def canonical_id(ep: EntryPoint) -> str:
+        return f"{_canonical(_dist_name(ep))}:{ep.name}"
+
     out: set[str] = set()
     by_name: dict[str, list[EntryPoint]] = {}
     for ep in eps:
         by_name.setdefault(ep.name, []).append(ep)
-        if _plugin_id(ep) in items or _dist_name(ep) in items or ep.value in items:
+        if (_plugin_id(ep) in items or canonical_id(ep) in items or _canonical(_dist_name(ep)) in items
+                or ep.value in items):
             out.add(_plugin_id(ep))
     for item in items:
         matches = by_name.get(item, [])

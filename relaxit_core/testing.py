@@ -24,6 +24,7 @@ import copy
 import io
 import math
 import pickle
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from relaxit_core.capabilities import FAMILIES, Capability
-from relaxit_core.errors import ConfigError, ParameterError, UnknownEstimatorError
+from relaxit_core.errors import ConfigError, EstimatorWarning, ParameterError, UnknownEstimatorError
 from relaxit_core.estimator import EstimatorBase, GradientEstimator
 
 __all__ = ["Check", "CHECKS", "checks_for", "check_estimator", "parametrize_with_checks", "estimator_id", "instances"]
@@ -151,6 +152,16 @@ def _objective(dist, b_ndim: int, *, seed: int = 1, dtype=torch.float64, device=
         return f
 
     return objective
+
+
+def _context(est, batch, *, device=None, dtype=torch.float64, seed=7) -> dict[str, torch.Tensor]:
+    """``{"context": c}`` for an estimator that reads a context (its ``example_context``
+    returns one for the objective's batch ``B``), else ``{}``."""
+    make = getattr(est, "example_context", None)
+    if make is None:
+        return {}
+    ctx = make(tuple(batch), dtype=dtype, device=device, generator=torch.Generator().manual_seed(seed))
+    return {} if ctx is None else {"context": ctx}
 
 
 def _is_registered(est) -> bool:
@@ -434,8 +445,8 @@ def check_estimate_contract(est, device):
         base = _objective(d, b_ndim, device=device)
         phi = torch.tensor(1.7, dtype=torch.float64, device=device, requires_grad=True)
         kw = {} if reduce == "mean" else {"reduce": reduce}
-        out = est.estimate(lambda z: phi * base(z), num_samples=s, **kw, **params)
         want = tuple(d.batch_shape)[:b_ndim]
+        out = est.estimate(lambda z: phi * base(z), num_samples=s, **kw, **_context(est, want, device=device), **params)
         _assert(tuple(out.value.shape) == want, f"value shape {tuple(out.value.shape)}, expected {want}")
         _assert(tuple(out.surrogate.shape) == want, f"surrogate shape {tuple(out.surrogate.shape)}, expected {want}")
         _assert(not out.value.requires_grad, "value must be detached")
@@ -463,10 +474,41 @@ def check_estimate_contract(est, device):
         params = _params(est, (2, 3), device=device, dtype=dtype, extreme=True, requires_grad=True)
         d = est.distribution(**{k: v.detach() for k, v in params.items()})
         base = _objective(d, 0, dtype=dtype, device=device)
-        out = est.estimate(base, num_samples=s, **params)
+        out = est.estimate(base, num_samples=s, **_context(est, (), device=device, dtype=dtype), **params)
         out.surrogate.backward()
         for k, v in _float_params(params).items():
             _assert(v.grad is not None and bool(torch.isfinite(v.grad).all()), f"non-finite gradient for {k!r} at extreme parameters ({dtype})")
+
+
+@_check()
+def check_two_phase(est, device):
+    """With ``cost_samples`` set, ``draw`` then ``from_costs`` give what ``estimate`` gives under the same random stream."""
+    form = getattr(est, "cost_samples", None)
+    _assert(form in (None, "any", "own"), f"cost_samples must be None, 'any' or 'own', got {form!r}")
+    if form is None:
+        return
+    s = max(4, _min_samples(est))
+    for reduce in tuple(getattr(est, "reductions", ("mean",))):
+        grads = []
+        for phase in ("estimate", "two"):
+            params = _params(est, (2, 3), device=device, requires_grad=True)
+            d = est.distribution(**{k: v.detach() for k, v in params.items()})
+            base = _objective(d, 1, device=device)
+            state = copy.deepcopy(est.state_dict())
+            torch.manual_seed(11)
+            if phase == "estimate":
+                out = est.estimate(base, num_samples=s, reduce=reduce, **params)
+            else:
+                draw = est.draw(s, **params)
+                out = est.from_costs(base(draw.samples), draw, reduce=reduce, **params)
+            est.load_state_dict(state)
+            out.surrogate.sum().backward()
+            grads.append((out.value, [v.grad for v in _float_params(params).values()]))
+        (v1, g1), (v2, g2) = grads
+        tol = _tol(torch.float64, float(v1.abs().max()))
+        _assert(bool(torch.allclose(v1, v2, atol=tol, rtol=0)), f"two phases give another value than estimate() ({reduce})")
+        for a, b in zip(g1, g2):
+            _assert(bool(torch.allclose(a, b, atol=tol * 16, rtol=1e-9)), f"two phases give another gradient than estimate() ({reduce})")
 
 
 @_check()
@@ -484,7 +526,8 @@ def check_evaluations(est, device):
             rows.append(int(z.shape[: z.dim() - ndim_full].numel()))
             return base(z)
 
-        est.estimate(counting, num_samples=s, **params).surrogate.sum().backward()
+        ctx = _context(est, tuple(d.batch_shape)[:b_ndim], device=device)
+        est.estimate(counting, num_samples=s, **ctx, **params).surrogate.sum().backward()
         declared = est.evaluations(s, batch_ndim=b_ndim, **params)
         _assert(isinstance(declared, int) and not isinstance(declared, bool),
                 f"evaluations() must return an int, got {declared!r}")
@@ -522,7 +565,7 @@ def check_argument_errors(est, device):
         raise AssertionError("num_samples=0 must raise")
     try:
         s = max(2, _min_samples(est))
-        est.estimate(lambda z: z.new_zeros((s, 5, 5, 5)), num_samples=s, **params)
+        est.estimate(lambda z: z.new_zeros((s, 5, 5, 5)), num_samples=s, **_context(est, (), device=device), **params)
     except (ValueError, RuntimeError):
         pass
     else:
@@ -552,8 +595,9 @@ def check_unbiased(est, device):
     exact = exact_gradient(objective, params, est.family, law=law)
     s = max(2, _min_samples(est))
     draws = 4000
-    gradient_samples(est, objective, params, 8, num_samples=s)  # warm-up (moving averages, control variates)
-    grads = gradient_samples(est, objective, params, draws, num_samples=s)
+    ctx = _context(est, (), device=device)  # the objective reduces every batch dimension: B = ()
+    gradient_samples(est, objective, params, 8, num_samples=s, **ctx)  # warm-up (moving averages, control variates)
+    grads = gradient_samples(est, objective, params, draws, num_samples=s, **ctx)
     _compare_to_exact(grads, exact, "reduce='mean'")
     if "logmeanexp" in getattr(est, "reductions", ()):
         # the multi-sample bound over S = 2 draws: enumerate the joint law of both draws
@@ -568,7 +612,8 @@ def check_unbiased(est, device):
 
         exact_s = exact_gradient(joint, params, est.family, law=law_s)
         leaves = {k: v.detach().unsqueeze(0).expand(draws, *v.shape).clone().requires_grad_(True) for k, v in params.items()}
-        out = est.estimate(objective, num_samples=s, reduce="logmeanexp", **leaves)
+        ctx_s = {k: v.unsqueeze(0).expand(draws, *v.shape) for k, v in ctx.items()}
+        out = est.estimate(objective, num_samples=s, reduce="logmeanexp", **ctx_s, **leaves)
         g = torch.autograd.grad(out.surrogate.sum(), list(leaves.values()))
         _compare_to_exact(dict(zip(leaves, g)), exact_s, "reduce='logmeanexp'")
 
@@ -623,14 +668,16 @@ def check_pyro_site(est, device):
         return pyro.sample("z", est.distribution(**params).to_event(n_batch))
 
     pyro.clear_param_store()
-    tr = poutine.trace(guide).get_trace()
-    _assert(tr.nodes["z"]["value"].shape == d.shape(), "the site's value has the wrong shape")
-    if C.LOG_PROB in est.capabilities:
-        _assert(bool(torch.isfinite(tr.log_prob_sum())), "the site's log_prob is not finite")
-        loss = pyro.infer.Trace_ELBO().differentiable_loss(model, guide)
-        loss.backward()
-        for k, v in _float_params(params).items():
-            _assert(v.grad is not None and bool(torch.isfinite(v.grad).all()), f"ELBO gradient of {k!r} not finite")
+    with warnings.catch_warnings():  # Trace_ELBO on a score-function law warns (EstimatorWarning): expected here
+        warnings.simplefilter("ignore", EstimatorWarning)
+        tr = poutine.trace(guide).get_trace()
+        _assert(tr.nodes["z"]["value"].shape == d.shape(), "the site's value has the wrong shape")
+        if C.LOG_PROB in est.capabilities:
+            _assert(bool(torch.isfinite(tr.log_prob_sum())), "the site's log_prob is not finite")
+            loss = pyro.infer.Trace_ELBO().differentiable_loss(model, guide)
+            loss.backward()
+            for k, v in _float_params(params).items():
+                _assert(v.grad is not None and bool(torch.isfinite(v.grad).all()), f"ELBO gradient of {k!r} not finite")
 
 
 # -------------------------------------------------------------------------- running

@@ -6,12 +6,14 @@ Not a plugin (declares no estimator); :mod:`relaxit_plugins.arm` and
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pyro.distributions as pdist
 import torch
 
 from relaxit_core.distributions import logistic_like
 from relaxit_core.errors import ParameterError
-from relaxit_core.estimator import Estimate, EstimatorBase, call_objective
+from relaxit_core.estimator import Draw, Estimate, EstimatorBase, call_objective
 from relaxit_core import Capability as C
 
 __all__ = ["AntitheticEstimator", "antithetic_pairs", "check_even"]
@@ -81,6 +83,8 @@ class AntitheticEstimator(EstimatorBase):
         """The gradient estimate w.r.t. ``logits`` averaged over the pairs."""
         raise NotImplementedError
 
+    cost_samples: ClassVar[str] = "own"  # the costs must be at draw()'s antithetic pairs
+
     def estimate(self, objective, *, num_samples=2, reduce="mean", **params):
         num_samples = check_even(self.name, self._check_num_samples(num_samples))
         self._check_reduce(reduce)
@@ -89,3 +93,25 @@ class AntitheticEstimator(EstimatorBase):
         samples, f, f_b, f_anti, b, b_anti, lu = antithetic_pairs(self.name, objective, num_samples, logits, dist)
         g_hat = self.pair_gradient(logits, f_b, f_anti, b, b_anti, lu)
         return Estimate(attach(f, logits, g_hat), f.mean(0).detach(), samples)
+
+    def draw(self, num_samples=2, **params):
+        """The ``num_samples / 2`` antithetic pairs ``[b; b̃]`` (phase one of :meth:`estimate`)."""
+        num_samples = check_even(self.name, self._check_num_samples(num_samples))
+        theta = self.check_params(params)["logits"].detach()
+        lu = logistic_like(torch.Size((num_samples // 2,)) + theta.shape, theta)
+        b = (lu < theta).to(theta.dtype)
+        b_anti = (-lu < theta).to(theta.dtype)
+        return Draw(torch.cat([b, b_anti]), lu)
+
+    def from_costs(self, costs, draw, *, reduce="mean", **params):
+        """The estimate from the costs ``[num_samples, *B]`` at ``draw.samples`` (phase two)."""
+        self._check_reduce(reduce)
+        logits = self.check_params(params)["logits"]
+        lu = draw.state
+        pairs = lu.shape[0]
+        if costs.shape[0] != 2 * pairs:
+            raise ParameterError(f"{self.name}: expected costs for {2 * pairs} samples, got {costs.shape[0]}")
+        b, b_anti = draw.samples.split(pairs)
+        f_b, f_anti = costs.split(pairs)
+        g_hat = self.pair_gradient(logits, f_b, f_anti, b, b_anti, lu)
+        return Estimate(attach(costs, logits, g_hat), costs.mean(0).detach(), draw.samples)

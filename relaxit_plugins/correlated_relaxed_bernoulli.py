@@ -32,6 +32,7 @@ from torch.distributions.utils import lazy_property
 from torch.special import log_ndtr, ndtri
 
 import relaxit_core
+from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
 from relaxit_core.distributions import as_logits, clamp_probs
 from relaxit_core.surrogate import straight_through
@@ -381,7 +382,8 @@ class CorrelatedRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`CorrelatedRelaxedBernoulliEstimator`."""
 
         name: Literal["correlated_relaxed_bernoulli"] = "correlated_relaxed_bernoulli"
-        tau: float = Field(1.0, gt=0, le=1e3, description="Temperature τ of the binary Concrete marginals.")
+        tau: Temperature = Field(
+            1.0, description="Temperature τ of the binary Concrete marginals.")
         hard: bool = Field(False, description="Straight-through: forward 0/1, backward relaxed.")
 
     @classmethod
@@ -392,7 +394,7 @@ class CorrelatedRelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
 
     def build_distribution(self, logits=None, probs=None, corr=None, tau=None):
         law = StraightThroughCorrelatedRelaxedBernoulli if self.config.hard else CorrelatedRelaxedBernoulli
-        return law(probs=probs, logits=logits, corr=corr, temperature=self.config.tau if tau is None else tau)
+        return law(probs=probs, logits=logits, corr=corr, temperature=self.current_temperature("tau") if tau is None else tau)
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):

@@ -36,6 +36,7 @@ from pydantic import Field
 from torch.distributions import constraints
 
 import relaxit_core
+from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
 from relaxit_core.distributions import as_logits, gumbel_like
 from relaxit_plugins._straight_through_categorical import OneHotStraightThrough, one_hot_argmax
@@ -133,17 +134,20 @@ class DecoupledSTGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`DecoupledSTGumbelSoftmaxEstimator`."""
 
         name: Literal["decoupled_st_gumbel_softmax"] = "decoupled_st_gumbel_softmax"
-        tau_forward: float = Field(
-            1.0, gt=0, le=1e3,
-            description="Forward temperature τ_f: hard samples follow Categorical(softmax(logits/τ_f)).",
+        tau_forward: Temperature = Field(
+            1.0, description="Forward temperature τ_f: hard samples follow Categorical(softmax(logits/τ_f)).",
         )
-        tau_backward: float = Field(
-            1.0, gt=0, le=1e3,
-            description="Backward temperature τ_b of the Gumbel-softmax whose gradient is used.",
+        tau_backward: Temperature = Field(
+            1.0, description="Backward temperature τ_b of the Gumbel-softmax whose gradient is used.",
         )
 
     def build_distribution(self, logits=None, probs=None, tau_forward=None, tau_backward=None):
         param_dtype = (logits if logits is not None else probs).dtype
+        # scheduled temperatures: 0-dim tensors from the step buffer, broadcast like given ones
+        if tau_forward is None and "tau_forward" in self._schedules:
+            tau_forward = self.current_temperature("tau_forward")
+        if tau_backward is None and "tau_backward" in self._schedules:
+            tau_backward = self.current_temperature("tau_backward")
         tau_f = self.config.tau_forward if tau_forward is None else tau_forward
         tau_b = self.config.tau_backward if tau_backward is None else tau_backward
         tensors = [t for t in (tau_forward, tau_backward) if t is not None]

@@ -35,6 +35,7 @@ from torch.distributions import constraints
 from torch.distributions.utils import lazy_property
 
 import relaxit_core
+from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
 from relaxit_core.distributions import as_logits, gumbel_like
 from relaxit_core.errors import ParameterError
@@ -373,7 +374,8 @@ class GeneralizedGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`GeneralizedGumbelSoftmaxEstimator`."""
 
         name: Literal["generalized_gumbel_softmax"] = "generalized_gumbel_softmax"
-        tau: float = Field(1.0, gt=0, le=1e3, description="Temperature of the Gumbel-softmax weights.")
+        tau: Temperature = Field(
+            1.0, description="Temperature of the Gumbel-softmax weights.")
         hard: bool = Field(False, description="Straight-through: forward the exact integer value.")
 
     @classmethod
@@ -388,7 +390,7 @@ class GeneralizedGumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
                 "must share their last dimension K"
             )
         law = StraightThroughGeneralizedGumbelSoftmax if self.config.hard else GeneralizedGumbelSoftmax
-        return law(probs=probs, logits=logits, values=values, temperature=self.config.tau if tau is None else tau)
+        return law(probs=probs, logits=logits, values=values, temperature=self.current_temperature("tau") if tau is None else tau)
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):

@@ -17,6 +17,7 @@ import torch
 from pydantic import Field
 
 import relaxit_core
+from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
 from relaxit_core.distributions import exponential_like
 from relaxit_plugins._straight_through_categorical import OneHotStraightThrough
@@ -134,7 +135,8 @@ class GumbelRaoEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`GumbelRaoEstimator`."""
 
         name: Literal["gumbel_rao"] = "gumbel_rao"
-        tau: float = Field(1.0, gt=0, le=1e3, description="Temperature τ of the Gumbel-softmax in the backward pass.")
+        tau: Temperature = Field(
+            1.0, description="Temperature τ of the Gumbel-softmax in the backward pass.")
         num_conditional: int = Field(
             10, ge=1, le=100_000,
             description="Number M of conditional Gumbel draws averaged per hard sample (M = 1 is ST-GS in law).",
@@ -142,7 +144,7 @@ class GumbelRaoEstimator(relaxit_core.EstimatorBase):
 
     def build_distribution(self, logits=None, probs=None):
         return GumbelRaoCategorical(
-            probs=probs, logits=logits, temperature=self.config.tau, num_conditional=self.config.num_conditional
+            probs=probs, logits=logits, temperature=self.current_temperature("tau"), num_conditional=self.config.num_conditional
         )
 
 

@@ -18,6 +18,7 @@ from pydantic import Field
 from torch.distributions import constraints, register_kl
 
 import relaxit_core
+from relaxit_core.schedules import Temperature, log_temperature
 from relaxit_core import Capability as C
 from relaxit_core.distributions import CategoricalLogitsDistribution, gumbel_like
 from relaxit_core.surrogate import straight_through
@@ -65,7 +66,7 @@ class GumbelSoftmax(CategoricalLogitsDistribution):
         log_y = value.clamp_min(torch.finfo(value.dtype).tiny).log()
         logits = self.logits
         return (
-            math.lgamma(k) + (k - 1) * math.log(lam)
+            math.lgamma(k) + (k - 1) * log_temperature(lam)
             + (logits - (lam + 1) * log_y).sum(-1)
             - k * (logits - lam * log_y).logsumexp(-1)
         )
@@ -178,7 +179,8 @@ class GumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`GumbelSoftmaxEstimator`."""
 
         name: Literal["gumbel_softmax"] = "gumbel_softmax"
-        tau: float = Field(1.0, gt=0, le=1e3, description="Temperature λ of the relaxation.")
+        tau: Temperature = Field(
+            1.0, description="Temperature λ of the relaxation.")
         hard: bool = Field(False, description="Straight-through: forward one-hot, backward soft.")
 
     @classmethod
@@ -189,7 +191,7 @@ class GumbelSoftmaxEstimator(relaxit_core.EstimatorBase):
 
     def build_distribution(self, logits=None, probs=None):
         law = StraightThroughGumbelSoftmax if self.config.hard else GumbelSoftmax
-        return law(probs=probs, logits=logits, temperature=self.config.tau)
+        return law(probs=probs, logits=logits, temperature=self.current_temperature("tau"))
 
 
 @relaxit_core.hookimpl

@@ -47,6 +47,7 @@ from torch.autograd.function import once_differentiable
 from torch.distributions.utils import lazy_property
 
 import relaxit_core
+from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
 from relaxit_core.distributions import as_logits, gumbel_like
 from relaxit_core.errors import ParameterError
@@ -478,7 +479,8 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
 
         name: Literal["gumbel_topk"] = "gumbel_topk"
         k: int = Field(1, ge=1, le=1_000_000, description="Subset size: the number of draws without replacement.")
-        tau: float = Field(1.0, gt=0, le=1e3, description="Temperature of the relaxed k-hot vector.")
+        tau: Temperature = Field(
+            1.0, description="Temperature of the relaxed k-hot vector.")
         hard: bool = Field(False, description="Straight-through: forward exactly k-hot, backward soft.")
 
     @classmethod
@@ -497,7 +499,7 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
                 f"got shape {tuple(param.shape)}"
             )
         law = StraightThroughGumbelTopK if self.config.hard else GumbelTopK
-        return law(probs=probs, logits=logits, k=self.config.k, temperature=self.config.tau if tau is None else tau)
+        return law(probs=probs, logits=logits, k=self.config.k, temperature=self.current_temperature("tau") if tau is None else tau)
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):

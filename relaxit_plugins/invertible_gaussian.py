@@ -39,6 +39,7 @@ from torch.distributions import constraints, register_kl
 from torch.distributions.utils import broadcast_all
 
 import relaxit_core
+from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
 from relaxit_plugins._special import log_, validating
 
@@ -207,11 +208,12 @@ class InvertibleGaussianEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`InvertibleGaussianEstimator`."""
 
         name: Literal["invertible_gaussian"] = "invertible_gaussian"
-        tau: float = Field(1.0, gt=0, le=1e3, description="Temperature τ dividing the Gaussian sample.")
+        tau: Temperature = Field(
+            1.0, description="Temperature τ dividing the Gaussian sample.")
         delta: float = Field(1.0, gt=0, le=1e6, description="δ > 0 of softmax++: the weight of the K-th coordinate.")
 
     def build_distribution(self, loc, scale, tau=None):
-        return InvertibleGaussian(loc, scale, temperature=self.config.tau if tau is None else tau, delta=self.config.delta)
+        return InvertibleGaussian(loc, scale, temperature=self.current_temperature("tau") if tau is None else tau, delta=self.config.delta)
 
     def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
                        generator=None, extreme=False):

@@ -13,12 +13,13 @@ import math
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import torch.nn.functional as F
 from torch.distributions import constraints
 
 import relaxit_core
+from relaxit_core.schedules import ScheduleBase, Temperature
 from relaxit_core import Capability as C
 from relaxit_core.distributions import BinaryLogitsDistribution, clamp_probs, logistic_like
 from relaxit_plugins._relaxed_cv import law, relaxed_cv_estimate
@@ -178,14 +179,27 @@ class RebarEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`RebarEstimator`."""
 
         name: Literal["rebar"] = "rebar"
-        tau: float = Field(0.5, gt=0, le=1e3, description="Temperature τ of the relaxation (initial value when learned).")
+        tau: Temperature = Field(
+            0.5, description="Temperature τ of the relaxation: a number or a schedule; the initial value "
+            "when learned (a learned temperature cannot be scheduled).",
+        )
         eta: float = Field(1.0, ge=-1e3, le=1e3, description="Scale η of the control variate (initial value when learned).")
         learn: bool = Field(False, description="Learn η and log τ by minimising the estimator's variance (Sec. 3.3).")
+
+        @model_validator(mode="after")
+        def _learned_tau_not_scheduled(self):
+            if self.learn and isinstance(self.tau, ScheduleBase):
+                raise ValueError(
+                    "rebar with learn=True learns its temperature: tau is its initial value and "
+                    "cannot be a schedule (schedule it with learn=False)"
+                )
+            return self
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
         eta = torch.tensor(float(self.config.eta))
-        log_tau = torch.tensor(math.log(self.config.tau))
+        tau = self.config.tau
+        log_tau = torch.tensor(math.log(tau.start if isinstance(tau, ScheduleBase) else tau))
         if self.config.learn:
             self.eta = torch.nn.Parameter(eta)
             self.log_tau = torch.nn.Parameter(log_tau)
@@ -194,9 +208,11 @@ class RebarEstimator(relaxit_core.EstimatorBase):
             self.register_buffer("log_tau", log_tau)
 
     @property
-    def tau(self) -> torch.Tensor:
-        """The current temperature ``exp(log_tau)``."""
-        return self.log_tau.exp()
+    def tau(self) -> float:
+        """The current temperature: learned (``exp(log_tau)``), scheduled, or the config's."""
+        if "tau" in self._schedules:
+            return self.temperature("tau")
+        return float(self.log_tau.detach().exp())
 
     def build_distribution(self, logits):
         return law("bernoulli", logits)
@@ -216,8 +232,8 @@ class RebarEstimator(relaxit_core.EstimatorBase):
         """
         if (logits is None) == (probs is None):
             raise relaxit_core.ParameterError(f"{self.name}.relaxation: give exactly one of 'logits' or 'probs'")
-        if tau is None:
-            tau = self.tau
+        if tau is None:  # learned (a tensor with its gradient), scheduled, or the config's
+            tau = self.current_temperature("tau") if "tau" in self._schedules else self.log_tau.exp()
         return RebarRelaxation(probs=probs, logits=logits, temperature=tau, shifted=shifted)
 
     def evaluations_per_sample(self, *, batch_ndim=0, **params):
@@ -232,7 +248,7 @@ class RebarEstimator(relaxit_core.EstimatorBase):
         learned = [self.eta, self.log_tau] if self.config.learn else []
         return relaxed_cv_estimate(
             self.name, "bernoulli", objective, num_samples, logits,
-            tau=self.log_tau.to(logits.dtype).exp(), eta=self.eta.to(logits.dtype),
+            tau=(self.current_temperature("tau") if "tau" in self._schedules else self.log_tau.exp()).to(logits.dtype), eta=self.eta.to(logits.dtype),
             network=None, learned=learned, dist=dist,
         )
 

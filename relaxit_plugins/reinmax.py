@@ -14,6 +14,7 @@ import torch
 from pydantic import Field
 
 import relaxit_core
+from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
 from relaxit_plugins._straight_through_categorical import OneHotStraightThrough
 
@@ -126,14 +127,13 @@ class ReinMaxEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`ReinMaxEstimator`."""
 
         name: Literal["reinmax"] = "reinmax"
-        tau: float = Field(
-            1.0, gt=0, le=1e3,
-            description="Temperature τ of softmax(θ/τ) in π₁ = (D + softmax(θ/τ))/2 (Algorithm 2); "
+        tau: Temperature = Field(
+            1.0, description="Temperature τ of softmax(θ/τ) in π₁ = (D + softmax(θ/τ))/2 (Algorithm 2); "
             "the paper recommends τ >= 1.",
         )
 
     def build_distribution(self, logits=None, probs=None):
-        return ReinMaxCategorical(probs=probs, logits=logits, temperature=self.config.tau)
+        return ReinMaxCategorical(probs=probs, logits=logits, temperature=self.current_temperature("tau"))
 
 
 @relaxit_core.hookimpl

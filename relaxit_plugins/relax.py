@@ -11,11 +11,12 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator
 
 import relaxit_core
 from relaxit_core import Capability as C
@@ -155,6 +156,15 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
         relaxation: bool = Field(True, description="Include η f(σ_λ(z)) in the control variate (3 objective evaluations per sample).")
         tau: float = Field(0.5, gt=0, le=1e3, description="Initial temperature λ of the relaxation term.")
         eta: float = Field(1.0, ge=-1e3, le=1e3, description="Initial scale η of the relaxation term.")
+
+        @field_validator("tau", mode="before")
+        @classmethod
+        def _tau_not_scheduled(cls, value):
+            if isinstance(value, Mapping) or hasattr(value, "schedule"):
+                raise ValueError(
+                    "RELAX learns its temperature: tau is its initial value (a number) and cannot be a schedule"
+                )
+            return value
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)

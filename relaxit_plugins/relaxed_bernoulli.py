@@ -19,6 +19,7 @@ from pydantic import Field
 from torch.distributions import constraints
 
 import relaxit_core
+from relaxit_core.schedules import Temperature, log_temperature
 from relaxit_core import Capability as C
 from relaxit_core.distributions import BernoulliPMFLaw, BinaryLogitsDistribution, clamp_probs, logistic_like
 from relaxit_core.surrogate import straight_through
@@ -58,7 +59,7 @@ class RelaxedBernoulli(BinaryLogitsDistribution):
         x = clamp_probs(value)
         log_x, log_1mx = x.log(), (-x).log1p()
         u = self.temperature * (log_x - log_1mx) - self.logits
-        return math.log(self.temperature) - u - 2 * F.softplus(-u) - log_x - log_1mx
+        return log_temperature(self.temperature) - u - 2 * F.softplus(-u) - log_x - log_1mx
 
 
 class StraightThroughRelaxedBernoulli(BernoulliPMFLaw, RelaxedBernoulli):
@@ -130,7 +131,8 @@ class RelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
         """Config of :class:`RelaxedBernoulliEstimator`."""
 
         name: Literal["relaxed_bernoulli"] = "relaxed_bernoulli"
-        tau: float = Field(1.0, gt=0, le=1e3, description="Temperature λ of the relaxation.")
+        tau: Temperature = Field(
+            1.0, description="Temperature λ of the relaxation.")
         hard: bool = Field(False, description="Straight-through: forward 0/1, backward relaxed.")
 
     @classmethod
@@ -141,7 +143,7 @@ class RelaxedBernoulliEstimator(relaxit_core.EstimatorBase):
 
     def build_distribution(self, logits=None, probs=None):
         law = StraightThroughRelaxedBernoulli if self.config.hard else RelaxedBernoulli
-        return law(probs=probs, logits=logits, temperature=self.config.tau)
+        return law(probs=probs, logits=logits, temperature=self.current_temperature("tau"))
 
 
 @relaxit_core.hookimpl

@@ -133,6 +133,9 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
     def build_distribution(self, logits=None, probs=None):
         return LAWS[self.family](probs=probs, logits=logits)
 
+    cost_samples: ClassVar[str] = "any"  # any i.i.d. draws serve (e.g. a Pyro guide's particles)
+    preferred_reduce: ClassVar[str] = "logmeanexp"
+
     def estimate(self, objective, *, num_samples=2, reduce="mean", **params):
         num_samples = self._check_num_samples(num_samples)
         self._check_reduce(reduce)
@@ -153,11 +156,20 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
             return relaxit_core.Estimate(surrogate, bound.detach(), z)
         z = dist.sample((num_samples,))
         f = call_objective(objective, z, dist, self.name)
-        log_q = reduce_log_prob(dist.log_prob(z), f.dim())
+        return self.from_costs(f, relaxit_core.Draw(z), reduce=reduce, **params)
+
+    def from_costs(self, costs, draw, *, reduce="mean", **params):
+        """The estimate from the objective's values ``costs`` ``[K, *B]`` at ``draw.samples``
+        (see :meth:`estimate`); the parameters may carry the sample dimension."""
+        self._check_reduce(reduce)
+        z, f = draw.samples, costs
+        if f.shape[0] < 2:
+            raise relaxit_core.ParameterError(f"{self.name}: needs at least 2 samples, got {f.shape[0]}")
+        log_q = reduce_log_prob(self.distribution(**params).log_prob(z), f.dim())
         if reduce == "mean":
             surrogate = score_function_surrogate(f, log_q, leave_one_out_baseline(f.detach()))
             return relaxit_core.Estimate(surrogate, f.detach().mean(0), z)  # value: the objective alone
-        bound = f.logsumexp(0) - math.log(num_samples)
+        bound = f.logsumexp(0) - math.log(f.shape[0])
         signal = vimco_signals(f)
         surrogate = bound + (signal * (log_q - log_q.detach())).sum(0)
         return relaxit_core.Estimate(surrogate, bound.detach(), z)

@@ -74,7 +74,7 @@ def test_cli_end_to_end_writes_report(tmp_path, capsys):
     assert len(rows) == len(data["runs"])
     report = (out / "report.md").read_text()
     assert "![vae-categorical_curves.png](vae-categorical_curves.png)" in report
-    assert "Observed ranking" in report
+    assert "Observed ranking" not in report and "1 seed: no error bars and no significance test" in report
 
 
 def test_cli_help_lists_every_option(capsys):

@@ -78,7 +78,7 @@ def test_config_rows_render_bounds_and_enums():
     schema = relaxit.describe("reinforce").config_schema
     rows = {r[0]: r for r in gen.config_rows(schema)}
     assert rows["decay"][1:4] == ("number", "0.9", "> 0, < 1")
-    assert rows["baseline"][1] == '"none" | "moving_average" | "leave_one_out"'
+    assert rows["baseline"][1] == '"none" | "moving_average" | "leave_one_out" | "group_mean" | "group_normalized" | "learned"'
 
 
 def test_snippet_config_building(capsys):

@@ -150,7 +150,9 @@ def test_available_and_describe():
     assert info.families == ("bernoulli", "categorical")
     assert C.UNBIASED in info.capabilities and info.params == ("logits", "probs")
     assert "Williams" in info.reference and info.summary
-    assert info.config_schema["properties"]["baseline"]["enum"] == ["none", "moving_average", "leave_one_out"]
+    assert info.config_schema["properties"]["baseline"]["enum"] == [
+        "none", "moving_average", "leave_one_out", "group_mean", "group_normalized", "learned"
+    ]
     json.dumps(info.to_dict())
 
 

@@ -65,7 +65,7 @@ def test_estimator_spec_field_requires_family():
     assert UserConfig.model_validate({"estimator": {"name": "vimco", "family": "categorical"}}).estimator.family == "categorical"
     defs = relaxit.schema()["$defs"]
     for name in MULTI:
-        (config,) = [d for k, d in defs.items() if d["properties"]["name"].get("const") == name]
+        (config,) = [d for k, d in defs.items() if d.get("properties", {}).get("name", {}).get("const") == name]
         assert "family" in config["required"]
 
 

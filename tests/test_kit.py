@@ -113,5 +113,5 @@ def test_checks_follow_capabilities():
     hard = GumbelSoftmaxEstimator(hard=True)
     assert {"sample_law", "enumerate_support", "kl"} <= {c.name for c in checks_for(hard)}
     assert "unbiased" in {c.name for c in checks_for(ReinforceEstimator(family="bernoulli"))}
-    assert len(instances(ReinforceEstimator)) == 6
+    assert len(instances(ReinforceEstimator)) == len(ReinforceEstimator.conformance_configs) >= 6
     assert C.UNBIASED not in soft.capabilities

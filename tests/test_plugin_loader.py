@@ -145,6 +145,12 @@ def test_a_plugin_cannot_silently_shadow_a_built_in(sites, monkeypatch):
         reg = Registry()
         _load(reg)
         assert reg.describe("gumbel_topk").cls.__module__ == "relaxit_plugins.gumbel_topk"
+        # any spelling pip accepts for the distribution (PEP 503 normalisation)
+        for spelling in ("Fuzz-Shadow-Pkg", "fuzz.shadow-pkg:gumbel_topk"):
+            monkeypatch.setenv("RELAXIT_DISABLE_PLUGINS", spelling)
+            reg = Registry()
+            _load(reg)
+            assert reg.describe("gumbel_topk").cls.__module__ == "relaxit_plugins.gumbel_topk", spelling
 
 
 def test_two_packages_providing_one_name_are_named(sites):

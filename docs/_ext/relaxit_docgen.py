@@ -90,7 +90,11 @@ def _default_instance(cls: type) -> Any:
 def _json_type(spec: dict[str, Any], defs: dict[str, Any]) -> str:
     if "$ref" in spec:
         ref = spec["$ref"].rsplit("/", 1)[-1]
-        return _json_type(defs.get(ref, {}), defs) if ref in defs else ref
+        target = defs.get(ref)
+        if target is None:
+            return ref
+        # a model (e.g. a temperature schedule) is named by its title, not "object"
+        return target.get("title", ref) if target.get("type") == "object" else _json_type(target, defs)
     if "const" in spec:
         return json.dumps(spec["const"])
     if "enum" in spec:

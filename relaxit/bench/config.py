@@ -22,19 +22,14 @@ __all__ = [
     "ToyTask",
     "VAETask",
     "SubsetTask",
+    "GradientCardTask",
     "TaskConfig",
     "TASK_FAMILIES",
+    "TASKS",
+    "TaskInfo",
     "load_config",
 ]
 
-#: The discrete family each task trains (the estimators that fit are those serving it).
-TASK_FAMILIES: dict[str, str] = {
-    "toy": "bernoulli",
-    "toy-categorical": "categorical",
-    "vae-bernoulli": "bernoulli",
-    "vae-categorical": "categorical",
-    "subset": "subset",
-}
 
 
 class _Frozen(BaseModel):
@@ -77,7 +72,9 @@ class EstimatorEntry(_Frozen):
 class _TaskBase(_Frozen):
     label: str | None = Field(None, description="Task name in tables, file names and run ids (default: its name).")
     steps: int = Field(ge=1, description="Training steps per run.")
-    num_samples: list[int] = Field([2], description="Samples K per estimate() call; a list makes one run per K.")
+    num_samples: list[Annotated[int, Field(ge=1)]] = Field(
+        [2], min_length=1, description="Samples K per estimate() call; a list makes one run per K."
+    )
     lr: float = Field(gt=0, description="Adam learning rate.")
     checkpoints: int = Field(
         10, ge=1, description="Evaluations (metrics and gradient variance) spread evenly over training."
@@ -104,9 +101,13 @@ class _TaskBase(_Frozen):
             data = {**data, "num_samples": [data["num_samples"]]}
         return data
 
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="Seeds of this task's runs (default: the run's 'seeds')."
+    )
+
     @property
     def family(self) -> str:
-        return TASK_FAMILIES[self.name]  # type: ignore[attr-defined]
+        return TASKS[self.name].family  # type: ignore[attr-defined]
 
     @property
     def id(self) -> str:
@@ -173,7 +174,132 @@ class SubsetTask(_TaskBase):
     variance_draws: int = Field(64, ge=2, description="Gradient estimates per checkpoint for the variance curve.")
 
 
-TaskConfig = Annotated[Union[ToyTask, VAETask, SubsetTask], Field(discriminator="name")]
+#: Models of the gradient card and the family of their latents.
+CARD_MODELS: dict[str, str] = {
+    "toy": "bernoulli",
+    "toy-categorical": "categorical",
+    "poly": "bernoulli",
+    "vae-bernoulli": "bernoulli",
+    "vae-categorical": "categorical",
+}
+
+
+class GradientCardTask(_Frozen):
+    """The report card: estimators' gradients against the exact gradient of the same
+    objective, at equal objective evaluations, at checkpoints of one exact-gradient training
+    run (see :mod:`relaxit.bench.card`).  One task per model; every estimator of the
+    model's family is compared."""
+
+    name: Literal["gradient-card"]
+    model: Literal["toy", "toy-categorical", "poly", "vae-bernoulli", "vae-categorical"] = Field(
+        description="toy: E[(z - t)^2], one Bernoulli latent (Tucker et al. 2017); toy-categorical: "
+        "(c.z - t)^2 over `categories` values; poly: mean |z - 0.45|^p over 128 Bernoulli latents "
+        "(Liu et al. 2023, ReinMax); vae-bernoulli / vae-categorical: a VAE on the 8x8 digits whose "
+        "latent space is enumerated for the exact gradient w.r.t. the encoder logits."
+    )
+    label: str | None = Field(None, description="Task name in tables, file names and run ids (default: card-<model>).")
+    budget: int = Field(
+        12, ge=1, description="Objective evaluations per gradient estimate (each estimator's num_samples is "
+        "the largest whose est.evaluations() fits; the smallest it allows when none does)."
+    )
+    draws: int = Field(512, ge=8, description="Independent gradient estimates per checkpoint (one batched estimate() call).")
+    warmup: int = Field(
+        50, ge=0, description="Steps that train an estimator's own state (control variates, baselines) "
+        "on the frozen model at each checkpoint before it is frozen and drawn from."
+    )
+    warmup_lr: float = Field(1e-2, gt=0, description="Adam learning rate of the warm-up.")
+    train_steps: int = Field(200, ge=2, description="Steps of the exact-gradient training run whose start, middle and end are the checkpoints.")
+    train_lr: float = Field(1e-2, gt=0, description="Adam learning rate of the exact-gradient training run.")
+    target: float = Field(0.45, description="t of the toys; the ReinMax polynomial's centre (0.45).")
+    power: float = Field(2.0, gt=0, description="p of the polynomial toy.")
+    dim: int = Field(128, ge=1, le=4096, description="Latents of the polynomial toy (128 in ReinMax).")
+    categories: int = Field(
+        description="Categories of toy-categorical (default 4); of each latent of vae-categorical (default 8).", ge=2, le=64
+    )
+    latents: int = Field(
+        description="VAE latents (default 12 Bernoulli: 4096 codes; 4 categorical: 8^4 = 4096 codes).", ge=1, le=16
+    )
+    hidden: list[int] = Field(
+        [64, 32], description="Encoder widths (decoder mirrored): ReinMax's 784-512-256 scaled to the 64 pixels."
+    )
+    batch: int = Field(16, ge=1, description="VAE: data points whose encoder logits are differentiated.")
+    estimators: list[EstimatorEntry] | None = Field(
+        None, description="Estimators to compare; null = every registered estimator of the model's family."
+    )
+    variants: bool = Field(True, description="Also one-at-a-time variants of boolean and choice config fields.")
+    variant_fields: list[str] | None = Field(None, description="Config fields that variants may change (null = every boolean and choice field).")
+    seeds: list[int] | None = Field(None, min_length=1, description="Seeds of this task's runs (default: the run's 'seeds').")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_defaults(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            cat = data.get("model") == "vae-categorical"
+            data = {"latents": 4 if cat else 12, "categories": 8 if cat else 4, **data}
+        return data
+
+    @model_validator(mode="after")
+    def _enumerable(self) -> "GradientCardTask":
+        if self.model.startswith("vae"):
+            codes = 2**self.latents if self.model == "vae-bernoulli" else self.categories**self.latents
+            if codes > 65536:
+                raise ValueError(f"the {self.model} card enumerates {codes} latent codes; at most 65536")
+        return self
+
+    @property
+    def family(self) -> str:
+        return CARD_MODELS[self.model]
+
+    @property
+    def id(self) -> str:
+        return self.label or f"card-{self.model}"
+
+    @property
+    def steps(self) -> int:
+        """Progress units of one run: per checkpoint, the warm-up steps and the draws."""
+        return 3 * (self.warmup + 1)
+
+    @property
+    def num_samples(self) -> list[int]:
+        return [self.budget]
+
+
+class TaskInfo:
+    """What the bench knows of a task name: its config class, the family of its latents
+    (None: the config says), the function that runs one run (``module:function``) and the
+    report section it belongs to (``kind``)."""
+
+    __slots__ = ("config", "_family", "runner", "kind")
+
+    def __init__(self, config: type, family: str | None, runner: str, kind: str):
+        self.config, self._family, self.runner, self.kind = config, family, runner, kind
+
+    @property
+    def family(self) -> str | None:
+        return self._family
+
+
+#: Every bench task, one line each: name -> (config class, family, runner, report kind).
+#: A new task adds its config class (with ``name: Literal[...]``), a runner
+#: ``run(run: dict, progress: Callable[[int], None]) -> {"metrics", "curves", "train_s"}`` and
+#: one line here.  Its report kind may be new: the report then shows its first four numeric
+#: metrics (``relaxit.bench.report.COLUMNS`` / ``CURVE`` give a kind its own columns and plots).
+TASKS: dict[str, TaskInfo] = {
+    "gradient-card": TaskInfo(GradientCardTask, None, "relaxit.bench.card:run_card", "card"),
+    "toy": TaskInfo(ToyTask, "bernoulli", "relaxit.bench.tasks:run_toy", "toy"),
+    "toy-categorical": TaskInfo(ToyTask, "categorical", "relaxit.bench.tasks:run_toy", "toy"),
+    "vae-bernoulli": TaskInfo(VAETask, "bernoulli", "relaxit.bench.tasks:run_vae", "vae"),
+    "vae-categorical": TaskInfo(VAETask, "categorical", "relaxit.bench.tasks:run_vae", "vae"),
+    "subset": TaskInfo(SubsetTask, "subset", "relaxit.bench.tasks:run_subset", "subset"),
+}
+
+#: The discrete family each training task trains (kept for compatibility).
+TASK_FAMILIES: dict[str, str] = {k: v.family for k, v in TASKS.items() if v.family}
+
+TaskConfig = Annotated[
+    Union[tuple(dict.fromkeys(info.config for info in TASKS.values()))],  # type: ignore[misc]
+    Field(discriminator="name"),
+]
 
 
 class BenchConfig(_Frozen):
@@ -186,7 +312,7 @@ class BenchConfig(_Frozen):
         None, description="Only estimators with these registry names (applied to automatic selection)."
     )
     output: str = Field("bench-out", description="Output directory.")
-    workers: int = Field(1, ge=1, description="Parallel worker processes (local backend) or concurrent Ray tasks.")
+    workers: int = Field(1, ge=1, le=1024, description="Parallel worker processes (local backend) or concurrent Ray tasks.")
     backend: Literal["local", "ray"] = Field("local", description="Where runs execute: a local process pool, or Ray.")
     ray_address: str | None = Field(None, description="Ray cluster address ('auto', 'ray://host:10001'); local Ray when null.")
     device: str = Field("cpu", description="torch device of every run, e.g. 'cpu', 'cuda', 'cuda:1'.")

@@ -1,5 +1,6 @@
 """Named bench configs: ``default`` (its measured run time is in the README), ``paper``
-(larger, several seeds) and ``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1).
+(larger, several seeds), ``card`` (the longer gradient card behind the docs' chooser page)
+and ``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1).
 
 Each preset is a plain mapping, the same thing a ``--config`` file holds.
 """
@@ -15,11 +16,23 @@ __all__ = ["PRESETS", "preset"]
 # estimator: short training, and variants only of the fields that change the method's kind
 # (straight-through or not, the REINFORCE baseline).
 _DEFAULT_VARIANTS = ["hard", "baseline"]
+# The gradient card (about half of the default's time): 3 seeds, so that every figure has a
+# standard error over seeds; small draws for the VAEs (their gradients have 4 x 12 or
+# 4 x 32 coordinates) and a short warm-up of the estimators' own state.
+_CARD = {"name": "gradient-card", "seeds": [0, 1, 2], "budget": 12, "warmup": 50, "variant_fields": _DEFAULT_VARIANTS}
+_DEFAULT_CARD = [
+    {**_CARD, "model": "toy", "draws": 512},
+    {**_CARD, "model": "toy-categorical", "draws": 512},
+    {**_CARD, "model": "poly", "draws": 256},
+    {**_CARD, "model": "vae-bernoulli", "draws": 256, "batch": 4, "train_steps": 100},
+    {**_CARD, "model": "vae-categorical", "draws": 256, "batch": 4, "train_steps": 100},
+]
 _DEFAULT: dict[str, Any] = {
     "preset": "default",
     "seeds": [0],
     "workers": 2,
     "tasks": [
+        *_DEFAULT_CARD,
         {"name": "toy", "steps": 200, "num_samples": [2], "checkpoints": 4, "variant_fields": _DEFAULT_VARIANTS},
         {"name": "toy-categorical", "steps": 200, "num_samples": [2], "checkpoints": 4,
          "variant_fields": _DEFAULT_VARIANTS},
@@ -131,7 +144,29 @@ _SHI2022: dict[str, Any] = {
     ],
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"default": _DEFAULT, "paper": _PAPER, "shi2022": _SHI2022}
+# The longer gradient card behind the docs' "Which estimator for my problem?" page: two
+# budgets (2 and 12 objective evaluations per gradient), 5 seeds, a longer warm-up.
+_CARD_SIZES = {
+    "toy": {"draws": 1024},
+    "toy-categorical": {"draws": 1024},
+    "poly": {"draws": 256},
+    "vae-bernoulli": {"draws": 128, "batch": 4, "train_steps": 100},
+    "vae-categorical": {"draws": 128, "batch": 4, "train_steps": 100},
+}
+_CARD_LONG: dict[str, Any] = {
+    "preset": "card",
+    "seeds": [0, 1, 2, 3, 4],
+    "workers": 2,
+    "output": "bench-card",
+    "tasks": [
+        {"name": "gradient-card", "model": model, "label": f"card-{model}-e{budget}", "budget": budget,
+         "warmup": 50, "variant_fields": _DEFAULT_VARIANTS, **sizes}
+        for budget in (2, 12)
+        for model, sizes in _CARD_SIZES.items()
+    ],
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"default": _DEFAULT, "paper": _PAPER, "shi2022": _SHI2022, "card": _CARD_LONG}
 
 
 def preset(name: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ do not depend on the backend, the number of workers or the order of execution.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import traceback
@@ -32,8 +33,11 @@ class Progress:
         self.bars_on = enabled and getattr(self.stream, "isatty", lambda: False)()
         self.total_runs = len(runs)
         self.finished = 0
+        self.total_steps = sum(r.steps for r in runs)
+        self.done_steps = 0
+        self.t0 = time.perf_counter()
         self.overall = tqdm(
-            total=sum(r.task["steps"] for r in runs),
+            total=self.total_steps,
             desc=f"bench: {len(runs)} runs",
             unit="step",
             position=0,
@@ -54,7 +58,7 @@ class Progress:
         if slot == self.next_slot:
             self.next_slot += 1
         self.bars[run.run_id] = self._tqdm(
-            total=run.task["steps"],
+            total=run.steps,
             desc=run.run_id,
             unit="step",
             position=slot,
@@ -72,10 +76,18 @@ class Progress:
         if delta > 0:
             self.bars[run.run_id].update(delta)
             self.overall.update(delta)
+            self.done_steps += delta
             self.steps[run.run_id] = step
 
+    def eta(self) -> str:
+        """Remaining time at the mean rate so far (steps of all runs)."""
+        if not self.done_steps:
+            return "?"
+        left = (time.perf_counter() - self.t0) / self.done_steps * (self.total_steps - self.done_steps)
+        return f"{int(left // 60)}m{int(left % 60):02d}s"
+
     def finish(self, run: Run, result: dict[str, Any]) -> None:
-        self.update(run, run.task["steps"])
+        self.update(run, run.steps)
         bar = self.bars.pop(run.run_id)
         self.free_slots.append(bar.slot)
         self.free_slots.sort()
@@ -83,7 +95,9 @@ class Progress:
         self.finished += 1
         self.done_ids.add(run.run_id)
         if self.enabled:
-            self._tqdm.write(f"[{self.finished}/{self.total_runs}] {summary_line(result)}", file=self.stream)
+            self._tqdm.write(
+                f"[{self.finished}/{self.total_runs}, ETA {self.eta()}] {summary_line(result)}", file=self.stream
+            )
 
     def close(self) -> None:
         for bar in self.bars.values():
@@ -95,8 +109,9 @@ def summary_line(result: dict[str, Any]) -> str:
     if result.get("error"):
         return f"{result['run_id']}: FAILED: {result['error'].strip().splitlines()[-1]}"
     m, t = result["metrics"], result["timing"]
-    keys = [k for k in ("test_neg_elbo", "test_neg_iwae", "exact_loss", "bias", "test_mse", "recovered", "grad_var") if k in m]
-    shown = ", ".join(f"{k} {m[k]:.4g}" for k in keys)
+    keys = [k for k in ("mse", "rel_bias", "test_neg_elbo", "test_neg_iwae", "exact_loss", "bias", "test_mse", "recovered",
+                        "grad_var") if k in m]
+    shown = ", ".join(f"{k} {m[k]:.4g}" for k in keys if m[k] is not None)
     return f"{result['run_id']}: {shown}; {t['ms_per_step']:.2f} ms/step, {t['wall_s']:.1f} s"
 
 
@@ -112,7 +127,7 @@ def _safe_run(run: dict[str, Any], report: Callable[[str, int], None]) -> dict[s
         return {
             **run_identity(run),
             "error": traceback.format_exc(),
-            "timing": {"steps": run["task"]["steps"], "wall_s": time.perf_counter() - t0},
+            "timing": {"steps": run.get("steps") or run["task"]["steps"], "wall_s": time.perf_counter() - t0},
         }
 
 
@@ -122,14 +137,30 @@ _QUEUE = None
 def _init_worker(queue) -> None:
     global _QUEUE
     _QUEUE = queue
+    # Ctrl-C on a terminal reaches the whole process group: the parent alone handles it
+    # (it stops the pool and keeps the finished runs).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
 
 
+def _throttled(send: Callable[[str, int], None], every: float = 0.1) -> Callable[[str, int], None]:
+    """Forward start events and at most one step event per ``every`` seconds."""
+    last = [0.0]
+
+    def report(kind: str, step: int) -> None:
+        now = time.perf_counter()
+        if kind != "step" or now - last[0] >= every:
+            last[0] = now
+            send(kind, step)
+
+    return report
+
+
 def _pool_run(run: dict[str, Any]) -> dict[str, Any]:
     queue = _QUEUE
-    return _safe_run(run, lambda kind, step: queue.put((run["run_id"], kind, step)))
+    return _safe_run(run, _throttled(lambda kind, step: queue.put((run["run_id"], kind, step))))
 
 
 def _ray_run(run: dict[str, Any], queue) -> dict[str, Any]:
@@ -140,7 +171,7 @@ def _ray_run(run: dict[str, Any], queue) -> dict[str, Any]:
             except Exception:  # noqa: BLE001 - progress is best effort
                 pass
 
-    return _safe_run(run, report)
+    return _safe_run(run, _throttled(report))
 
 
 # ------------------------------------------------------------------- backends
@@ -152,22 +183,35 @@ def execute(
     ray_address: str | None = None,
     progress: bool = True,
     stream=None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every run and return the results in the order of ``runs``."""
+    """Run every run and return the results in the order of ``runs``.
+
+    ``on_result`` is called in this process with each result the moment its run finishes
+    (the bench appends it to ``results.jsonl``).  On ``KeyboardInterrupt`` the workers are
+    stopped at once and the interrupt propagates; what finished before has been passed to
+    ``on_result``.
+    """
     order = sorted(range(len(runs)), key=lambda i: -runs[i].cost())
     display = Progress(runs, progress, stream)
     results: dict[int, dict[str, Any]] = {}
+
+    def finished(i: int, result: dict[str, Any]) -> None:
+        results[i] = result
+        if on_result is not None:
+            on_result(result)
+        display.finish(runs[i], result)
+
     try:
         if backend == "ray":
-            _execute_ray(runs, order, workers, ray_address, display, results)
+            _execute_ray(runs, order, workers, ray_address, display, finished)
         elif workers <= 1 or len(runs) <= 1:
             for i in order:
                 run = runs[i]
                 display.start(run)
-                results[i] = _safe_run(asdict(run), lambda kind, step, run=run: display.update(run, step))
-                display.finish(run, results[i])
+                finished(i, _safe_run(asdict(run), lambda kind, step, run=run: display.update(run, step)))
         else:
-            _execute_pool(runs, order, workers, display, results)
+            _execute_pool(runs, order, workers, display, finished)
     finally:
         display.close()
     return [results[i] for i in range(len(runs))]
@@ -188,30 +232,37 @@ def _drain(queue, by_id: dict[str, Run], display: Progress, timeout: float) -> N
             display.update(run, step)
 
 
-def _execute_pool(runs, order, workers, display, results) -> None:
+def _execute_pool(runs, order, workers, display, finished) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     ctx = mp.get_context("spawn")  # fork after torch's thread pools start is unsafe
     queue = ctx.Queue()
     by_id = {r.run_id: r for r in runs}
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         max_workers=min(workers, len(runs)), mp_context=ctx, initializer=_init_worker, initargs=(queue,)
-    ) as pool:
+    )
+    try:
         futures = {pool.submit(_pool_run, asdict(runs[i])): i for i in order}
         pending = set(futures)
         while pending:
             # Finished runs first, so that their display slots are free for the next ones.
             for fut in [f for f in pending if f.done()]:
                 pending.discard(fut)
-                i = futures[fut]
-                results[i] = fut.result()
-                display.finish(runs[i], results[i])
+                finished(futures[fut], fut.result())
             if pending:
                 _drain(queue, by_id, display, 0.2)
+    except BaseException:
+        # Interrupted (Ctrl-C) or failing: stop the workers now rather than after their runs.
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        queue.cancel_join_thread()
+        raise
+    pool.shutdown(wait=True)
 
 
-def _execute_ray(runs, order, workers, address, display, results) -> None:
+def _execute_ray(runs, order, workers, address, display, finished) -> None:
     try:
         import ray
         from ray.util.queue import Queue
@@ -232,10 +283,12 @@ def _execute_ray(runs, order, workers, address, display, results) -> None:
         while pending:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
             for ref in ready:
-                i = refs[ref]
-                results[i] = ray.get(ref)
-                display.finish(runs[i], results[i])
+                finished(refs[ref], ray.get(ref))
             if pending:
                 _drain(queue, by_id, display, 0.2)
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
     finally:
         queue.shutdown()

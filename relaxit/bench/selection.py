@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from relaxit.bench.config import BenchConfig, EstimatorEntry, TASK_FAMILIES
+from relaxit.bench.config import BenchConfig, EstimatorEntry
 
 __all__ = ["Run", "Plan", "resolve", "estimator_label"]
 
@@ -36,10 +36,17 @@ class Run:
     device: str
     threads: int
     reduce: str = "mean"
+    steps: int = 0  # progress units (training steps); 0: the task's "steps"
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            self.steps = int(self.task["steps"])
 
     def cost(self) -> float:
         """A rough relative cost, to start the longest runs first."""
-        steps = self.task["steps"]
+        steps = self.steps
+        if self.task["name"] == "gradient-card":
+            return steps * (3.0 if self.task["model"].startswith("vae") else 1.0)
         if self.task["name"].startswith("vae"):
             width = max([self.task["latents"] * 4, *self.task["encoder"], *self.task["decoder"]])
             return steps * self.num_samples * (1 + width / 128)
@@ -120,8 +127,10 @@ def _variants(name: str, family: str, k: int | None, only: list[str] | None = No
     return out
 
 
-def _probe(spec: dict[str, Any], family: str, num_samples: int, task: Any) -> tuple[str | None, str]:
-    """Build the estimator and make one small ``estimate()`` call like the task's.
+def _probe(spec: dict[str, Any], family: str, num_samples: int | None, task: Any) -> tuple[str | None, str]:
+    """Build the estimator and make one small ``estimate()`` call like the task's
+    (``num_samples=None``: the estimator's smallest; the gradient card compares estimators
+    of the discrete objective's mean, so it needs ``reduce="mean"``).
 
     Returns ``(reason it does not fit or None, reduce to use)``.
     """
@@ -139,7 +148,7 @@ def _probe(spec: dict[str, Any], family: str, num_samples: int, task: Any) -> tu
     if "logits" not in params:
         return f"takes {tuple(params)}; the task passes logits", "mean"
     reductions = getattr(est, "reductions", ("mean",))
-    wants = getattr(task, "objective", "auto")
+    wants = "elbo" if getattr(task, "name", "") == "gradient-card" else getattr(task, "objective", "auto")
     if wants == "auto":
         reduce = "mean" if "mean" in reductions else "logmeanexp"
     else:
@@ -149,6 +158,8 @@ def _probe(spec: dict[str, Any], family: str, num_samples: int, task: Any) -> tu
     if reduce == "logmeanexp" and "hard" not in {str(c) for c in getattr(est, "capabilities", ())}:
         return "the IWAE objective needs exactly discrete (HARD) samples", reduce
     minimum = getattr(est, "min_num_samples", 1)
+    if num_samples is None:
+        num_samples = minimum
     if num_samples < minimum:
         return f"needs num_samples >= {minimum}, the task uses K = {num_samples}", reduce
     shape = {"bernoulli": (3, 4), "categorical": (3, 2, 5), "subset": (3, getattr(task, "features", 6))}[family]
@@ -184,12 +195,12 @@ def resolve(config: BenchConfig) -> Plan:
     tasks = []
     runs: list[Run] = []
     registered = {i.name: i for i in relaxit.available()}
-    if config.estimators:
-        unknown = [n for n in config.estimators if n not in registered]
-        if unknown:
-            notes.append(f"estimators not registered (ignored): {', '.join(unknown)}")
+    for name in config.estimators or ():
+        if name not in registered:
+            relaxit.describe(name)  # raises UnknownEstimatorError naming close matches
     for task in config.tasks:
-        family = TASK_FAMILIES[task.name]
+        family = task.family
+        card = task.name == "gradient-card"
         k = getattr(task, "k", None)
         entries: list[tuple[dict[str, Any], str | None, bool, bool]] = []  # spec, label, optional, auto
         if task.estimators is None:
@@ -222,7 +233,7 @@ def resolve(config: BenchConfig) -> Plan:
             label = label or estimator_label(full, family, k)
             fits_any = False
             for num_samples in task.num_samples:
-                reason, reduce = _probe(full, family, num_samples, task)
+                reason, reduce = _probe(full, family, None if card else num_samples, task)
                 if reason is not None:
                     msg = f"{task.id}: {label} (K={num_samples}) skipped: {reason}"
                     if not (optional or auto):
@@ -230,8 +241,8 @@ def resolve(config: BenchConfig) -> Plan:
                     notes.append(msg)
                     continue
                 fits_any = True
-                for seed in config.seeds:
-                    suffix = f"K{num_samples}/s{seed}"
+                for seed in task.seeds or config.seeds:
+                    suffix = f"{'E' if card else 'K'}{num_samples}/s{seed}"
                     runs.append(
                         Run(
                             run_id=f"{task.id}/{_safe(label)}/{suffix}",
@@ -244,6 +255,7 @@ def resolve(config: BenchConfig) -> Plan:
                             device=config.device,
                             threads=config.threads,
                             reduce=reduce,
+                            steps=task.steps,
                         )
                     )
             if fits_any:
