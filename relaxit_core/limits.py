@@ -118,6 +118,14 @@ def find_limits(est: Any, params: Mapping[str, torch.Tensor], *, num_samples: in
         return None
     if is_compiling():
         return _branch_free(est, params)
+    # Fast path: one summation pass per tensor.  A NaN or an infinity anywhere makes the sum
+    # non-finite, so a finite sum proves every entry finite; a non-finite sum (which finite
+    # entries can also give, by overflow) falls through to the exact check.
+    with torch.no_grad():
+        sums = [v.detach().sum() for v in floats]
+        finite = torch.isfinite(sums[0]) if len(sums) == 1 else torch.stack([torch.isfinite(t) for t in sums]).all()
+        if bool(finite):
+            return None
     if len(floats) == 1:
         finite = bool(_finite_flag(floats[0]))
     else:

@@ -237,6 +237,44 @@ class Registry:
                 self._loading = False
                 self._registered_now = []
 
+    def _load_for(self, name: str) -> None:
+        """Load only the plugin that can provide ``name``, when that is safe; else everything.
+
+        Safe: every entry point of the group is declared by one distribution (relaxit itself,
+        whose entry-point names are its estimators' names) and exactly one of them is named
+        ``name`` and enabled.  Then no other plugin can shadow ``name``, and the first
+        ``get()`` imports one plugin module instead of all of them.  With a third-party
+        distribution installed, a provider's identity is its distribution and module, not the
+        entry-point name, so shadowing can only be detected by loading all: :meth:`load`.
+        """
+        if self._loaded or name in self._classes:
+            return
+        with self._lock:
+            if self._loaded or self._loading or name in self._classes:
+                return
+            eps = _relaxit_entry_points(self.group)
+            matches = [ep for ep in eps if ep.name == name]
+            if (len({_dist_name(ep) for ep in eps}) != 1 or len(matches) != 1
+                    or _plugin_id(matches[0]) in _disabled(eps)):
+                self.load()
+                return
+            self._loading = True
+            saved = (dict(self._classes), dict(self._providers),
+                     {k: list(v) for k, v in self._conflicts.items()}, dict(self._failed))
+            self._registered_now = []
+            try:
+                self._load_entry_point(matches[0])
+            except BaseException:  # KeyboardInterrupt: as if nothing had been loaded
+                for plugin in self._registered_now:
+                    with contextlib.suppress(Exception):
+                        self.pm.unregister(plugin)
+                self._classes, self._providers, self._conflicts, self._failed = saved
+                self._adapter_cache = None
+                raise
+            finally:
+                self._loading = False
+                self._registered_now = []
+
     def _load_entry_point(self, ep: EntryPoint) -> None:
         pid = _plugin_id(ep)
         provider = f"{pid} ({ep.value})"
@@ -340,7 +378,9 @@ class Registry:
         if not isinstance(name, str):
             hint = f" (use its .name, {name.name!r})" if isinstance(getattr(name, "name", None), str) else ""
             raise TypeError(f"an estimator is looked up by its name, a str; got {type(name).__name__}{hint}")
-        self.load()
+        self._load_for(name)
+        if name not in self._classes:  # unknown, conflicting or not found alone: load everything
+            self.load()
         if name in self._conflicts:
             raise DuplicateEstimatorError(self._conflict_message(name))
         try:

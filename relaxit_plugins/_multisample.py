@@ -12,10 +12,17 @@ from __future__ import annotations
 import pyro.distributions as pdist
 import torch
 
+from relaxit_core.distributions import bernoulli_draw
 from relaxit_core.estimator import call_objective, reduce_log_prob
 
 __all__ = [
     "LAWS",
+    "Bernoulli",
+    "bernoulli_probs",
+    "bernoulli_draw",
+    "with_score",
+    "with_parameter_gradients",
+    "bernoulli_score_gradient",
     "call_objective",
     "reduce_log_prob",
     "loo_mean",
@@ -24,8 +31,100 @@ __all__ = [
     "objective_and_input_gradient",
 ]
 
-LAWS = {"bernoulli": pdist.Bernoulli, "categorical": pdist.OneHotCategorical}
+
+class Bernoulli(pdist.Bernoulli):
+    """Pyro's ``Bernoulli`` drawing ``sample`` as ``U < p``, ``U ~ U[0, 1)``.
+
+    The same law (``P(U < p) = p`` up to the uniform's resolution, ``2^-24`` in float32 and
+    ``2^-53`` in float64) as ``torch.bernoulli``, which is about 2.3x slower on CPU.  Finite
+    at ``p = 0`` and ``1`` (logits ``±inf``).
+    """
+
+    def sample(self, sample_shape=torch.Size()):
+        return bernoulli_draw(bernoulli_probs(self), sample_shape)
+
+
+LAWS = {"bernoulli": Bernoulli, "categorical": pdist.OneHotCategorical}
 """The plain discrete laws the score-function estimators sample from."""
+
+
+def bernoulli_probs(dist) -> torch.Tensor:
+    """``σ(logits)`` of a Bernoulli law, detached, without building ``dist.probs``'s graph."""
+    if "probs" in dist.__dict__:
+        return dist.probs.detach()
+    return torch.sigmoid(dist.logits.detach())
+
+
+class _WithScore(torch.autograd.Function):
+    """``value`` unchanged in the forward pass; in the backward pass its gradient passes to
+    ``value`` and ``logits`` gets ``g`` times it (broadcast over ``logits``' trailing dims)."""
+
+    @staticmethod
+    def forward(ctx, value, logits, g):
+        ctx.save_for_backward(g)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (g,) = ctx.saved_tensors
+        grad_logits = None
+        if ctx.needs_input_grad[1]:
+            grad_logits = grad.reshape(grad.shape + (1,) * (g.dim() - grad.dim())) * g
+        return grad, grad_logits, None
+
+
+def with_score(value: torch.Tensor, logits: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``value`` (shape a prefix of ``logits.shape``), whose backward also gives ``logits`` the
+    gradient ``g`` (``logits``' shape, detached) times the incoming gradient.
+
+    One autograd node: the surrogate's forward value stays exactly ``value`` and finite
+    (unlike adding ``(logits - logits.detach()) * g``, NaN at ``logits = ±inf``), and the
+    backward pass costs one product.
+    """
+    if not logits.requires_grad:
+        return value
+    return _WithScore.apply(value, logits, g.detach())
+
+
+class _WithParameterGradients(torch.autograd.Function):
+    """``value`` unchanged; in the backward pass each tensor ``t_i`` gets ``g_i`` times the sum
+    of the incoming gradient divided by ``value.numel()``."""
+
+    @staticmethod
+    def forward(ctx, value, n, *args):
+        ctx.n = n
+        ctx.numel = max(1, value.numel())
+        ctx.save_for_backward(*args[n:])
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        grads = ctx.saved_tensors
+        total = grad.sum() / ctx.numel
+        out = [g * total.to(g.dtype) if need else None for g, need in zip(grads, ctx.needs_input_grad[2:])]
+        return (grad, None, *out, *([None] * ctx.n))
+
+
+def with_parameter_gradients(value: torch.Tensor, tensors, grads) -> torch.Tensor:
+    """``value``, whose ``.sum().backward()`` also gives each ``tensors[i]`` the gradient
+    ``grads[i]`` (detached, that tensor's shape): spread over the ``value.numel()`` elements so
+    that it arrives once.  One autograd node for all of them."""
+    pairs = [(t, g.detach()) for t, g in zip(tensors, grads) if g is not None and t.requires_grad]
+    if not pairs:
+        return value
+    ts, gs = zip(*pairs)
+    return _WithParameterGradients.apply(value, len(ts), *ts, *gs)
+
+
+def bernoulli_score_gradient(weight: torch.Tensor, z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``Σ_s weight_s (z_s - p)``: the score-function gradient in the logits of a Bernoulli
+    law (its score is ``z - σ(logits)``, finite at ``logits = ±inf``).
+
+    ``weight`` is ``[S, *B]``, ``z`` is ``[S, *batch]`` and ``p`` is ``batch`` (``B`` a prefix
+    of ``batch``); one product and one sum over ``[S, *batch]``.
+    """
+    w = weight.reshape(weight.shape + (1,) * (z.dim() - weight.dim()))
+    return (w * (z - p)).sum(0)
 
 
 def loo_mean(x: torch.Tensor) -> torch.Tensor:

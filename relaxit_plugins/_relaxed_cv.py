@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from relaxit_core import Estimate
 from relaxit_core.distributions import gumbel_like, logistic_like, uniform_like
 from relaxit_core.estimator import call_objective
+from relaxit_plugins._multisample import with_parameter_gradients, with_score
 
 __all__ = ["relaxed_pair", "soft_relaxation", "score", "law", "relaxed_cv_estimate"]
 
@@ -55,11 +56,12 @@ def relaxed_pair(family: str, logits: torch.Tensor, num_samples: int):
     shape = torch.Size((num_samples,)) + logits.shape
     if family == "bernoulli":
         z = logits + logistic_like(shape, logits)
-        b = (z > 0).to(logits.dtype)
+        hard = z > 0
+        b = hard.to(logits.dtype)
         lv = logistic_like(shape, logits)  # logit(v), v ~ U(0, 1)
-        up = F.softplus(lv + F.softplus(logits))
-        down = -F.softplus(lv + F.softplus(-logits))
-        return z, b, torch.where(b > 0, up, down)
+        # one softplus over [S, *batch]: z̃ = ±softplus(logit v + softplus(±logits)) for b = 1 / 0
+        shift = torch.where(hard, F.softplus(logits), F.softplus(-logits))
+        return z, b, F.softplus(lv + shift) * (2 * b - 1)
     logp = logits.log_softmax(-1)
     z = logp + gumbel_like(shape, logits)
     b = F.one_hot(z.argmax(-1), logits.shape[-1]).to(logits.dtype)
@@ -106,7 +108,7 @@ def relaxed_cv_estimate(
     tau: torch.Tensor,
     eta: torch.Tensor | None,
     network: Callable[[torch.Tensor, int], torch.Tensor] | None,
-    learned: Sequence[torch.Tensor],
+    learned: Sequence[torch.Tensor] | Callable[[], Sequence[torch.Tensor]],
     dist=None,
 ) -> Estimate:
     """The REBAR / RELAX estimate (Grathwohl et al. 2018, eq. 8, Algorithms 1-2).
@@ -122,7 +124,11 @@ def relaxed_cv_estimate(
 
         mean_s f(b_s) + Σ (logits - logits.detach()) ĝ + Σ_p (p - p.detach()) ∂(Σ ĝ²)/∂p / |B|
 
-    over the ``learned`` estimator parameters ``p``: its forward value is exactly
+    (its last two terms attached by single autograd nodes, ``with_score`` and
+    ``with_parameter_gradients``, so that the forward value stays finite at ``logits = ±inf``)
+
+    over the ``learned`` estimator parameters ``p`` (a list, or a callable giving it, read again
+    after ``network`` ran, which may create parameters): its forward value is exactly
     ``mean_s f(b_s)``; its backward gives ``ĝ`` to the logits (and so to whatever produced
     them), the Monte Carlo gradient ``mean_s ∂f(b_s)/∂φ`` to the objective's own parameters
     (the relaxed evaluations never reach them), and the single-estimate variance gradient
@@ -134,6 +140,8 @@ def relaxed_cv_estimate(
     ``torch.no_grad()``, or neither ``logits`` nor a learned parameter requires one).
     """
     dist = law(family, logits) if dist is None else dist
+    learned_fn = learned if callable(learned) else (lambda: learned)
+    learned = list(learned_fn())
     theta = logits.detach().requires_grad_(True)
     wants_grad = torch.is_grad_enabled() and (logits.requires_grad or any(p.requires_grad for p in learned))
     if not wants_grad:  # nothing to differentiate: just the Monte Carlo value
@@ -146,8 +154,10 @@ def relaxed_cv_estimate(
     with torch.enable_grad():
         z, b, zt = relaxed_pair(family, theta, num_samples)
         s = num_samples
-        if eta is not None:
+        soft = None
+        if eta is not None or network is not None:
             soft = soft_relaxation(family, torch.cat([z, zt]), tau)
+        if eta is not None:
             f_all = call_objective(objective, torch.cat([b, soft]), dist, name)
             f_b, f_z, f_zt = f_all.split(s)
             c_z, c_zt = eta * f_z, eta * f_zt
@@ -156,27 +166,25 @@ def relaxed_cv_estimate(
             c_z = c_zt = f_b.new_zeros(())
         b_nd = f_b.dim() - 1
         if network is not None:
-            r = network(torch.cat([z, zt]), 1 + b_nd)
+            r = network(soft, 1 + b_nd)
             c_z, c_zt = c_z + r[:s], c_zt + r[s:]
+            learned = [p for p in learned_fn() if p.requires_grad]  # a network may have been created
         full_nd = z.dim()
         coef = f_b.detach() - c_zt
         if not learn:
             coef = coef.detach()
-        g_score = (_trail(coef, full_nd) * score(family, b, theta.detach())).mean(0)
+        g_score = (_trail(coef, full_nd) * score(family, b, theta.detach())).sum(0)
         pathwise = (c_z - c_zt).sum()
         if pathwise.requires_grad:
             (g_path,) = torch.autograd.grad(pathwise, theta, create_graph=learn, retain_graph=True, allow_unused=True)
-            g_path = torch.zeros_like(theta) if g_path is None else g_path / s
+            g_hat = g_score if g_path is None else g_score + g_path
         else:
-            g_path = torch.zeros_like(theta)
-        g_hat = g_score + g_path
-        extra = f_b.new_zeros(())
+            g_hat = g_score
+        g_hat = g_hat / s
+        var_grads = ()
         if learn:
             var_grads = torch.autograd.grad(g_hat.pow(2).sum(), list(learned), retain_graph=True, allow_unused=True)
-            n_b = max(1, int(torch.Size(f_b.shape[1:]).numel()))
-            for p, g in zip(learned, var_grads):
-                if g is not None:
-                    extra = extra + ((p - p.detach()) * g.detach()).sum().to(f_b.dtype) / n_b
-    theta_term = _reduce((logits - logits.detach()) * g_hat.detach(), b_nd)
-    surrogate = f_b.mean(0) + theta_term + extra
-    return Estimate(surrogate, f_b.mean(0).detach(), b)
+    value = f_b.mean(0)
+    surrogate = with_parameter_gradients(value, learned, var_grads) if learn else value
+    surrogate = with_score(surrogate, logits, g_hat.detach())
+    return Estimate(surrogate, value.detach(), b)

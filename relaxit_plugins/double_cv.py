@@ -21,11 +21,13 @@ import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_plugins._multisample import (
     LAWS,
+    bernoulli_draw,
+    bernoulli_probs,
     expand_to,
     loo_mean,
     objective_and_input_gradient,
-    reduce_log_prob,
     sum_reduced,
+    with_score,
 )
 
 __all__ = ["DoubleCVEstimator"]
@@ -116,28 +118,25 @@ class DoubleCVEstimator(relaxit_core.EstimatorBase):
         k = self._check_num_samples(num_samples)
         self._check_reduce(reduce)
         dist = self.distribution(**params)
-        z = dist.sample((k,))
+        p = bernoulli_probs(dist)
+        z = bernoulli_draw(p, (k,))
         f, grad = objective_and_input_gradient(objective, z, dist, self.name)
         nb = f.dim()  # S plus the objective's batch dims
         fd = f.detach()
-        p = dist.probs.detach()
         score = z - p  # d log q / d logits, [K, *batch]
         alpha = self.alpha.to(fd.dtype)
         h = sum_reduced(loo_mean(grad) * score, nb)  # [K, *B]: ḡ_{-k}ᵀ(b_k - p)
-        signal0 = fd - loo_mean(fd)
-        signal1 = h - loo_mean(h)
-        signal = signal0 + alpha * signal1  # depends on α only
+        signal = fd - loo_mean(fd) + alpha * (h - loo_mean(h))  # depends on α only
         g_bar = grad.mean(0)  # [*batch]
-        log_q = reduce_log_prob(dist.log_prob(z), nb)
-        sf = (f + signal.detach() * (log_q - log_q.detach())).mean(0)
-        probs = dist.probs
-        glob = sum_reduced((alpha.detach() * g_bar * (probs - probs.detach())).unsqueeze(0), nb).squeeze(0)
-        surrogate = sf - glob
+        # ĝ = mean_k signal_k (b_k - p) - α ḡ ⊙ p(1-p): the logits' gradient, attached directly
+        g_hat = (expand_to(signal, z.dim()) * score).mean(0) - alpha * g_bar * p * (1 - p)
+        value = f.mean(0)
+        surrogate = value
         if self.alpha.requires_grad:
-            g_hat = (expand_to(signal, z.dim()) * score).mean(0) - alpha * g_bar * p * (1 - p)
             var = sum_reduced(g_hat.pow(2).unsqueeze(0), nb).squeeze(0)
             surrogate = surrogate + (var - var.detach())
-        return relaxit_core.Estimate(surrogate, fd.mean(0), z)  # value: the objective's mean alone
+        surrogate = with_score(surrogate, dist.logits, g_hat.detach())
+        return relaxit_core.Estimate(surrogate, value.detach(), z)
 
 
 @relaxit_core.hookimpl

@@ -128,8 +128,8 @@ def hard_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
 def _solve_threshold(x: torch.Tensor, k: int, steps: int):
     """Solve ``Σ_i σ(x_i - ν) = k`` for ``ν`` (``x`` detached, ``1 <= k < n``).
 
-    Returns ``ν`` (shape ``x.shape[:-1] + (1,)``), the indices of the top ``k`` entries of
-    ``x`` and ``sgn`` (``-1`` on those entries, ``+1`` elsewhere).  The residual is evaluated
+    Returns ``ν`` (shape ``x.shape[:-1] + (1,)``) and ``sgn``: ``-1`` on the top ``k``
+    entries of ``x``, ``+1`` elsewhere.  The residual is evaluated
     as ``Σ_rest σ(z_i) - Σ_top σ(-z_i)``, ``z = x - ν``, so that saturated entries add
     small terms with full relative precision instead of ones and zeros.
 
@@ -141,17 +141,24 @@ def _solve_threshold(x: torch.Tensor, k: int, steps: int):
     single exponential; the result is clamped to the bracket, which shrinks at every step.
     """
     n = x.shape[-1]
-    vals, idx = x.topk(k + 1, dim=-1)  # sorted, largest first
-    idx = idx[..., :k]
-    xk, xk1 = vals[..., k - 1: k], vals[..., k: k + 1]
-    sgn = torch.ones_like(x).scatter_(-1, idx, -1.0)
+    if k < 32:
+        vals, idx = x.topk(k + 1, dim=-1)  # sorted, largest first
+        xk, xk1 = vals[..., k - 1: k], vals[..., k: k + 1]
+        sgn = torch.ones_like(x).scatter_(-1, idx[..., :k], -1.0)
+        lse_top = (-vals[..., :k]).logsumexp(-1, keepdim=True)
+    else:  # unsorted: up to 2.5x cheaper on CPU at large k
+        vals, idx = x.topk(k + 1, dim=-1, sorted=False)
+        low, pos = vals.topk(2, dim=-1, largest=False)  # x_(k+1), then x_(k)
+        xk1, xk = low[..., :1], low[..., 1:]
+        last = idx.gather(-1, pos[..., :1])
+        sgn = torch.ones_like(x).scatter_(-1, idx, -1.0).scatter_(-1, last, 1.0)
+        lse_top = (-vals).scatter(-1, pos[..., :1], float("-inf")).logsumexp(-1, keepdim=True)
     # Bracket.  σ(z) <= e^z gives Σσ <= k at ν = LSE(x) - log k; σ(-z) <= e^{-z} gives
     # Σσ >= k at ν = log(n-k) - LSE(-x).  Counting: Σσ <= k at x_(k) + log(n-k), >= k at x_(k+1) - log k.
     hi = torch.minimum(xk + math.log(n - k), x.logsumexp(-1, keepdim=True) - math.log(k))
     lo = torch.maximum(xk1 - math.log(k), math.log(n - k) - (-x).logsumexp(-1, keepdim=True))
     # Closed-form start, exact when the top k are far above ν and the rest far below:
     # Σ_rest e^{x_i - ν} = Σ_top e^{ν - x_i}  =>  ν = (LSE_rest(x) - LSE_top(-x)) / 2.
-    lse_top = (-vals[..., :k]).logsumexp(-1, keepdim=True)
     lse_rest = x.masked_fill(sgn < 0, float("-inf")).logsumexp(-1, keepdim=True)
     nu = torch.minimum(torch.maximum(0.5 * (lse_rest - lse_top), lo), hi)
     sx = sgn * x
@@ -167,7 +174,7 @@ def _solve_threshold(x: torch.Tensor, k: int, steps: int):
         log_step = torch.where(f > 0, (f / k).log1p() * s_in, -(-f / (n - k)).log1p() * s_out) / slope
         step = torch.where(log_step.abs() > safe.abs(), log_step, safe)
         nu = torch.minimum(torch.maximum(nu + step, lo), hi)
-    return nu, idx, sgn
+    return nu, sgn
 
 
 class _RelaxedTopK(torch.autograd.Function):
@@ -175,13 +182,13 @@ class _RelaxedTopK(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, k, steps):
-        nu, idx, sgn = _solve_threshold(x, k, steps)
+        nu, sgn = _solve_threshold(x, k, steps)
         z = x - nu
         a = torch.sigmoid(sgn * z)
         d = a - a * a  # σ'(z), accurate where saturated
         ctx.save_for_backward(d)
-        ctx.mark_non_differentiable(idx)
-        return torch.sigmoid(z), idx
+        ctx.mark_non_differentiable(sgn)
+        return torch.sigmoid(z), sgn
 
     @staticmethod
     @once_differentiable
@@ -193,14 +200,13 @@ class _RelaxedTopK(torch.autograd.Function):
 
 
 def _relaxed_topk(scores: torch.Tensor, k: int, tau: float, steps: int = NEWTON_STEPS):
-    """``(soft, top_k_indices)``: the soft k-hot of :func:`relaxed_topk` and the indices of the hard top k."""
+    """``(soft, sgn)``: the soft k-hot of :func:`relaxed_topk` and ``sgn``, ``-1`` on the hard top k and ``+1`` elsewhere (no gradient)."""
     n = scores.shape[-1]
     if not 1 <= k <= n:
         raise ValueError(f"relaxed_topk: need 1 <= k <= n, got k={k}, n={n}")
     x = scores / tau
     if k == n:
-        idx = torch.arange(n, device=x.device).expand(x.shape)
-        return torch.ones_like(x) + 0 * x, idx
+        return torch.ones_like(x) + 0 * x, -torch.ones_like(x)
     return _RelaxedTopK.apply(x, k, steps)
 
 
@@ -380,9 +386,8 @@ class StraightThroughGumbelTopK(GumbelTopK):
         return self.k <= MAX_LOG_PROB_K
 
     def rsample(self, sample_shape=torch.Size()):
-        soft, idx = _relaxed_topk(self._scores(sample_shape), self.k, self._tau())
-        hard = torch.zeros_like(soft).scatter_(-1, idx, 1.0)
-        return straight_through(hard, soft)
+        soft, sgn = _relaxed_topk(self._scores(sample_shape), self.k, self._tau())
+        return straight_through((sgn < 0).to(soft.dtype), soft)
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():

@@ -32,6 +32,14 @@ import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_core.limits import is_compiling
 from relaxit_core.surrogate import leave_one_out_baseline
+from relaxit_plugins._multisample import (
+    Bernoulli,
+    bernoulli_draw,
+    bernoulli_probs,
+    bernoulli_score_gradient,
+    call_objective,
+    with_score,
+)
 
 __all__ = ["ReinforceEstimator", "group_advantage"]
 
@@ -50,7 +58,7 @@ def group_advantage(f: torch.Tensor, normalize: bool, *, ddof: int = 1, eps: flo
     std = f.std(0, correction=ddof, keepdim=True)
     return centred / (std + eps)
 
-_LAWS = {"bernoulli": pdist.Bernoulli, "categorical": pdist.OneHotCategorical}
+_LAWS = {"bernoulli": Bernoulli, "categorical": pdist.OneHotCategorical}
 
 
 class ReinforceEstimator(relaxit_core.EstimatorBase):
@@ -112,7 +120,10 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
     factor fixed before the samples are drawn, so its direction stays unbiased but the
     estimator no longer claims ``UNBIASED``; not with ``group_normalized``.
 
-    Cost: ``num_samples`` objective evaluations in one batched call.  Families:
+    Cost: ``num_samples`` objective evaluations in one batched call.  For Bernoulli
+    ``logits`` the estimate is formed directly from the score ``z - σ(logits)`` (finite at
+    ``logits = ±inf``), as ``mean_s (f_s - b_s)(z_s - σ(logits))``, with no ``log_prob``
+    pass over the samples.  Families:
     ``"bernoulli"`` (samples 0/1, law ``Bernoulli(logits)``) and ``"categorical"``
     (one-hot samples, law ``OneHotCategorical(logits)``); ``family`` is required.
 
@@ -266,6 +277,8 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         ``context_size``, ``context`` (``[*B, context_size]``, ``B`` the objective's batch) is
         the input of the critic (detached: no gradient reaches whatever computed it)."""
         with self._context_scope(context):
+            if self._fast_path(kwargs):  # baselines that read no context
+                return self._estimate_bernoulli(objective, **kwargs)
             return super().estimate(objective, **kwargs)
 
     def from_costs(self, costs, draw, *, context=None, **kwargs):
@@ -297,6 +310,31 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
             yield
         finally:
             _CONTEXT.reset(token)
+
+    def _fast_path(self, kwargs) -> bool:
+        """Bernoulli ``logits``, ``reduce="mean"``, a baseline of the current samples' values
+        only (none, moving average, leave-one-out) and no normalisation: the estimate is formed
+        from the score ``z - σ(logits)`` directly."""
+        return (self.family == "bernoulli" and kwargs.get("reduce", "mean") == "mean"
+                and kwargs.get("logits") is not None and kwargs.get("probs") is None
+                and self.config.baseline in ("none", "moving_average", "leave_one_out")
+                and not self.config.normalize)
+
+    def _estimate_bernoulli(self, objective, *, num_samples=1, reduce="mean", **params):
+        """``mean_s f_s`` with the gradient ``mean_s (f_s - b_s)(z_s - σ(logits))`` attached to
+        the logits by one autograd node (finite at ``logits = ±inf``); samples ``1[U < p]``.
+        Equal to the ``log_prob`` surrogate of the base class (``tests/test_fast_paths.py``)."""
+        num_samples = self._check_num_samples(num_samples)
+        self._check_reduce(reduce)
+        dist = self.distribution(**params)
+        p = bernoulli_probs(dist)
+        z = bernoulli_draw(p, (num_samples,))
+        f = call_objective(objective, z, dist, self.name)
+        fd = f.detach()
+        b = self.baseline(fd)
+        weight = (fd if b is None else fd - b) / num_samples
+        value = f.mean(0)
+        return relaxit_core.Estimate(with_score(value, dist.logits, bernoulli_score_gradient(weight, z, p)), fd.mean(0), z)
 
     def example_context(self, batch_shape=(), *, dtype=torch.float32, device=None, generator=None):
         """A standard normal context ``[*batch_shape, context_size]`` when the critic reads one

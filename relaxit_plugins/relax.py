@@ -20,9 +20,34 @@ from pydantic import Field, field_validator
 
 import relaxit_core
 from relaxit_core import Capability as C
+from relaxit_core.estimator import protect_parameters
 from relaxit_plugins._relaxed_cv import law, relaxed_cv_estimate
 
-__all__ = ["RelaxEstimator"]
+__all__ = ["RelaxEstimator", "ControlNetwork"]
+
+
+class ControlNetwork(torch.nn.Module):
+    """``r_ρ(x) = w₂ᵀ tanh(W₁ (2x - 1) + b₁) + b₂`` on relaxed vectors ``x`` of ``D`` values
+    (the authors' ``QFunc``), the output layer at zero; ``[..., D] -> [...]``.
+
+    ``W₁ (2x - 1) + b₁`` is evaluated as ``(2 W₁) x + (b₁ - W₁ 1)``: one matrix product, no
+    ``[..., D]`` temporaries.  Initialisation is deterministic (seed 0): ``W₁`` normal with
+    variance ``1/D``, ``b₁`` normal with scale 0.1.
+    """
+
+    def __init__(self, d: int, hidden: int):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.w1 = torch.nn.Parameter(torch.randn(hidden, d, generator=gen) / math.sqrt(d))
+        self.b1 = torch.nn.Parameter(torch.randn(hidden, generator=gen) * 0.1)
+        self.w2 = torch.nn.Parameter(torch.zeros(hidden))
+        self.b2 = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dt = x.dtype
+        w1 = self.w1.to(dt)
+        h = torch.tanh(F.linear(x, 2 * w1, self.b1.to(dt) - w1.sum(1)))
+        return h @ self.w2.to(dt) + self.b2.to(dt)
 
 
 class RelaxEstimator(relaxit_core.EstimatorBase):
@@ -35,15 +60,23 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
 
         ĝ = [f(b) - c_φ(z̃)] ∇ log p(b) + ∇ c_φ(z) - ∇ c_φ(z̃)
 
-    unbiased for every ``φ``.  Here ``c_φ(z) = η f(σ_λ(z)) + r_ρ(z)`` (Appendix B's form for
-    discrete models, with a learned scale ``η``): ``σ_λ`` is ``sigmoid(z/λ)`` or
-    ``softmax(z/λ)`` and ``r_ρ`` is a one-hidden-layer tanh network of width ``hidden``
-    applied to each coordinate of ``2 σ(z) - 1`` (Bernoulli) or ``2 softmax(z) - 1``
-    (categorical) with shared weights and averaged over every coordinate the objective
-    reduces — so it works for any shape, and its scale (hence its learning rate) does not
-    grow with the number of coordinates.  Its output layer starts at zero, so an untrained
-    RELAX is REBAR with ``η = eta``, ``λ = tau``.  ``relaxation=False`` drops the
+    unbiased for every ``φ``.  Here ``c_φ(z) = η f(σ_λ(z)) + r_ρ(σ_λ(z))`` (Appendix B's form
+    for discrete models, with a learned scale ``η``): ``σ_λ`` is ``sigmoid(z/λ)`` or
+    ``softmax(z/λ)`` and ``r_ρ(x) = w₂ᵀ tanh(W₁ (2x - 1) + b₁) + b₂`` is a one-hidden-layer
+    tanh network of width ``hidden`` that reads the *whole* relaxed vector ``x`` of one
+    objective event — the ``D`` values the objective reduces to one number (Bernoulli: the
+    trailing batch dimensions it sums; categorical: those times the ``K`` categories) — as
+    the paper's network and the authors' code do (``duvenaud/relax``: ``pytorch_toy.py``'s
+    ``QFunc`` reads ``2 σ_λ(z) - 1`` through ``Linear(D, hidden)``, tanh, ``Linear(hidden, 1)``;
+    ``mnist_vae.py``'s ``Q_func`` the same with ReLU).  Its output layer starts at zero, so an
+    untrained RELAX is REBAR with ``η = eta``, ``λ = tau``.  ``relaxation=False`` drops the
     ``η f(σ_λ(z))`` term (``c_φ = r_ρ``, as in the paper's toy problem).
+
+    The network's size depends on ``D``: give ``latents=D`` to create it with the estimator
+    (then a call with another ``D`` raises :class:`~relaxit_core.ParameterError`), or leave
+    ``latents`` out and it is created at the first ``estimate()`` that meets a new ``D``
+    (one network per ``D``, deterministic initialisation).  An optimiser only trains the
+    parameters it was given: without ``latents``, build it after the first ``estimate()``.
 
     ``φ = (η, log λ, ρ)`` are parameters of this module; in the same ``backward()`` they
     receive ``∂ Σ ĝ² / ∂φ``, the gradient of the single-estimate variance (Algorithm 1:
@@ -54,8 +87,9 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
 
     ``num_samples = S``: the mean of ``S`` independent single-sample RELAX estimates.
     Cost: one objective call on ``3S`` inputs (``b``, ``σ_λ(z)``, ``σ_λ(z̃)``; ``S`` without
-    the relaxation term), the network on ``2S`` inputs, and two backward passes through
-    them (the second differentiates ``ĝ`` for the variance objective).  Samples are exactly
+    the relaxation term), the network on ``2S`` relaxed vectors (one ``D × hidden`` matrix
+    product), and two backward passes through them (the second differentiates ``ĝ`` for the
+    variance objective: a Hessian-vector product through the objective).  Samples are exactly
     0/1 or one-hot (``family``, required); the law is ``Bernoulli(logits)`` or ``OneHotCategorical(logits)``
     (``log_prob`` is the PMF).
 
@@ -77,7 +111,7 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
 
     Example:
         >>> import relaxit, torch
-        >>> est = relaxit.get("relax", family="categorical", hidden=8)
+        >>> est = relaxit.get("relax", family="categorical", hidden=8, latents=8)
         >>> logits = torch.zeros(2, 4, requires_grad=True)
         >>> out = est.estimate(lambda z: (z[..., 0] - 0.45).pow(2).sum(-1), num_samples=2, logits=logits)
         >>> out.surrogate.backward()
@@ -114,6 +148,11 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
             description="The discrete law: independent Bernoulli or one-hot categorical (required)."
         )
         hidden: int = Field(16, ge=1, le=65536, description="Width of the control-variate network r_ρ.")
+        latents: int | None = Field(
+            None, ge=1, le=2**24,
+            description="Size D of the relaxed vector of one objective event (the network's input); "
+            "None: the network is created at the first estimate() with a new D.",
+        )
         relaxation: bool = Field(True, description="Include η f(σ_λ(z)) in the control variate (3 objective evaluations per sample).")
         tau: float = Field(0.5, gt=0, le=1e3, description="Initial temperature λ of the relaxation term.")
         eta: float = Field(1.0, ge=-1e3, le=1e3, description="Initial scale η of the relaxation term.")
@@ -129,22 +168,29 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)
-        h = self.config.hidden
-        gen = torch.Generator().manual_seed(0)  # deterministic initial network
         self.eta = torch.nn.Parameter(torch.tensor(float(self.config.eta)))
         self.log_tau = torch.nn.Parameter(torch.tensor(math.log(self.config.tau)))
-        self.w1 = torch.nn.Parameter(torch.randn(h, generator=gen))
-        self.b1 = torch.nn.Parameter(torch.randn(h, generator=gen) * 0.1)
-        self.w2 = torch.nn.Parameter(torch.zeros(h))
-        self.b2 = torch.nn.Parameter(torch.zeros(()))
+        self.nets = torch.nn.ModuleDict()
+        """The control-variate networks ``r_ρ``, keyed by the input size ``D`` (as a string)."""
+        if self.config.latents is not None:
+            self.nets[str(self.config.latents)] = ControlNetwork(self.config.latents, self.config.hidden)
 
-    def network(self, z: torch.Tensor, keep_ndim: int) -> torch.Tensor:
-        """``r_ρ(z)``: the per-coordinate network averaged over all dimensions from ``keep_ndim`` on."""
-        dt = z.dtype
-        x = 2 * (torch.sigmoid(z) if self.family == "bernoulli" else z.softmax(-1)) - 1
-        h = torch.tanh(x.unsqueeze(-1) * self.w1.to(dt) + self.b1.to(dt))
-        r = h @ self.w2.to(dt) + self.b2.to(dt)
-        return r.mean(tuple(range(keep_ndim, r.dim()))) if r.dim() > keep_ndim else r
+    def network(self, soft: torch.Tensor, keep_ndim: int) -> torch.Tensor:
+        """``r_ρ`` on the relaxed values ``soft``, reading every dimension from ``keep_ndim`` on as
+        one vector of ``D`` values -> shape ``soft.shape[:keep_ndim]``."""
+        x = soft.flatten(keep_ndim) if soft.dim() > keep_ndim else soft.unsqueeze(-1)
+        d = x.shape[-1]
+        key = str(d)
+        if key not in self.nets:
+            if self.config.latents is not None:
+                raise relaxit_core.ParameterError(
+                    f"relax: the control-variate network reads latents={self.config.latents} relaxed "
+                    f"values per objective event, the objective's events hold {d}"
+                )
+            net = ControlNetwork(d, self.config.hidden).to(device=self.eta.device, dtype=self.eta.dtype)
+            self.nets[key] = net.requires_grad_(self.log_tau.requires_grad)
+            protect_parameters(self, self.name)  # its parameters skip non-finite updates too
+        return self.nets[key](x)
 
     def build_distribution(self, logits):
         return law(self.family, logits)
@@ -161,14 +207,16 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
         logits = self.check_params(params)["logits"]
         dt = logits.dtype
         relax = self.config.relaxation
-        learned = [p for p in self.parameters() if p.requires_grad]
-        if not relax:
-            learned = [p for p in learned if p is not self.eta and p is not self.log_tau]
         return relaxed_cv_estimate(
             self.name, self.family, objective, num_samples, logits,
             tau=self.log_tau.to(dt).exp(), eta=self.eta.to(dt) if relax else None,
-            network=self.network, learned=learned, dist=dist,
+            network=self.network, learned=self._learned, dist=dist,
         )
+
+    def _learned(self) -> list[torch.Tensor]:
+        """The parameters trained by the variance objective (read after the network exists)."""
+        relax = self.config.relaxation
+        return [p for p in self.parameters() if p.requires_grad and (relax or p is not self.eta)]
 
 
 @relaxit_core.hookimpl

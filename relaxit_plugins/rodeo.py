@@ -23,13 +23,24 @@ import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_plugins._multisample import (
     LAWS,
+    bernoulli_draw,
+    bernoulli_probs,
     expand_to,
     loo_mean,
     objective_and_input_gradient,
-    reduce_log_prob,
+    with_score,
 )
 
 __all__ = ["RodeoEstimator"]
+
+
+def _count_below(kink: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``searchsorted(kink, t)`` (left): per row, the number of (sorted) kinks strictly below each
+    ``t``.  For up to 32 kinks it counts comparisons on ``[M, H, N]`` instead: about 2x faster on
+    CPU than torch's batched binary search at ``H = 16``, ``N = 200``."""
+    if kink.shape[-1] > 32:
+        return torch.searchsorted(kink, t)
+    return (kink.unsqueeze(-1) < t.unsqueeze(-2)).sum(-2, dtype=torch.int32).long()
 
 
 class _SteinNet(torch.nn.Module):
@@ -98,6 +109,35 @@ class _SteinNet(torch.nn.Module):
         c0, s0, c1, s1 = table.index_select(0, idx.reshape(-1)).unbind(-1)
         t = t.reshape(-1)
         return torch.addcmul(c0, t, s0).view_as(idx), torch.addcmul(c1, t, s1).view_as(idx)
+
+    def stein_terms(self, z: torch.Tensor, t_x: torch.Tensor, t_nb: torch.Tensor, w: torch.Tensor):
+        """What RODEO needs of the network, for ``M`` states sharing ``z`` row by row: with
+        ``t_x [M, 1]`` (the state), ``t_nb [M, D]`` (its neighbours) and Gibbs weights ``w [M, D]``,
+        returns ``(Σ_d w_d (h0(t_nb_d) - h0(t_x)) [M, 1], h1(t_x) [M, 1], h1(t_nb) [M, D])``.
+
+        ``Σ_d w_d h0(t_d)`` is read from the affine pieces without evaluating ``h0`` at each
+        neighbour: with ``j_d`` the piece of ``t_d``, it is ``Σ_j c0_j W_j + s0_j T_j`` with
+        ``W_j = Σ_{d: j_d = j} w_d`` and ``T_j = Σ_{d: j_d = j} w_d t_d``, binned without
+        autograd (``w`` and ``t`` carry no gradient), so its gradient in the weights costs
+        ``O(M H)`` instead of a scatter over ``M D`` values.  ``h1`` is needed at each neighbour.
+        """
+        kink, table = self.pieces(z)
+        m, hp1 = kink.shape[0], kink.shape[1] + 1
+        dtype = table.dtype
+        c0, s0, c1, s1 = table.reshape(m, hp1, 4).unbind(-1)  # [M, H + 1] each
+        t_x, t_nb = t_x.to(dtype).contiguous(), t_nb.to(dtype).contiguous()
+        w = w.to(dtype)
+        idx_x = _count_below(kink, t_x)  # [M, 1]: the number of kinks below t
+        idx_nb = _count_below(kink, t_nb)  # [M, D]
+        with torch.no_grad():
+            bins_w = torch.zeros_like(c0).scatter_add_(1, idx_nb, w)
+            bins_wt = torch.zeros_like(c0).scatter_add_(1, idx_nb, w * t_nb)
+        sum_h0 = (c0 * bins_w + s0 * bins_wt).sum(-1, keepdim=True)
+        h0_x = torch.addcmul(c0.gather(1, idx_x), t_x, s0.gather(1, idx_x))
+        a_h0 = sum_h0 - h0_x * bins_w.sum(-1, keepdim=True)
+        h1_x = torch.addcmul(c1.gather(1, idx_x), t_x, s1.gather(1, idx_x))
+        h1_nb = torch.addcmul(c1.gather(1, idx_nb), t_nb, s1.gather(1, idx_nb))
+        return a_h0, h1_x, h1_nb
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``t`` of shape ``[..., N]``, ``z`` of shape ``[...]`` shared along ``N`` -> ``[..., N, 2]``."""
@@ -216,14 +256,15 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         k = self._check_num_samples(num_samples)
         self._check_reduce(reduce)
         dist = self.distribution(**params)
-        x = dist.sample((k,))
+        p_full = bernoulli_probs(dist)
+        x = bernoulli_draw(p_full, (k,))
         f, grad = objective_and_input_gradient(objective, x, dist, self.name)
         nb = f.dim() - 1
         batch = tuple(dist.batch_shape)
         b_shape = batch[:nb]
         d = int(torch.Size(batch[nb:]).numel())
         fd = f.detach()
-        p = dist.probs.detach().reshape(b_shape + (d,))
+        p = p_full.reshape(b_shape + (d,))
         xf = x.reshape((k,) + b_shape + (d,))
         gf = grad.reshape((k,) + b_shape + (d,))
         score = xf - p  # ∇η log q(x_k), [K, *B, D]
@@ -234,32 +275,28 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         lin_x = (g_loo * xf).sum(-1) - c_loo  # [K, *B]
         flip = 1 - 2 * xf  # y^(d) - x at neighbour d, along e_d
         lin_nb = torch.addcmul(lin_x.unsqueeze(-1), g_loo, flip)  # one-flip neighbours, [K, *B, D]
-        pieces = self.control.pieces(f_loo)
-        m, dd = lin_x.numel(), max(d, 1)  # explicit sizes: an empty batch or D = 0 must reshape too
-        h0_x, h1_x = self.control.query(pieces, lin_x.reshape(-1, 1))  # at x_k, [M, 1]
-        h0_nb, h1_nb = self.control.query(pieces, lin_nb.reshape(m, d))  # at its neighbours, [M, D]
         # Gibbs kernel: move to neighbour d with probability q(y_d) / D (the flipped value's)
+        m, dd = lin_x.numel(), max(d, 1)  # explicit sizes: an empty batch or D = 0 must reshape too
         w = torch.where(xf.bool(), 1 - p, p).reshape(m, d)
-        w_sum = w.sum(-1, keepdim=True)
-        a_h0 = ((w * h0_nb).sum(-1, keepdim=True) - h0_x * w_sum) / dd  # (A h0)(x_k), [M, 1]
+        a_h0, h1_x, h1_nb = self.control.stein_terms(f_loo, lin_x.reshape(m, 1), lin_nb.reshape(m, d), w)
+        w_sum = w.sum(-1, keepdim=True).to(h1_nb.dtype)
         wh1 = w * h1_nb
         # (A H)(x_k) with H = h1 ∇η log q: the score moves by ±e_d at neighbour d
         a_h1 = score.reshape(m, d) * ((wh1.sum(-1, keepdim=True) - h1_x * w_sum) / dd)
         a_h1 = torch.addcmul(a_h1, wh1, flip.reshape(m, d), value=1 / dd).reshape(score.shape)
-        a_h0 = a_h0.reshape(fd.shape).to(fd.dtype)
+        a_h0 = (a_h0 / dd).reshape(fd.shape).to(fd.dtype)
         a_h1 = a_h1.to(fd.dtype)
         alpha, beta = self.alpha.to(fd.dtype), self.beta.to(fd.dtype)
         signal = fd - loo_mean(fd + alpha * a_h0)  # [K, *B]
-        g_hat = (expand_to(signal, score.dim()) * score + beta * a_h1).mean(0)  # [*B, D]
-        log_q = reduce_log_prob(dist.log_prob(x), nb + 1)
-        sf = (f + signal.detach() * (log_q - log_q.detach())).mean(0)
-        logits = dist.logits.reshape(b_shape + (d,))
-        stein = ((beta * a_h1).mean(0).detach() * (logits - logits.detach())).sum(-1)
-        surrogate = sf + stein
+        g_hat = (expand_to(signal, score.dim()) * score + beta * a_h1).mean(0)  # [*B, D]: the logits' gradient
+        value = f.mean(0)
+        surrogate = value
         if self.config.learn:
             var = g_hat.pow(2).sum(-1)
             surrogate = surrogate + (var - var.detach())
-        return relaxit_core.Estimate(surrogate, fd.mean(0), x)  # value: the objective's mean alone
+        logits = dist.logits
+        surrogate = with_score(surrogate, logits, g_hat.detach().reshape(logits.shape))
+        return relaxit_core.Estimate(surrogate, value.detach(), x)
 
 
 @relaxit_core.hookimpl

@@ -22,7 +22,7 @@ from torch.distributions import constraints
 
 import relaxit_core
 from relaxit_core import Capability as C
-from relaxit_core.distributions import BinaryLogitsDistribution
+from relaxit_core.distributions import BinaryLogitsDistribution, bernoulli_draw
 
 __all__ = ["StochasticTimesSmooth", "StochasticTimesSmoothEstimator"]
 
@@ -81,9 +81,8 @@ class StochasticTimesSmooth(BinaryLogitsDistribution):
         return torch.where(p > 0, safe.sqrt(), torch.zeros_like(p))
 
     def rsample(self, sample_shape=torch.Size()):
-        a = self.sqrt_probs.expand(self._extended(sample_shape))
-        b = torch.bernoulli(a.detach())
-        return b * a
+        a = self.sqrt_probs
+        return bernoulli_draw(a.detach(), sample_shape) * a
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():

@@ -15,7 +15,7 @@ import torch
 
 import relaxit_core
 from relaxit_core import Capability as C
-from relaxit_core.distributions import BernoulliPMFLaw
+from relaxit_core.distributions import BernoulliPMFLaw, bernoulli_draw
 from relaxit_core.surrogate import straight_through
 
 __all__ = ["StraightThroughBernoulli", "StraightThroughBernoulliEstimator"]
@@ -50,8 +50,8 @@ class StraightThroughBernoulli(BernoulliPMFLaw):
     has_rsample = True
 
     def rsample(self, sample_shape=torch.Size()):
-        p = self.probs.expand(self._extended(sample_shape))
-        hard = torch.bernoulli(p.detach())
+        p = self.probs
+        hard = bernoulli_draw(p.detach(), sample_shape)
         return straight_through(hard, p)
 
 

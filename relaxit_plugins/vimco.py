@@ -21,7 +21,15 @@ from pydantic import Field
 import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_core.surrogate import leave_one_out_baseline, score_function_surrogate
-from relaxit_plugins._multisample import LAWS, call_objective, reduce_log_prob
+from relaxit_plugins._multisample import (
+    LAWS,
+    bernoulli_draw,
+    bernoulli_probs,
+    bernoulli_score_gradient,
+    call_objective,
+    reduce_log_prob,
+    with_score,
+)
 
 __all__ = ["VimcoEstimator", "vimco_signals"]
 
@@ -132,6 +140,20 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
         num_samples = self._check_num_samples(num_samples)
         self._check_reduce(reduce)
         dist = self.distribution(**params)
+        if self.family == "bernoulli" and params.get("logits") is not None:
+            # score z - σ(logits): finite at ±inf, no log_prob pass over [S, *batch]
+            p = bernoulli_probs(dist)
+            z = bernoulli_draw(p, (num_samples,))
+            f = call_objective(objective, z, dist, self.name)
+            fd = f.detach()
+            if reduce == "mean":
+                g = bernoulli_score_gradient((fd - leave_one_out_baseline(fd)) / num_samples, z, p)
+                surrogate = with_score(f.mean(0), dist.logits, g)
+                return relaxit_core.Estimate(surrogate, surrogate.detach(), z)
+            bound = f.logsumexp(0) - math.log(num_samples)
+            g = bernoulli_score_gradient(vimco_signals(fd), z, p)
+            surrogate = with_score(bound, dist.logits, g)
+            return relaxit_core.Estimate(surrogate, bound.detach(), z)
         z = dist.sample((num_samples,))
         f = call_objective(objective, z, dist, self.name)
         return self.from_costs(f, relaxit_core.Draw(z), reduce=reduce, **params)

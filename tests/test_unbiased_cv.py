@@ -168,10 +168,10 @@ def test_learned_parameters_do_not_touch_the_model(name):
         learner = relaxit.get("rebar", learn=True, eta=0.7, tau=0.3)
         fixed = relaxit.get("rebar", learn=False, eta=0.7, tau=0.3)
     else:
-        learner = relaxit.get("relax", family="bernoulli", hidden=8)
+        learner = relaxit.get("relax", family="bernoulli", hidden=8, latents=5)
         with torch.no_grad():
-            learner.w2.normal_()  # a non-trivial network
-        fixed = relaxit.get("relax", family="bernoulli", hidden=8)
+            learner.nets["5"].w2.normal_()  # a non-trivial network
+        fixed = relaxit.get("relax", family="bernoulli", hidden=8, latents=5)
         fixed.load_state_dict(learner.state_dict())
         fixed.requires_grad_(False)
     gw_learn, gphi_learn = _grads(learner, 7, weight, phi, x)
@@ -216,7 +216,7 @@ def test_training_on_the_toy_converges(name, num_samples, steps):
     p = sigmoid(θ) moves from 0.5 towards the optimum 0, while the estimator trains its own
     parameters in the same backward()."""
     torch.manual_seed(0)
-    est = relaxit.get(name, **({"learn": True} if name == "rebar" else {"family": "bernoulli", "hidden": 8})).double()
+    est = relaxit.get(name, **({"learn": True} if name == "rebar" else {"family": "bernoulli", "hidden": 8, "latents": 1})).double()
     before = {k: v.detach().clone() for k, v in est.named_parameters()}
     logits = torch.zeros(32, dtype=DT, requires_grad=True)
     opt = torch.optim.Adam([{"params": [logits], "lr": 0.1}, {"params": est.parameters(), "lr": 0.01}])
@@ -234,7 +234,7 @@ def test_relax_tuned_beats_reinforce_on_the_toy():
     """After tuning c_φ on the variance objective, RELAX's variance at θ = 0, t = 0.45 is below
     REINFORCE's (exact 1.594e-2) by more than 5 standard errors."""
     torch.manual_seed(0)
-    est = relaxit.get("relax", family="bernoulli", hidden=8).double()
+    est = relaxit.get("relax", family="bernoulli", hidden=8, latents=1).double()
     opt = torch.optim.Adam(est.parameters(), lr=0.01)
     f = lambda z: (z - 0.45).pow(2).sum(-1)  # noqa: E731
     for _ in range(100):
