@@ -187,10 +187,26 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
                     f"relax: the control-variate network reads latents={self.config.latents} relaxed "
                     f"values per objective event, the objective's events hold {d}"
                 )
-            net = ControlNetwork(d, self.config.hidden).to(device=self.eta.device, dtype=self.eta.dtype)
-            self.nets[key] = net.requires_grad_(self.log_tau.requires_grad)
-            protect_parameters(self, self.name)  # its parameters skip non-finite updates too
+            self._add_network(d)
         return self.nets[key](x)
+
+    def _add_network(self, d: int) -> None:
+        net = ControlNetwork(d, self.config.hidden).to(device=self.eta.device, dtype=self.eta.dtype)
+        self.nets[str(d)] = net.requires_grad_(self.log_tau.requires_grad)
+        protect_parameters(self, self.name)  # its parameters skip non-finite updates too
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # Networks made at the first estimate() (no ``latents``) are state like any other: a
+        # state dict brings the networks it holds (a fresh estimator can load a trained one)
+        # and drops the ones it lacks (restoring a state saved before they were made).
+        if self.config.latents is None:
+            held = {k[len(prefix) + 5:].split(".", 1)[0] for k in state_dict if k.startswith(prefix + "nets.")}
+            for key in [k for k in self.nets if k not in held]:
+                del self.nets[key]
+            for key in sorted(held - set(self.nets)):
+                if key.isdigit():
+                    self._add_network(int(key))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     def build_distribution(self, logits):
         return law(self.family, logits)

@@ -311,3 +311,27 @@ def test_finite_screen_fast_path_and_its_overflow_fallback():
     inf = torch.tensor([0.0, float("inf"), 1.0], requires_grad=True)
     out = est.estimate(lambda z: (z - 0.3).pow(2), num_samples=2, logits=inf)
     assert torch.equal(out.samples[:, 1], torch.ones(2))
+
+
+def test_relax_state_dict_carries_its_lazily_made_networks():
+    """A trained RELAX (no ``latents``: networks made at the first estimate) reloads into a fresh
+    estimator, and a state saved before the first estimate restores the network-less state."""
+    f = lambda z: ((z - 0.3) ** 2).sum(-1)  # noqa: E731
+    fresh = relaxit.get("relax", family="bernoulli", hidden=4)
+    empty = {k: v.clone() for k, v in fresh.state_dict().items()}
+    trained = relaxit.get("relax", family="bernoulli", hidden=4)
+    out = trained.estimate(f, num_samples=2, logits=torch.zeros(3, 5, requires_grad=True))
+    out.surrogate.sum().backward()
+    with torch.no_grad():
+        for p in trained.nets.parameters():
+            p.add_(torch.randn_like(p))
+    fresh.load_state_dict(trained.state_dict())
+    assert set(fresh.nets) == {"5"}
+    for (n1, a), (n2, b) in zip(fresh.state_dict().items(), trained.state_dict().items()):
+        assert n1 == n2 and torch.equal(a, b)
+    assert set(dict(fresh.named_parameters())) == set(dict(trained.named_parameters()))
+    trained.load_state_dict(empty)
+    assert len(trained.nets) == 0
+    fixed = relaxit.get("relax", family="bernoulli", hidden=4, latents=5)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        fixed.load_state_dict(empty)  # a network fixed by the config is not optional

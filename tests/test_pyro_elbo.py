@@ -589,7 +589,8 @@ def test_elbo_module_interface_reaches_estimator_parameters():
     loss.backward()
     names = {n for n, _ in module.named_parameters()}
     assert "guide.logits" in names and any(n.startswith("elbo.estimators.z.") for n in names)
-    assert module.guide.logits.grad is not None and elbo.estimators["z"].w2.grad is not None
+    net = list(elbo.estimators["z"].nets.parameters())
+    assert module.guide.logits.grad is not None and net and all(p.grad is not None for p in net)
 
 
 @pytest.mark.parametrize(

@@ -371,14 +371,19 @@ def _is_stateful(est, objective, params: torch.Tensor, k: int) -> bool:
 
 
 def _warm_up(est, objective, params: torch.Tensor, k: int, steps: int, lr: float, tick) -> None:
-    own = [p for p in est.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(own, lr=lr) if own else None
+    from relaxit.bench.tasks import adopt_new_parameters
+
+    opt = None  # built at the first step: an estimator may create its parameters there (RELAX's network)
     for _ in range(steps):
         leaf = params.detach().clone().requires_grad_(True)
         out = est.estimate(objective, num_samples=k, logits=leaf)
-        if opt is not None:
+        own = [p for p in est.parameters() if p.requires_grad]
+        if own:
+            if opt is None:
+                opt = torch.optim.Adam(own, lr=lr)
             opt.zero_grad(set_to_none=True)
             out.surrogate.sum().backward()
+            adopt_new_parameters(opt, est)
             opt.step()
         tick()
 

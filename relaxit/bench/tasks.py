@@ -28,6 +28,20 @@ Progress = Callable[[int], None]
 
 
 
+def adopt_new_parameters(opt: torch.optim.Optimizer, *modules: nn.Module) -> None:
+    """Add to ``opt`` the trainable parameters of ``modules`` that it does not hold yet.
+
+    An estimator may create parameters at its first ``estimate()`` (RELAX's control-variate
+    network when its config leaves ``latents`` out: the network's size is the number of values
+    of one objective event); an optimiser built before that call would never train them.
+    Called before every ``opt.step()``: a set look-up per parameter, no tensor work.
+    """
+    known = {id(p) for group in opt.param_groups for p in group["params"]}
+    new = [p for m in modules for p in m.parameters() if p.requires_grad and id(p) not in known]
+    if new:
+        opt.add_param_group({"params": new})
+
+
 def _train_logits(est, f, logits, opt, timer, steps, num_samples, checkpoints, record, progress) -> None:
     """Adam steps on free ``logits`` with the estimator's surrogate of ``f``; ``record`` at step 0
     and at every checkpoint (timed training only)."""
@@ -37,6 +51,7 @@ def _train_logits(est, f, logits, opt, timer, steps, num_samples, checkpoints, r
         out = est.estimate(f, num_samples=num_samples, logits=logits)
         opt.zero_grad(set_to_none=True)
         out.surrogate.sum().backward()
+        adopt_new_parameters(opt, est)
         opt.step()
         step_schedules(est)  # temperature schedules advance once per optimisation step
         timer.stop()
@@ -360,6 +375,7 @@ def run_vae(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
         loss = model(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        adopt_new_parameters(opt, model)
         opt.step()
         step_schedules(model)  # temperature schedules advance once per optimisation step
         timer.stop()
