@@ -11,6 +11,8 @@ from typing import ClassVar
 import pyro.distributions as pdist
 import torch
 
+from relaxit_core.limits import find_limits
+
 from relaxit_core.distributions import logistic_like
 from relaxit_core.errors import ParameterError
 from relaxit_core.estimator import Draw, Estimate, EstimatorBase, call_objective
@@ -97,16 +99,27 @@ class AntitheticEstimator(EstimatorBase):
     def draw(self, num_samples=2, **params):
         """The ``num_samples / 2`` antithetic pairs ``[b; b̃]`` (phase one of :meth:`estimate`)."""
         num_samples = check_even(self.name, self._check_num_samples(num_samples))
-        theta = self.check_params(params)["logits"].detach()
+        logits, limits = self._at_limits(params)
+        theta = logits.detach()
         lu = logistic_like(torch.Size((num_samples // 2,)) + theta.shape, theta)
         b = (lu < theta).to(theta.dtype)
         b_anti = (-lu < theta).to(theta.dtype)
-        return Draw(torch.cat([b, b_anti]), lu)
+        samples = torch.cat([b, b_anti])
+        return Draw(samples if limits is None else limits.fix(samples), lu)
+
+    def _at_limits(self, params):
+        """The logits to compute with and the :class:`~relaxit_core.limits.Limits` (``None``
+        when all are finite): the non-finite rule that the core applies around
+        :meth:`estimate`, applied here to the two phases too (``±inf`` logits are sampled as
+        their limits, with a zero gradient; NaN raises ``ParameterError``)."""
+        checked = self.check_params(params)
+        limits = find_limits(self, checked)
+        return (checked if limits is None else limits.params)["logits"], limits
 
     def from_costs(self, costs, draw, *, reduce="mean", **params):
         """The estimate from the costs ``[num_samples, *B]`` at ``draw.samples`` (phase two)."""
         self._check_reduce(reduce)
-        logits = self.check_params(params)["logits"]
+        logits, _ = self._at_limits(params)  # stand-ins: their entries' samples are the limits
         lu = draw.state
         pairs = lu.shape[0]
         if costs.shape[0] != 2 * pairs:
