@@ -549,9 +549,10 @@ class EstimatorELBO(ELBO, torch.nn.Module):
         leaf = logits.detach().requires_grad_(True)
         n = P if site.shared else max(1, est.min_num_samples)
         objective = self._objective(model, args, kwargs, full_guide, site, downstream, P)
-        learned = [p for p in est.parameters() if p.requires_grad]
         with torch.enable_grad():
             out = est.estimate(objective, num_samples=n, logits=leaf)
+            # read after estimate(): an estimator may create parameters there (RELAX's network)
+            learned = [p for p in est.parameters() if p.requires_grad]
             grads = torch.autograd.grad(out.surrogate.sum(), [leaf, *learned], allow_unused=True)
         term = 0.0
         if grads[0] is not None:
