@@ -71,7 +71,7 @@ def _run_describe(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**info.to_dict(), "advice": advice}, indent=2))
         return 0
-    from relaxit_core.text import rst_inline_to_text, rst_to_text, terminal_width
+    from relaxit_core.text import maths_section, rst_inline_to_text, rst_to_text, terminal_width
 
     width = terminal_width()
 
@@ -114,23 +114,6 @@ def _advice(name: str) -> str | None:
     except ImportError:  # pragma: no cover - the bench module is part of the package
         return None
     return advice(name)
-
-
-def maths_section(cls: type) -> str:
-    """The body of the ``Maths:`` section of an estimator's class docstring ("" if none)."""
-    import inspect
-
-    lines = (inspect.getdoc(cls) or "").splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.rstrip() == "Maths:")
-    except StopIteration:
-        return ""
-    body = []
-    for line in lines[start + 1:]:
-        if line.strip() and not line[:1].isspace():
-            break
-        body.append(line)
-    return "\n".join(body).strip("\n")
 
 
 @command

@@ -20,7 +20,7 @@ import re
 import shutil
 import textwrap
 
-__all__ = ["rst_inline_to_text", "rst_to_text", "terminal_width"]
+__all__ = ["maths_section", "rst_inline_to_text", "rst_to_text", "terminal_width"]
 
 _ROLE = re.compile(r":[A-Za-z][\w:+.-]*:`((?:[^`\\]|\\.)+)`")
 _LITERAL = re.compile(r"``(.+?)``")
@@ -202,3 +202,20 @@ def rst_to_text(text: str, width: int | None = None, indent: str = "") -> str:
     while out and out[-1] == "":
         out.pop()
     return "\n".join(out)
+
+
+def maths_section(cls: type) -> str:
+    """The body of the ``Maths:`` section of an estimator's class docstring, dedented ("" if
+    none): the entries ``:Law:``, ``:Estimator:``, ``:Gradient:``, ``:Cost:`` in LaTeX (the
+    convention of the plugins guide), read by the docs (typeset) and ``relaxit describe``."""
+    lines = (inspect.getdoc(cls) or "").splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.rstrip() == "Maths:")
+    except StopIteration:
+        return ""
+    body = []
+    for line in lines[start + 1:]:
+        if line.strip() and not line[:1].isspace():
+            break
+        body.append(line)
+    return textwrap.dedent("\n".join(body)).strip("\n")

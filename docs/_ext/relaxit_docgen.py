@@ -31,6 +31,13 @@ from typing import Any
 
 GENERATED_DIR = "generated"
 
+
+def maths_section(cls: type) -> str:
+    """The ``Maths:`` section of ``cls``'s docstring (:func:`relaxit_core.text.maths_section`)."""
+    from relaxit_core.text import maths_section as read
+
+    return read(cls)
+
 _CAP_DESCRIPTIONS = {
     "rsample": "reparameterised samples (pathwise gradients)",
     "score_function": "score-function (REINFORCE-type) gradients",
@@ -214,23 +221,6 @@ MATHS_ENTRIES = ("Law", "Estimator", "Gradient", "Cost")
 # A citation of the paper's equation, section, theorem or algorithm; or the explicit admission
 # "equation number not checked here" (shown on the page as written, so a reader knows).
 _CITATION = re.compile(r"\b(eqs?\.|Eqs?\.|Sec\.|Secs\.|Section|Theorem|Thm\.|Prop\.|Proposition|Lemma|Alg\.|Algorithm|App\.|Appendix)|equation\s+number\s+not\s+checked\s+here")
-
-
-def maths_section(cls: type) -> str:
-    """The body of the ``Maths:`` section of ``cls``'s docstring, dedented ("" if none)."""
-    import inspect
-
-    lines = (inspect.getdoc(cls) or "").splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.rstrip() == "Maths:")
-    except StopIteration:
-        return ""
-    body = []
-    for line in lines[start + 1:]:
-        if line.strip() and not line[:1].isspace():
-            break
-        body.append(line)
-    return textwrap.dedent("\n".join(body)).strip("\n")
 
 
 def maths_entries(cls: type) -> dict[str, str]:

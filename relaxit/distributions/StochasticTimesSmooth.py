@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import torch
-
-from relaxit.distributions._adapter import Adapter, built, estimator
+from relaxit.distributions._adapter import ProbsLogitsAdapter
 
 __all__ = ["StochasticTimesSmooth"]
 
 
-class StochasticTimesSmooth(Adapter):
+class StochasticTimesSmooth(ProbsLogitsAdapter):
     """Stochastic times smooth unit ``h = b sqrt(p)``, ``b ~ Bernoulli(sqrt(p))`` (Bengio et al. 2013, Sec. 3.3).
 
     relaxit 1.x's class, now ``relaxit.get("stochastic_times_smooth").distribution(probs=..., logits=...)``.
@@ -24,20 +22,3 @@ class StochasticTimesSmooth(Adapter):
     """
 
     registry_name = "stochastic_times_smooth"
-
-    def __init__(self, probs: torch.Tensor | None = None, logits: torch.Tensor | None = None,
-                 validate_args: bool | None = None):
-        est = estimator(self.registry_name)
-        self._adopt(built(validate_args, lambda: est.distribution(probs=probs, logits=logits)))
-
-    @property
-    def probs(self):
-        return self.law.probs
-
-    @property
-    def logits(self):
-        return self.law.logits
-
-    @classmethod
-    def infer_shapes(cls, probs=None, logits=None):
-        return torch.Size(probs if probs is not None else logits), torch.Size()

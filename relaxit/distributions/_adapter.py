@@ -135,6 +135,29 @@ class Adapter(TorchDistribution):
         return f"{type(self).__name__}(law={self.law!r})"
 
 
+class ProbsLogitsAdapter(Adapter):
+    """An adapter of a law parametrised by ``probs`` or ``logits`` (1.x's Bernoulli-type
+    classes): ``__init__(probs=None, logits=None, validate_args=None)``, with both readable
+    from the registered law."""
+
+    def __init__(self, probs: torch.Tensor | None = None, logits: torch.Tensor | None = None,
+                 validate_args: bool | None = None):
+        est = estimator(self.registry_name)
+        self._adopt(built(validate_args, lambda: est.distribution(probs=probs, logits=logits)))
+
+    @property
+    def probs(self):
+        return self.law.probs
+
+    @property
+    def logits(self):
+        return self.law.logits
+
+    @classmethod
+    def infer_shapes(cls, probs=None, logits=None):
+        return torch.Size(probs if probs is not None else logits), torch.Size()
+
+
 @register_kl(Adapter, Adapter)
 def _kl_adapters(p: Adapter, q: Adapter) -> torch.Tensor:
     """KL between two adapters: the KL between their registered laws."""
