@@ -33,11 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import math
+from typing import Annotated, Optional
 
 import torch
+from pydantic import AfterValidator, Field
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
+import relaxit_core
 from relaxit_core.distributions import gumbel_like
 from relaxit_core.errors import ConfigError, ParameterError
 from relaxit_plugins.gumbel_topk import KHot as _KHot
@@ -55,6 +58,8 @@ __all__ = [
     "noise_like",
     "PerturbAndMAP",
     "DEFAULT_SOLVER",
+    "SolverName",
+    "SolverEstimator",
 ]
 
 SOLVER_FAMILIES = ("subset", "categorical")
@@ -281,3 +286,32 @@ def check_solver_k(name: str, solver: MapSolver, k: int, logits: torch.Tensor) -
         raise ParameterError(
             f"{name}: k={k} needs at least k items in the last dimension of `logits`, got shape {tuple(logits.shape)}"
         )
+
+
+SolverName = Annotated[
+    Optional[str],
+    Field(None, description="Name of a registered MAP solver of the family; default 'topk' (subset) or 'argmax' (categorical)."),
+    AfterValidator(validate_solver_name),
+]
+"""The ``solver`` config field: a registered solver's name (configs stay JSON), or ``None``."""
+
+
+class SolverEstimator(relaxit_core.EstimatorBase):
+    """Base of estimators that call a MAP solver (``self.solver``): the config's ``solver``
+    names a registered one (default by ``family``); a :class:`MapSolver` or a callable with a
+    ``family`` attribute given as ``solver=`` is registered under its name first (so the config
+    naming it validates and rebuilds).  The solver's family must be the config's ``family``."""
+
+    def __init__(self, config=None, **kwargs):
+        if isinstance(config, dict) and not isinstance(config.get("solver") or "", str):
+            config, solver = resolve_solver(self.name, dict(config))
+        else:
+            kwargs, solver = resolve_solver(self.name, kwargs)
+        super().__init__(config, **kwargs)
+        name = self.config.solver or DEFAULT_SOLVER[self.config.family]
+        self.solver = solver if solver is not None else get_solver(name, self.name)
+        if self.solver.family != self.config.family:
+            raise ConfigError(
+                f"{self.name}: solver {self.solver.name!r} returns {self.solver.family!r} structures, "
+                f"but family={self.config.family!r}"
+            )

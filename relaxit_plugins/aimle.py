@@ -30,10 +30,10 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 import relaxit_core
-from relaxit_plugins._solvers import validate_solver_name
+from relaxit_plugins._solvers import SolverName
 from relaxit_plugins.imle import Noise, PerturbAndMAPEstimator
 
 __all__ = ["AimleEstimator"]
@@ -98,14 +98,7 @@ class AimleEstimator(PerturbAndMAPEstimator):
         noise: Noise = Field("sum_of_gamma", description="Perturbation noise (sum-of-Gamma with kappa = k, Gumbel, normal, or none).")
         noise_temperature: float = Field(1.0, ge=0, le=1e3, description="Scale tau of the noise.")
         noise_iterations: int = Field(10, ge=1, le=10_000, description="Terms s of the sum-of-Gamma noise.")
-        solver: str | None = Field(
-            None, description="Name of a registered MAP solver of the family; default 'topk' (subset) or 'argmax' (categorical)."
-        )
-
-        @field_validator("solver")
-        @classmethod
-        def _known_solver(cls, v):
-            return validate_solver_name(v)
+        solver: SolverName
 
     def __init__(self, config=None, **kwargs):
         super().__init__(config, **kwargs)

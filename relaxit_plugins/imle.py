@@ -37,22 +37,20 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_core.estimator import call_objective
-from relaxit_core.errors import ConfigError, ParameterError
+from relaxit_core.errors import ParameterError
 from relaxit_plugins._solvers import (
-    DEFAULT_SOLVER,
+    SolverEstimator,
+    SolverName,
     MapSolver,
     PerturbAndMAP,
     available_solvers,
     check_solver_k,
-    get_solver,
     register_solver,
-    resolve_solver,
-    validate_solver_name,
 )
 
 __all__ = ["ImleEstimator", "PerturbAndMAPEstimator"]
@@ -61,7 +59,7 @@ __all__ = ["ImleEstimator", "PerturbAndMAPEstimator"]
 Noise = Literal["sum_of_gamma", "gumbel", "normal", "none"]
 
 
-class PerturbAndMAPEstimator(relaxit_core.EstimatorBase):
+class PerturbAndMAPEstimator(SolverEstimator):
     """Shared machinery of the perturb-and-MAP estimators (``imle``, ``aimle``): the solver
     hook, the law ``y*(θ + τε)`` and an ``estimate()`` that takes ``∇_z f`` at the forward
     sample and asks :meth:`map_gradient` for the gradient."""
@@ -71,20 +69,6 @@ class PerturbAndMAPEstimator(relaxit_core.EstimatorBase):
     params: ClassVar[tuple[str, ...]] = ("logits",)
     capabilities: ClassVar[frozenset] = frozenset({C.HARD})
     reductions: ClassVar[tuple[str, ...]] = ("mean",)
-
-    def __init__(self, config=None, **kwargs):
-        if isinstance(config, dict) and not isinstance(config.get("solver") or "", str):
-            config, solver = resolve_solver(self.name, dict(config))
-        else:
-            kwargs, solver = resolve_solver(self.name, kwargs)
-        super().__init__(config, **kwargs)
-        name = self.config.solver or DEFAULT_SOLVER[self.config.family]
-        self.solver = solver if solver is not None else get_solver(name, self.name)
-        if self.solver.family != self.config.family:
-            raise ConfigError(
-                f"{self.name}: solver {self.solver.name!r} returns {self.solver.family!r} structures, "
-                f"but family={self.config.family!r}"
-            )
 
     # ------------------------------------------------------------------ law
     @property
@@ -195,14 +179,7 @@ class ImleEstimator(PerturbAndMAPEstimator):
         noise: Noise = Field("sum_of_gamma", description="Perturbation noise (sum-of-Gamma with kappa = k, Gumbel, normal, or none).")
         noise_temperature: float = Field(1.0, ge=0, le=1e3, description="Scale tau of the noise.")
         noise_iterations: int = Field(10, ge=1, le=10_000, description="Terms s of the sum-of-Gamma noise.")
-        solver: str | None = Field(
-            None, description="Name of a registered MAP solver of the family; default 'topk' (subset) or 'argmax' (categorical)."
-        )
-
-        @field_validator("solver")
-        @classmethod
-        def _known_solver(cls, v):
-            return validate_solver_name(v)
+        solver: SolverName
 
     def map_gradient(self, dist, theta, eps, z, dz):
         lam = self.config.lambda_

@@ -32,21 +32,20 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 
 import relaxit_core
 from relaxit_core import Capability as C
 from relaxit_core.errors import ParameterError
 from relaxit_core.estimator import call_objective
 from relaxit_plugins._solvers import (
-    DEFAULT_SOLVER,
+    SolverEstimator,
+    SolverName,
     MapSolver,
     PerturbAndMAP,
     check_solver_k,
     get_solver,
     noise_like,
-    resolve_solver,
-    validate_solver_name,
 )
 
 __all__ = ["PerturbedEstimator", "smoothed_argmax", "fenchel_young_loss", "noise_score"]
@@ -130,7 +129,7 @@ def fenchel_young_loss(theta: torch.Tensor, y: torch.Tensor, *, solver: str | Ma
     return (perturbed * y_star).sum(-1).mean(0) - (theta * y).sum(-1)
 
 
-class PerturbedEstimator(relaxit_core.EstimatorBase):
+class PerturbedEstimator(SolverEstimator):
     r"""Perturbed optimizers (Berthet et al. 2020): unbiased ``(1/σ) E[(f(y*(θ+σZ)) - f(y*(θ))) ∇ν(Z)]`` for a MAP solver.
 
     Samples are the maximisers ``y*(θ + σZ_s)`` (top-k for ``family="subset"``, argmax for
@@ -190,28 +189,7 @@ class PerturbedEstimator(relaxit_core.EstimatorBase):
         sigma: float = Field(1.0, gt=0, le=1e3, description="Scale of the perturbation noise.")
         k: int = Field(1, ge=1, le=1_000_000, description="Subset size (family 'subset' only).")
         noise: Literal["normal", "gumbel"] = Field("normal", description="Perturbation noise Z.")
-        solver: str | None = Field(
-            None, description="Name of a registered MAP solver of the family; default 'topk' (subset) or 'argmax' (categorical)."
-        )
-
-        @field_validator("solver")
-        @classmethod
-        def _known_solver(cls, v):
-            return validate_solver_name(v)
-
-    def __init__(self, config=None, **kwargs):
-        if isinstance(config, dict) and not isinstance(config.get("solver") or "", str):
-            config, solver = resolve_solver(self.name, dict(config))
-        else:
-            kwargs, solver = resolve_solver(self.name, kwargs)
-        super().__init__(config, **kwargs)
-        name = self.config.solver or DEFAULT_SOLVER[self.config.family]
-        self.solver = solver if solver is not None else get_solver(name, self.name)
-        if self.solver.family != self.config.family:
-            raise relaxit_core.ConfigError(
-                f"perturbed: solver {self.solver.name!r} returns {self.solver.family!r} structures, "
-                f"but family={self.config.family!r}"
-            )
+        solver: SolverName
 
     def evaluations(self, num_samples: int | None = None, *, batch_ndim: int = 0, **params) -> int:
         """``num_samples`` perturbed evaluations plus ``f(y*(θ))`` (in the same call)."""
