@@ -55,6 +55,9 @@ nitpick_ignore = [
     ("py:class", "pydantic.functional_validators.WrapValidator"),
     ("py:class", "relaxit_core.schedules._validate_temperature"),
     ("py:class", "pydantic.types.Strict"),  # strict scalars inside Temperature, gst's gap...
+    # how autodoc spells relaxit_plugins._solvers.SolverName (imle, aimle, perturbed configs)
+    ("py:class", "pydantic.functional_validators.AfterValidator"),
+    ("py:class", "relaxit_plugins._solvers.validate_solver_name"),
 ]
 nitpick_ignore_regex = [
     (r"py:.*", r"pluggy\..*"),  # pluggy's markers: documented by pluggy, not in our inventories
