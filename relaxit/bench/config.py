@@ -22,6 +22,7 @@ __all__ = [
     "ToyTask",
     "VAETask",
     "SubsetTask",
+    "PyroVAETask",
     "GradientCardTask",
     "TaskConfig",
     "TASK_FAMILIES",
@@ -160,6 +161,29 @@ class VAETask(_TaskBase):
     variance_draws: int = Field(16, ge=2, description="Gradient estimates per checkpoint for the encoder-gradient variance.")
 
 
+class PyroVAETask(_TaskBase):
+    """The Bernoulli VAE of ``vae-bernoulli`` (same fields, same defaults) written as a Pyro
+    model and guide and trained through :class:`relaxit.pyro.EstimatorELBO` with the run's
+    estimator at the latent site and ``num_particles = K`` (``vae-pyro``).  Only estimators
+    that EstimatorELBO takes at a guide site fit (not pathwise ones)."""
+
+    name: Literal["vae-pyro"]
+    steps: int = Field(400, ge=1, description="Training steps per run.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    data: str = Field("digits", description="'digits' (embedded) or the path of a binarised MNIST file/folder.")
+    latents: int = Field(16, ge=1, description="Number of Bernoulli latent variables.")
+    encoder: list[int] = Field([128], description="Hidden layer widths of the encoder MLP.")
+    decoder: list[int] = Field([128], description="Hidden layer widths of the decoder MLP.")
+    activation: Literal["relu", "leaky_relu", "tanh"] = Field("leaky_relu", description="Hidden activation.")
+    batch_size: int = Field(100, ge=1, description="Minibatch size.")
+    objective: Literal["elbo", "iwae"] = Field(
+        "elbo", description="EstimatorELBO's bound: 'elbo' or 'iwae' (the K-particle importance-weighted bound)."
+    )
+    eval_samples: int = Field(64, ge=1, description="Samples per test example for the test -ELBO and the IWAE bound.")
+    test_size: int | None = Field(None, ge=1, description="Evaluate on the first N test examples (all when null).")
+    variance_draws: int = Field(16, ge=2, description="Gradient estimates per checkpoint for the encoder-gradient variance.")
+
+
 class SubsetTask(_TaskBase):
     """Learning to select ``k`` of ``features`` features for a linear regression on
     generated data (only ``k`` features are informative), with a k-hot latent mask."""
@@ -291,6 +315,7 @@ TASKS: dict[str, TaskInfo] = {
     "vae-bernoulli": TaskInfo(VAETask, "bernoulli", "relaxit.bench.tasks:run_vae", "vae"),
     "vae-categorical": TaskInfo(VAETask, "categorical", "relaxit.bench.tasks:run_vae", "vae"),
     "subset": TaskInfo(SubsetTask, "subset", "relaxit.bench.tasks:run_subset", "subset"),
+    "vae-pyro": TaskInfo(PyroVAETask, "bernoulli", "relaxit.bench.tasks:run_vae_pyro", "vae"),
 }
 
 #: The discrete family each training task trains (kept for compatibility).

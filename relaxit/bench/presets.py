@@ -1,6 +1,7 @@
 """Named bench configs: ``default`` (its measured run time is in the README), ``paper``
 (larger, several seeds), ``card`` (the longer gradient card behind the docs' chooser page)
-and ``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1).
+``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1) and
+``pyro`` (the same estimators on the Bernoulli VAE outside and inside Pyro).
 
 Each preset is a plain mapping, the same thing a ``--config`` file holds.
 """
@@ -166,7 +167,33 @@ _CARD_LONG: dict[str, Any] = {
     ],
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"default": _DEFAULT, "paper": _PAPER, "shi2022": _SHI2022, "card": _CARD_LONG}
+# The same estimators on the same Bernoulli VAE outside Pyro (vae-bernoulli: the estimator's
+# cost is -log p(x|z), the KL analytic) and inside it (vae-pyro: a Pyro model and guide
+# trained through relaxit.pyro.EstimatorELBO, the cost is the whole ELBO integrand), at equal
+# particles K = 2, same networks, seeds, data and optimiser.
+_PYRO_ESTIMATORS = [
+    {"estimator": {"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"}, "label": "rloo"},
+    {"estimator": {"name": "disarm"}, "label": "disarm", "optional": True},
+    {"estimator": {"name": "rebar"}, "label": "rebar", "optional": True},
+    {"estimator": {"name": "relax", "family": "bernoulli"}, "label": "relax", "optional": True},
+]
+_PYRO_VAE = {"steps": 1000, "num_samples": [2], "latents": 16, "encoder": [128], "decoder": [128], "checkpoints": 5,
+             "variance_draws": 8, "eval_samples": 32, "estimators": _PYRO_ESTIMATORS}
+_PYRO: dict[str, Any] = {
+    "preset": "pyro",
+    "seeds": [0, 1, 2],
+    "workers": 2,
+    "output": "bench-pyro",
+    "tasks": [{"name": "vae-bernoulli", **_PYRO_VAE}, {"name": "vae-pyro", **_PYRO_VAE}],
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": _DEFAULT,
+    "paper": _PAPER,
+    "shi2022": _SHI2022,
+    "card": _CARD_LONG,
+    "pyro": _PYRO,
+}
 
 
 def preset(name: str) -> dict[str, Any]:
