@@ -23,6 +23,7 @@ __all__ = [
     "VAETask",
     "SubsetTask",
     "PyroVAETask",
+    "L2XTask",
     "GradientCardTask",
     "TaskConfig",
     "TASK_FAMILIES",
@@ -198,6 +199,29 @@ class SubsetTask(_TaskBase):
     variance_draws: int = Field(64, ge=2, description="Gradient estimates per checkpoint for the variance curve.")
 
 
+class L2XTask(_TaskBase):
+    """Learning to explain (Chen et al. 2018) on the bundled 8x8 digits (``l2x-digits``):
+    select ``k`` of the 64 pixels (a k-hot latent from the explainer's logits) that let a
+    small classifier predict the digit; metric: test accuracy with the hard top-k
+    selection of the explainer's logits."""
+
+    name: Literal["l2x-digits"]
+    steps: int = Field(600, ge=1, description="Training steps per run.")
+    lr: float = Field(2e-3, gt=0, description="Adam learning rate (explainer, predictor and the estimator's own parameters).")
+    num_samples: list[Annotated[int, Field(ge=1)]] = Field(
+        [4], min_length=1, description="Samples K per estimate() call; a list makes one run per K."
+    )
+    k: int = Field(8, ge=1, le=63, description="Pixels selected per image.")
+    hidden: int = Field(64, ge=1, description="Hidden width of the explainer (64-h-64) and predictor (64-h-10) MLPs.")
+    batch_size: int = Field(64, ge=1, description="Minibatch size.")
+    variance_draws: int = Field(16, ge=2, description="Gradient estimates per checkpoint for the explainer-gradient variance.")
+
+    @property
+    def features(self) -> int:
+        """The number of pixels the subset is drawn from."""
+        return 64
+
+
 #: Models of the gradient card and the family of their latents.
 CARD_MODELS: dict[str, str] = {
     "toy": "bernoulli",
@@ -316,6 +340,7 @@ TASKS: dict[str, TaskInfo] = {
     "vae-categorical": TaskInfo(VAETask, "categorical", "relaxit.bench.tasks:run_vae", "vae"),
     "subset": TaskInfo(SubsetTask, "subset", "relaxit.bench.tasks:run_subset", "subset"),
     "vae-pyro": TaskInfo(PyroVAETask, "bernoulli", "relaxit.bench.tasks:run_vae_pyro", "vae"),
+    "l2x-digits": TaskInfo(L2XTask, "subset", "relaxit.bench.tasks:run_l2x", "l2x"),
 }
 
 #: The discrete family each training task trains (kept for compatibility).

@@ -1,7 +1,8 @@
 """Named bench configs: ``default`` (its measured run time is in the README), ``paper``
 (larger, several seeds), ``card`` (the longer gradient card behind the docs' chooser page)
 ``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1) and
-``pyro`` (the same estimators on the Bernoulli VAE outside and inside Pyro).
+``pyro`` (the same estimators on the Bernoulli VAE outside and inside Pyro) and ``l2x``
+(learning to explain on the digits with every subset estimator).
 
 Each preset is a plain mapping, the same thing a ``--config`` file holds.
 """
@@ -187,12 +188,33 @@ _PYRO: dict[str, Any] = {
     "tasks": [{"name": "vae-bernoulli", **_PYRO_VAE}, {"name": "vae-pyro", **_PYRO_VAE}],
 }
 
+# Learning to explain on the 8x8 digits (Chen et al. 2018, as used by the SIMPLE and SFESS
+# papers): every subset estimator at the same k, steps, batch and K.
+_L2X_ESTIMATORS = [
+    {"estimator": {"name": "simple"}, "label": "simple", "optional": True},
+    {"estimator": {"name": "sfess"}, "label": "sfess", "optional": True},
+    {"estimator": {"name": "imle", "family": "subset"}, "label": "imle", "optional": True},
+    {"estimator": {"name": "aimle", "family": "subset"}, "label": "aimle", "optional": True},
+    {"estimator": {"name": "perturbed", "family": "subset", "sigma": 0.5}, "label": "perturbed", "optional": True},
+    {"estimator": {"name": "gumbel_topk", "hard": True, "tau": 0.5}, "label": "gumbel_topk(ST)", "optional": True},
+    {"estimator": {"name": "gumbel_topk", "tau": 0.5}, "label": "gumbel_topk(soft)", "optional": True},
+]
+_L2X: dict[str, Any] = {
+    "preset": "l2x",
+    "seeds": [0, 1, 2],
+    "workers": 2,
+    "output": "bench-l2x",
+    "tasks": [{"name": "l2x-digits", "steps": 600, "num_samples": [4], "k": 8, "batch_size": 64, "checkpoints": 6,
+               "variance_draws": 16, "estimators": _L2X_ESTIMATORS}],
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "default": _DEFAULT,
     "paper": _PAPER,
     "shi2022": _SHI2022,
     "card": _CARD_LONG,
     "pyro": _PYRO,
+    "l2x": _L2X,
 }
 
 

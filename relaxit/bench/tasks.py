@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from relaxit_core.schedules import step as step_schedules
 
-__all__ = ["DiscreteVAE", "run_task", "runner"]
+__all__ = ["DiscreteVAE", "L2X", "run_task", "runner"]
 
 Progress = Callable[[int], None]
 
@@ -591,6 +591,107 @@ def run_subset(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
             "test_mse": curves["test_mse"][-1],
             "recovered": curves["recovered"][-1],
             "grad_var": curves["grad_var"][-1],
+        },
+        "curves": curves,
+        "train_s": timer.total,
+    }
+
+
+# --------------------------------------------------------------------- L2X digits
+class L2X(nn.Module):
+    """Learning to explain (Chen et al. 2018, L2X) on 8x8 digits: an explainer MLP maps an
+    image to per-pixel logits ``theta``; a ``k``-subset ``z`` of the pixels is drawn by the
+    estimator; a predictor MLP sees ``x * z`` and its cross-entropy is the objective.  Both
+    networks train together, the estimator giving the explainer its gradient and the
+    predictor getting the Monte Carlo gradient of the objective.  The explanation of an
+    image is the top-``k`` pixels of ``theta`` (:meth:`accuracy`)."""
+
+    def __init__(self, estimator: nn.Module, k: int, pixels: int = 64, classes: int = 10, hidden: int = 64):
+        super().__init__()
+        self.estimator, self.k = estimator, k
+        self.explainer = nn.Sequential(nn.Linear(pixels, hidden), nn.ReLU(), nn.Linear(hidden, pixels))
+        self.predictor = nn.Sequential(nn.Linear(pixels, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+    def cost(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the predictor on ``x * z``; ``z`` ``[S, B, D]`` -> ``[S, B]``."""
+        out = self.predictor(x * z)
+        return F.cross_entropy(out.flatten(0, 1), y.repeat(z.shape[0]), reduction="none").view(z.shape[:2])
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """The training loss: the mean of the estimator's surrogate over the batch."""
+        out = self.estimator.estimate(lambda z: self.cost(z, x, y), num_samples=num_samples, logits=self.explainer(x))
+        return out.surrogate.mean()
+
+    @torch.no_grad()
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Test accuracy of the predictor on the hard top-``k`` explanation of each image."""
+        theta = self.explainer(x)
+        mask = torch.zeros_like(theta).scatter_(-1, theta.topk(self.k, dim=-1).indices, 1.0)
+        return float((self.predictor(x * mask).argmax(-1) == y).float().mean())
+
+
+def _explainer_grad_variance(model: L2X, x: torch.Tensor, y: torch.Tensor, num_samples: int, draws: int) -> float:
+    """Mean over explainer parameters of the variance of ``draws`` independent estimates of
+    the loss gradient on ``(x, y)`` (a copy of the model)."""
+    probe = copy.deepcopy(model)
+    params = list(probe.explainer.parameters())
+    grads = []
+    for _ in range(draws):
+        g = torch.autograd.grad(probe(x, y, num_samples), params, allow_unused=True)
+        grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).flatten() for gi, p in zip(g, params)]))
+    return float(torch.stack(grads).var(0, unbiased=True).mean())
+
+
+def run_l2x(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """``l2x-digits``: train :class:`L2X` with the run's estimator (Adam, minibatches drawn
+    by the run's seed) and report the test accuracy with the hard top-``k`` explanation and
+    the explainer-gradient variance at the checkpoints."""
+    from relaxit.bench.data import load_digits_labelled
+
+    task, device = run["task"], torch.device(run["device"])
+    K = run["num_samples"]
+    x_tr, y_tr, x_te, y_te = (torch.as_tensor(a, device=device) for a in load_digits_labelled())
+    est = _build(run["estimator"], device)
+    model = L2X(est, task["k"], pixels=x_tr.shape[1], hidden=task["hidden"]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=task["lr"])
+    gen = torch.Generator(device="cpu").manual_seed(run["seed"])
+    bs = min(task["batch_size"], len(x_tr))
+    probe_x, probe_y = x_tr[:bs], y_tr[:bs]
+    timer = _Timer(device)
+    checkpoints = set(_checkpoints(task["steps"], task["checkpoints"]))
+    curves: dict[str, list[float]] = {"step": [], "time": [], "test_accuracy": [], "grad_var": [], "train_loss": []}
+    segment: list[torch.Tensor] = []
+
+    def record(step: int) -> None:
+        with _fork_rng(device):
+            var = _explainer_grad_variance(model, probe_x, probe_y, K, task["variance_draws"])
+        curves["step"].append(step)
+        curves["time"].append(timer.total)
+        curves["test_accuracy"].append(model.accuracy(x_te, y_te))
+        curves["grad_var"].append(var)
+        curves["train_loss"].append(float(torch.stack(segment).mean()) if segment else None)
+        segment.clear()
+
+    record(0)
+    for step in range(1, task["steps"] + 1):
+        idx = torch.randint(len(x_tr), (bs,), generator=gen).to(device)
+        timer.start()
+        loss = model(x_tr[idx], y_tr[idx], K)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        adopt_new_parameters(opt, model)
+        opt.step()
+        step_schedules(model)
+        timer.stop()
+        segment.append(loss.detach())
+        if step in checkpoints:
+            record(step)
+        progress(step)
+    return {
+        "metrics": {
+            "test_accuracy": curves["test_accuracy"][-1],
+            "grad_var": curves["grad_var"][-1],
+            "train_loss": curves["train_loss"][-1],
         },
         "curves": curves,
         "train_s": timer.total,
