@@ -75,3 +75,41 @@ def test_l2x_digits_learns_an_explanation_with_subset_estimators(tmp_path):
         assert r["metrics"]["grad_var"] > 0
     assert (tmp_path / "l2x-digits_curves.png").is_file()
     assert "test accuracy (top-k)" in (tmp_path / "report.md").read_text()
+
+
+def test_anneal_preset_compares_fixed_and_annealed_temperatures_and_group_baselines(tmp_path):
+    import math
+
+    import relaxit
+    from relaxit_core.schedules import step as step_schedules
+
+    cfg = preset("anneal")
+    p = plan(cfg)
+    by_label = {}
+    for r in p.runs:
+        by_label.setdefault(r.label, r.estimator)
+    assert len(by_label) == 6 and {r.num_samples for r in p.runs} == {4}  # equal samples
+    assert {e["baseline"] for e in by_label.values() if e["name"] == "reinforce"} == {
+        "leave_one_out", "group_mean", "group_normalized"}
+    assert all(e["family"] == "categorical" for e in by_label.values() if e["name"] == "reinforce")
+    taus = [e["tau"] for e in by_label.values() if e["name"] == "gumbel_softmax"]
+    assert 1.0 in taus and 0.5 in taus
+    (sched,) = [t for t in taus if isinstance(t, dict)]
+    assert sched["schedule"] == "exponential" and sched["start"] == 1.0 and sched["end"] == 0.5
+    # the schedule as the bench steps it: tau = max(end, start exp(-rate t)), t rounded down to `every`
+    est = relaxit.build({"name": "gumbel_softmax", "tau": sched})
+    steps = cfg["tasks"][0]["steps"]
+    seen = {}
+    for t in range(1, steps + 1):
+        step_schedules(est)
+        seen[t] = float(est.tau)
+    for t in (1, 99, 100, 250, 1000, 1399, 1400, steps):
+        want = max(sched["end"], sched["start"] * math.exp(-sched["rate"] * (t // sched["every"]) * sched["every"]))
+        assert seen[t] == pytest.approx(want, rel=1e-6), t
+    assert seen[1] == 1.0 and seen[steps] == 0.5 and seen[steps // 2] < 1.0
+    # a tiny run of the preset's task: every estimator trains
+    task = {**cfg["tasks"][0], "steps": 3, "checkpoints": 1, "variance_draws": 2, "eval_samples": 2, "test_size": 20,
+            "latents": 2, "categories": 3, "encoder": [8], "decoder": [8]}
+    out = run({**cfg, "workers": 1, "seeds": [0], "tasks": [task], "output": str(tmp_path), "progress": False}, quiet=True)
+    assert len(out["results"]) == 6
+    assert all(not r.get("error") for r in out["results"]), [r.get("error") for r in out["results"]]

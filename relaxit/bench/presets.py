@@ -2,7 +2,8 @@
 (larger, several seeds), ``card`` (the longer gradient card behind the docs' chooser page)
 ``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1) and
 ``pyro`` (the same estimators on the Bernoulli VAE outside and inside Pyro) and ``l2x``
-(learning to explain on the digits with every subset estimator).
+(learning to explain on the digits with every subset estimator) and ``anneal`` (fixed
+against annealed Gumbel-Softmax temperatures, and REINFORCE's group baselines).
 
 Each preset is a plain mapping, the same thing a ``--config`` file holds.
 """
@@ -208,6 +209,30 @@ _L2X: dict[str, Any] = {
                "variance_draws": 16, "estimators": _L2X_ESTIMATORS}],
 }
 
+# Temperature annealing on the categorical VAE: Gumbel-Softmax at a fixed tau 1.0, at 0.5,
+# and annealed from 1.0 to 0.5 by Jang et al. (2017)'s exponential schedule (tau =
+# max(0.5, exp(-r t)), t rounded down to a multiple of 100 steps; r = 5e-4 reaches 0.5 at
+# step 1400 of 2000), against REINFORCE with its group baselines, every run at K = 4.
+_ANNEAL_TAU = {"schedule": "exponential", "start": 1.0, "end": 0.5, "rate": 5e-4, "every": 100}
+_ANNEAL_ESTIMATORS = [
+    {"estimator": {"name": "gumbel_softmax", "tau": 1.0}, "label": "gumbel_softmax(tau=1)"},
+    {"estimator": {"name": "gumbel_softmax", "tau": 0.5}, "label": "gumbel_softmax(tau=0.5)"},
+    {"estimator": {"name": "gumbel_softmax", "tau": _ANNEAL_TAU}, "label": "gumbel_softmax(tau=exp 1->0.5)"},
+    {"estimator": {"name": "reinforce", "family": "categorical", "baseline": "leave_one_out"}, "label": "rloo"},
+    {"estimator": {"name": "reinforce", "family": "categorical", "baseline": "group_mean"}, "label": "reinforce(group_mean)"},
+    {"estimator": {"name": "reinforce", "family": "categorical", "baseline": "group_normalized"},
+     "label": "reinforce(group_normalized)"},
+]
+_ANNEAL: dict[str, Any] = {
+    "preset": "anneal",
+    "seeds": [0, 1, 2],
+    "workers": 2,
+    "output": "bench-anneal",
+    "tasks": [{"name": "vae-categorical", "steps": 2000, "num_samples": [4], "latents": 8, "categories": 8,
+               "encoder": [128], "decoder": [128], "checkpoints": 10, "variance_draws": 8, "eval_samples": 32,
+               "estimators": _ANNEAL_ESTIMATORS}],
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "default": _DEFAULT,
     "paper": _PAPER,
@@ -215,6 +240,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "card": _CARD_LONG,
     "pyro": _PYRO,
     "l2x": _L2X,
+    "anneal": _ANNEAL,
 }
 
 
