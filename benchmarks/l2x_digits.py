@@ -12,6 +12,9 @@ run only).  Every method runs at the same k, steps, batch and ``num_samples``.
 
     python benchmarks/l2x_digits.py               # k=8, 600 steps, 3 seeds
     python benchmarks/l2x_digits.py --quick       # seconds
+
+The model and data are the bench's (``relaxit bench --preset l2x`` runs the same comparison
+with checkpoints, gradient variances and a report).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 import relaxit
+from relaxit.bench.data import load_digits_labelled
+from relaxit.bench.tasks import L2X
 
 METHODS = {
     "simple": {"name": "simple"},
@@ -36,47 +40,27 @@ METHODS = {
 }
 
 
-def load_digits(seed: int = 0):
-    from sklearn.datasets import load_digits as sk_digits
-
-    data = sk_digits()
-    x = torch.tensor(data.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(data.target)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    x, y = x[perm], y[perm]
-    return (x[:1400], y[:1400]), (x[1400:], y[1400:])
-
-
-def mlp(n_in: int, n_out: int) -> torch.nn.Module:
-    return torch.nn.Sequential(torch.nn.Linear(n_in, 64), torch.nn.ReLU(), torch.nn.Linear(64, n_out))
+def load_digits():
+    """The bench's digits for classification (pixels in [0, 1], fixed 1437/360 split)."""
+    x_tr, y_tr, x_te, y_te = (torch.as_tensor(a) for a in load_digits_labelled())
+    return (x_tr, y_tr), (x_te, y_te)
 
 
 def run(config: dict, k: int, steps: int, batch: int, num_samples: int, seed: int, data) -> tuple[float, float]:
+    """One training run of the bench's :class:`relaxit.bench.tasks.L2X` model."""
     (x_tr, y_tr), (x_te, y_te) = data
     torch.manual_seed(seed)
-    est = relaxit.build({**config, "k": k})
-    explainer, predictor = mlp(64, 64), mlp(64, 10)
-    opt = torch.optim.Adam([*explainer.parameters(), *predictor.parameters(), *est.parameters()], lr=2e-3)
+    model = L2X(relaxit.build({**config, "k": k}), k)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     start = time.perf_counter()
     for step in range(steps):
         idx = torch.randint(0, len(y_tr), (batch,))
-        xb, yb = x_tr[idx], y_tr[idx]
-        logits = explainer(xb)
-
-        def objective(z):  # z: [S, B, 64] -> cross-entropy [S, B]
-            out = predictor(xb * z)
-            return F.cross_entropy(out.flatten(0, 1), yb.repeat(z.shape[0]), reduction="none").view(z.shape[:2])
-
-        res = est.estimate(objective, num_samples=num_samples, logits=logits)
+        loss = model(x_tr[idx], y_tr[idx], num_samples)
         opt.zero_grad()
-        res.surrogate.mean().backward()
+        loss.backward()
         opt.step()
     elapsed = time.perf_counter() - start
-    with torch.no_grad():
-        theta = explainer(x_te)
-        mask = torch.zeros_like(theta).scatter_(-1, theta.topk(k, dim=-1).indices, 1.0)
-        acc = (predictor(x_te * mask).argmax(-1) == y_te).float().mean().item()
-    return acc, elapsed
+    return model.accuracy(x_te, y_te), elapsed
 
 
 def main(argv=None) -> None:

@@ -22,6 +22,8 @@ __all__ = [
     "ToyTask",
     "VAETask",
     "SubsetTask",
+    "PyroVAETask",
+    "L2XTask",
     "GradientCardTask",
     "TaskConfig",
     "TASK_FAMILIES",
@@ -160,6 +162,29 @@ class VAETask(_TaskBase):
     variance_draws: int = Field(16, ge=2, description="Gradient estimates per checkpoint for the encoder-gradient variance.")
 
 
+class PyroVAETask(_TaskBase):
+    """The Bernoulli VAE of ``vae-bernoulli`` (same fields, same defaults) written as a Pyro
+    model and guide and trained through :class:`relaxit.pyro.EstimatorELBO` with the run's
+    estimator at the latent site and ``num_particles = K`` (``vae-pyro``).  Only estimators
+    that EstimatorELBO takes at a guide site fit (not pathwise ones)."""
+
+    name: Literal["vae-pyro"]
+    steps: int = Field(400, ge=1, description="Training steps per run.")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    data: str = Field("digits", description="'digits' (embedded) or the path of a binarised MNIST file/folder.")
+    latents: int = Field(16, ge=1, description="Number of Bernoulli latent variables.")
+    encoder: list[int] = Field([128], description="Hidden layer widths of the encoder MLP.")
+    decoder: list[int] = Field([128], description="Hidden layer widths of the decoder MLP.")
+    activation: Literal["relu", "leaky_relu", "tanh"] = Field("leaky_relu", description="Hidden activation.")
+    batch_size: int = Field(100, ge=1, description="Minibatch size.")
+    objective: Literal["elbo", "iwae"] = Field(
+        "elbo", description="EstimatorELBO's bound: 'elbo' or 'iwae' (the K-particle importance-weighted bound)."
+    )
+    eval_samples: int = Field(64, ge=1, description="Samples per test example for the test -ELBO and the IWAE bound.")
+    test_size: int | None = Field(None, ge=1, description="Evaluate on the first N test examples (all when null).")
+    variance_draws: int = Field(16, ge=2, description="Gradient estimates per checkpoint for the encoder-gradient variance.")
+
+
 class SubsetTask(_TaskBase):
     """Learning to select ``k`` of ``features`` features for a linear regression on
     generated data (only ``k`` features are informative), with a k-hot latent mask."""
@@ -172,6 +197,29 @@ class SubsetTask(_TaskBase):
     train_size: int = Field(512, ge=8, description="Training examples.")
     noise: float = Field(0.1, ge=0, description="Noise standard deviation of the response.")
     variance_draws: int = Field(64, ge=2, description="Gradient estimates per checkpoint for the variance curve.")
+
+
+class L2XTask(_TaskBase):
+    """Learning to explain (Chen et al. 2018) on the bundled 8x8 digits (``l2x-digits``):
+    select ``k`` of the 64 pixels (a k-hot latent from the explainer's logits) that let a
+    small classifier predict the digit; metric: test accuracy with the hard top-k
+    selection of the explainer's logits."""
+
+    name: Literal["l2x-digits"]
+    steps: int = Field(600, ge=1, description="Training steps per run.")
+    lr: float = Field(2e-3, gt=0, description="Adam learning rate (explainer, predictor and the estimator's own parameters).")
+    num_samples: list[Annotated[int, Field(ge=1)]] = Field(
+        [4], min_length=1, description="Samples K per estimate() call; a list makes one run per K."
+    )
+    k: int = Field(8, ge=1, le=63, description="Pixels selected per image.")
+    hidden: int = Field(64, ge=1, description="Hidden width of the explainer (64-h-64) and predictor (64-h-10) MLPs.")
+    batch_size: int = Field(64, ge=1, description="Minibatch size.")
+    variance_draws: int = Field(16, ge=2, description="Gradient estimates per checkpoint for the explainer-gradient variance.")
+
+    @property
+    def features(self) -> int:
+        """The number of pixels the subset is drawn from."""
+        return 64
 
 
 #: Models of the gradient card and the family of their latents.
@@ -291,6 +339,8 @@ TASKS: dict[str, TaskInfo] = {
     "vae-bernoulli": TaskInfo(VAETask, "bernoulli", "relaxit.bench.tasks:run_vae", "vae"),
     "vae-categorical": TaskInfo(VAETask, "categorical", "relaxit.bench.tasks:run_vae", "vae"),
     "subset": TaskInfo(SubsetTask, "subset", "relaxit.bench.tasks:run_subset", "subset"),
+    "vae-pyro": TaskInfo(PyroVAETask, "bernoulli", "relaxit.bench.tasks:run_vae_pyro", "vae"),
+    "l2x-digits": TaskInfo(L2XTask, "subset", "relaxit.bench.tasks:run_l2x", "l2x"),
 }
 
 #: The discrete family each training task trains (kept for compatibility).

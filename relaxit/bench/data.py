@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_dataset", "load_digits_binary", "load_mnist"]
+__all__ = ["load_dataset", "load_digits_binary", "load_digits_labelled", "load_mnist"]
 
 
 def load_dataset(data: str) -> tuple[np.ndarray, np.ndarray]:
@@ -45,9 +45,15 @@ def load_digits_binary() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _digits_pixels() -> np.ndarray:
-    """The 1,797 x 64 pixel values of scikit-learn's bundled ``digits.csv.gz``, read
-    directly when the file is found (importing :mod:`sklearn.datasets` costs seconds), else
-    through :func:`sklearn.datasets.load_digits`; the values are the same."""
+    """The 1,797 x 64 pixel values (0..16) of scikit-learn's bundled digits."""
+    return _digits_table()[:, :-1]
+
+
+@lru_cache(maxsize=1)
+def _digits_table() -> np.ndarray:
+    """The 1,797 x 65 table of scikit-learn's bundled ``digits.csv.gz`` (64 pixels, then the
+    digit), read directly when the file is found (importing :mod:`sklearn.datasets` costs
+    seconds), else through :func:`sklearn.datasets.load_digits`; the values are the same."""
     import importlib.util
 
     spec = importlib.util.find_spec("sklearn")
@@ -56,10 +62,23 @@ def _digits_pixels() -> np.ndarray:
         if path.is_file():
             data = np.loadtxt(path, delimiter=",")
             if data.shape == (1797, 65):
-                return data[:, :-1]
+                return data
     from sklearn.datasets import load_digits
 
-    return load_digits().data
+    digits = load_digits()
+    return np.concatenate([digits.data, digits.target[:, None]], axis=1)
+
+
+@lru_cache(maxsize=1)
+def load_digits_labelled() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits for classification: ``(x_train, y_train, x_test, y_test)``
+    with pixels scaled to ``[0, 1]`` (float32) and integer digits (int64), the same fixed
+    1437/360 split as :func:`load_digits_binary`."""
+    table = _digits_table()
+    x, y = (table[:, :-1] / 16.0).astype(np.float32), table[:, -1].astype(np.int64)
+    perm = np.random.RandomState(0).permutation(len(x))
+    n_test = 360
+    return x[perm[n_test:]], y[perm[n_test:]], x[perm[:n_test]], y[perm[:n_test]]
 
 
 def _binarise(x: np.ndarray) -> np.ndarray:

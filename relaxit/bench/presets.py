@@ -1,6 +1,9 @@
 """Named bench configs: ``default`` (its measured run time is in the README), ``paper``
 (larger, several seeds), ``card`` (the longer gradient card behind the docs' chooser page)
-and ``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1).
+``shi2022`` (the comparison of Shi, Zhou, Hwang, Titsias & Mackey 2022, Table 1) and
+``pyro`` (the same estimators on the Bernoulli VAE outside and inside Pyro) and ``l2x``
+(learning to explain on the digits with every subset estimator) and ``anneal`` (fixed
+against annealed Gumbel-Softmax temperatures, and REINFORCE's group baselines).
 
 Each preset is a plain mapping, the same thing a ``--config`` file holds.
 """
@@ -166,7 +169,79 @@ _CARD_LONG: dict[str, Any] = {
     ],
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"default": _DEFAULT, "paper": _PAPER, "shi2022": _SHI2022, "card": _CARD_LONG}
+# The same estimators on the same Bernoulli VAE outside Pyro (vae-bernoulli: the estimator's
+# cost is -log p(x|z), the KL analytic) and inside it (vae-pyro: a Pyro model and guide
+# trained through relaxit.pyro.EstimatorELBO, the cost is the whole ELBO integrand), at equal
+# particles K = 2, same networks, seeds, data and optimiser.
+_PYRO_ESTIMATORS = [
+    {"estimator": {"name": "reinforce", "family": "bernoulli", "baseline": "leave_one_out"}, "label": "rloo"},
+    {"estimator": {"name": "disarm"}, "label": "disarm", "optional": True},
+    {"estimator": {"name": "rebar"}, "label": "rebar", "optional": True},
+    {"estimator": {"name": "relax", "family": "bernoulli"}, "label": "relax", "optional": True},
+]
+_PYRO_VAE = {"steps": 1000, "num_samples": [2], "latents": 16, "encoder": [128], "decoder": [128], "checkpoints": 5,
+             "variance_draws": 8, "eval_samples": 32, "estimators": _PYRO_ESTIMATORS}
+_PYRO: dict[str, Any] = {
+    "preset": "pyro",
+    "seeds": [0, 1, 2],
+    "workers": 2,
+    "output": "bench-pyro",
+    "tasks": [{"name": "vae-bernoulli", **_PYRO_VAE}, {"name": "vae-pyro", **_PYRO_VAE}],
+}
+
+# Learning to explain on the 8x8 digits (Chen et al. 2018, as used by the SIMPLE and SFESS
+# papers): every subset estimator at the same k, steps, batch and K.
+_L2X_ESTIMATORS = [
+    {"estimator": {"name": "simple"}, "label": "simple", "optional": True},
+    {"estimator": {"name": "sfess"}, "label": "sfess", "optional": True},
+    {"estimator": {"name": "imle", "family": "subset"}, "label": "imle", "optional": True},
+    {"estimator": {"name": "aimle", "family": "subset"}, "label": "aimle", "optional": True},
+    {"estimator": {"name": "perturbed", "family": "subset", "sigma": 0.5}, "label": "perturbed", "optional": True},
+    {"estimator": {"name": "gumbel_topk", "hard": True, "tau": 0.5}, "label": "gumbel_topk(ST)", "optional": True},
+    {"estimator": {"name": "gumbel_topk", "tau": 0.5}, "label": "gumbel_topk(soft)", "optional": True},
+]
+_L2X: dict[str, Any] = {
+    "preset": "l2x",
+    "seeds": [0, 1, 2],
+    "workers": 2,
+    "output": "bench-l2x",
+    "tasks": [{"name": "l2x-digits", "steps": 600, "num_samples": [4], "k": 8, "batch_size": 64, "checkpoints": 6,
+               "variance_draws": 16, "estimators": _L2X_ESTIMATORS}],
+}
+
+# Temperature annealing on the categorical VAE: Gumbel-Softmax at a fixed tau 1.0, at 0.5,
+# and annealed from 1.0 to 0.5 by Jang et al. (2017)'s exponential schedule (tau =
+# max(0.5, exp(-r t)), t rounded down to a multiple of 100 steps; r = 5e-4 reaches 0.5 at
+# step 1400 of 2000), against REINFORCE with its group baselines, every run at K = 4.
+_ANNEAL_TAU = {"schedule": "exponential", "start": 1.0, "end": 0.5, "rate": 5e-4, "every": 100}
+_ANNEAL_ESTIMATORS = [
+    {"estimator": {"name": "gumbel_softmax", "tau": 1.0}, "label": "gumbel_softmax(tau=1)"},
+    {"estimator": {"name": "gumbel_softmax", "tau": 0.5}, "label": "gumbel_softmax(tau=0.5)"},
+    {"estimator": {"name": "gumbel_softmax", "tau": _ANNEAL_TAU}, "label": "gumbel_softmax(tau=exp 1->0.5)"},
+    {"estimator": {"name": "reinforce", "family": "categorical", "baseline": "leave_one_out"}, "label": "rloo"},
+    {"estimator": {"name": "reinforce", "family": "categorical", "baseline": "group_mean"}, "label": "reinforce(group_mean)"},
+    {"estimator": {"name": "reinforce", "family": "categorical", "baseline": "group_normalized"},
+     "label": "reinforce(group_normalized)"},
+]
+_ANNEAL: dict[str, Any] = {
+    "preset": "anneal",
+    "seeds": [0, 1, 2],
+    "workers": 2,
+    "output": "bench-anneal",
+    "tasks": [{"name": "vae-categorical", "steps": 2000, "num_samples": [4], "latents": 8, "categories": 8,
+               "encoder": [128], "decoder": [128], "checkpoints": 10, "variance_draws": 8, "eval_samples": 32,
+               "estimators": _ANNEAL_ESTIMATORS}],
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": _DEFAULT,
+    "paper": _PAPER,
+    "shi2022": _SHI2022,
+    "card": _CARD_LONG,
+    "pyro": _PYRO,
+    "l2x": _L2X,
+    "anneal": _ANNEAL,
+}
 
 
 def preset(name: str) -> dict[str, Any]:

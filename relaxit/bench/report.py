@@ -43,6 +43,10 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
         ("recovered", "recovered", ".2f"),
         ("grad_var", "grad var (end)", ".2e"),
     ],
+    "l2x": [
+        ("test_accuracy", "test accuracy (top-k)", ".3f"),
+        ("grad_var", "explainer grad var", ".2e"),
+    ],
 }
 
 CURVE: dict[str, tuple[str, str, bool]] = {
@@ -50,11 +54,12 @@ CURVE: dict[str, tuple[str, str, bool]] = {
     "toy": ("gap", "exact E[f] - min", True),
     "vae": ("test_neg_elbo", "test -ELBO (nats)", False),
     "subset": ("test_mse", "test MSE", True),
+    "l2x": ("test_accuracy", "test accuracy (top-k)", False),
 }
 
 
 #: Metrics where higher is better (the others: lower is better).
-HIGHER_IS_BETTER = {"cosine", "final_prob", "recovered"}
+HIGHER_IS_BETTER = {"cosine", "final_prob", "recovered", "test_accuracy"}
 #: Positive metrics compared by their ratio (paired test on log ratios); the others by differences.
 RATIO_METRICS = {"mse", "rel_std", "grad_var", "variance", "loss_gap", "test_mse"}
 ZERO = 1e-12  # relative values below this are zero up to rounding

@@ -144,6 +144,8 @@ def _probe(spec: dict[str, Any], family: str, num_samples: int | None, task: Any
         return f"cannot be built: {exc}", "mean"
     if getattr(est, "family", family) != family:
         return f"serves family {est.family!r}, the task needs {family!r}", "mean"
+    if getattr(task, "name", "") == "vae-pyro" and any(c == "rsample" for c in getattr(est, "capabilities", ())):
+        return "a pathwise estimator: in Pyro its law goes in the guide, EstimatorELBO does not take it at a site", "mean"
     params = getattr(est, "params", ("logits",))
     if "logits" not in params:
         return f"takes {tuple(params)}; the task passes logits", "mean"

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from relaxit_core.schedules import step as step_schedules
 
-__all__ = ["DiscreteVAE", "run_task", "runner"]
+__all__ = ["DiscreteVAE", "L2X", "run_task", "runner"]
 
 Progress = Callable[[int], None]
 
@@ -37,7 +37,12 @@ def adopt_new_parameters(opt: torch.optim.Optimizer, *modules: nn.Module) -> Non
     Called before every ``opt.step()``: a set look-up per parameter, no tensor work.
     """
     known = {id(p) for group in opt.param_groups for p in group["params"]}
-    new = [p for m in modules for p in m.parameters() if p.requires_grad and id(p) not in known]
+    new = []
+    for m in modules:  # modules may share submodules (the Pyro task's model and ELBO share the estimator)
+        for p in m.parameters():
+            if p.requires_grad and id(p) not in known:
+                known.add(id(p))
+                new.append(p)
     if new:
         opt.add_param_group({"params": new})
 
@@ -395,6 +400,134 @@ def run_vae(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------- VAE in Pyro
+def _pyro_model(vae: DiscreteVAE, x: torch.Tensor) -> None:
+    """``z ~ Bernoulli(1/2)^L``, ``x | z ~ Bernoulli(decoder(z))`` (the decoder of ``vae``)."""
+    import pyro
+    import pyro.distributions as dist
+
+    prior = torch.zeros(vae.latents, dtype=x.dtype, device=x.device)
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Bernoulli(logits=prior).to_event(1))
+        pyro.sample("x", dist.Bernoulli(logits=vae.decoder(z)).to_event(1), obs=x)
+
+
+def _pyro_guide(vae: DiscreteVAE, x: torch.Tensor) -> None:
+    """``q(z | x) = Bernoulli(encoder(x))``; the site's estimator is the run's (``vae.estimator``)."""
+    import pyro
+    import pyro.distributions as dist
+
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Bernoulli(logits=vae.encode(x)).to_event(1), infer={"estimator": vae.estimator})
+
+
+def _pyro_loss(vae: DiscreteVAE, elbo: Any, x: torch.Tensor) -> torch.Tensor:
+    """``-ELBO`` (or ``-IWAE`` bound) of the batch, per example, whose gradient is the
+    site estimator's (:meth:`relaxit.pyro.EstimatorELBO.differentiable_loss`)."""
+    return elbo.differentiable_loss(lambda xb: _pyro_model(vae, xb), lambda xb: _pyro_guide(vae, xb), x) / len(x)
+
+
+def run_vae_pyro(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The Bernoulli VAE of ``vae-bernoulli`` written as a Pyro model and guide, trained
+    through :class:`relaxit.pyro.EstimatorELBO` with the run's estimator at the latent site
+    and ``num_particles = K``.  Same networks, initialisation (same seed), data, optimiser
+    and metrics as ``vae-bernoulli``: the difference is that inside Pyro the estimator's
+    cost is the whole ELBO integrand ``log p(x|z) + log p(z) - log q(z|x)`` (Pyro's
+    Rao-Blackwellised per-example costs), where ``vae-bernoulli`` adds the KL analytically."""
+    import pyro
+
+    from relaxit.bench.data import load_dataset
+    from relaxit.pyro import EstimatorELBO
+
+    task, device = run["task"], torch.device(run["device"])
+    train_np, test_np = load_dataset(task["data"])
+    train = torch.as_tensor(train_np, device=device)
+    test = torch.as_tensor(test_np, device=device)
+    if task.get("test_size"):
+        test = test[: task["test_size"]]
+    est = _build(run["estimator"], device)
+    model = DiscreteVAE(
+        est,
+        x_dim=train.shape[1],
+        latents=task["latents"],
+        encoder=tuple(task["encoder"]),
+        decoder=tuple(task["decoder"]),
+        activation=task["activation"],
+        num_samples=run["num_samples"],
+        train_mean=train.mean(0),
+    ).to(device)
+    bound = "iwae" if run["reduce"] == "logmeanexp" else "elbo"
+    elbo = EstimatorELBO(num_particles=run["num_samples"], max_plate_nesting=1, bound=bound)
+    store = pyro.get_param_store()
+    opt = torch.optim.Adam(model.parameters(), lr=task["lr"])
+    gen = torch.Generator(device="cpu").manual_seed(run["seed"])
+    bs = min(task["batch_size"], len(train))
+    probe_x = train[:bs]
+    timer = _Timer(device)
+    checkpoints = set(_checkpoints(task["steps"], task["checkpoints"]))
+    curves: dict[str, list[float]] = {
+        "step": [], "time": [], "test_neg_elbo": [], "test_neg_iwae": [], "grad_var": [], "train_loss": []
+    }
+    segment: list[torch.Tensor] = []
+
+    def grad_variance() -> float:
+        # a copy of the model and of the ELBO (sharing the copied estimator), in a scratch
+        # param store: the probe changes neither the training state nor Pyro's global store
+        probe, probe_elbo = copy.deepcopy((model, elbo))
+        params = list(probe.encoder.parameters())
+        grads = []
+        with store.scope():
+            for _ in range(task["variance_draws"]):
+                g = torch.autograd.grad(_pyro_loss(probe, probe_elbo, probe_x), params, allow_unused=True)
+                grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).flatten()
+                                        for gi, p in zip(g, params)]))
+        return float(torch.stack(grads).var(0, unbiased=True).mean())
+
+    def record(step: int) -> None:
+        with _fork_rng(device):
+            neg_elbo, neg_iwae = model.evaluate(test, task["eval_samples"])
+            var = grad_variance()
+        curves["step"].append(step)
+        curves["time"].append(timer.total)
+        curves["test_neg_elbo"].append(neg_elbo)
+        curves["test_neg_iwae"].append(neg_iwae)
+        curves["grad_var"].append(var)
+        curves["train_loss"].append(float(torch.stack(segment).mean()) if segment else None)
+        segment.clear()
+
+    with store.scope():  # estimators' parameters registered by the ELBO stay out of the global store
+        record(0)
+        perm = torch.randperm(len(train), generator=gen).to(device)
+        pos = 0
+        for step in range(1, task["steps"] + 1):
+            if pos + bs > len(train):
+                perm, pos = torch.randperm(len(train), generator=gen).to(device), 0
+            x = train[perm[pos: pos + bs]]
+            pos += bs
+            timer.start()
+            loss = _pyro_loss(model, elbo, x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            adopt_new_parameters(opt, model, elbo)
+            opt.step()
+            step_schedules(model)
+            timer.stop()
+            segment.append(loss.detach())
+            if step in checkpoints:
+                record(step)
+            progress(step)
+    return {
+        "metrics": {
+            "test_neg_elbo": curves["test_neg_elbo"][-1],
+            "test_neg_iwae": curves["test_neg_iwae"][-1],
+            "grad_var": curves["grad_var"][-1],
+            "train_loss": curves["train_loss"][-1],
+        },
+        "curves": curves,
+        "train_s": timer.total,
+    }
+
+
 # ------------------------------------------------------------------------- subset
 def _subset_data(task: dict[str, Any], device: torch.device):
     """Generated regression data (fixed by the task config, not by the run seed): ``k`` of
@@ -458,6 +591,107 @@ def run_subset(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
             "test_mse": curves["test_mse"][-1],
             "recovered": curves["recovered"][-1],
             "grad_var": curves["grad_var"][-1],
+        },
+        "curves": curves,
+        "train_s": timer.total,
+    }
+
+
+# --------------------------------------------------------------------- L2X digits
+class L2X(nn.Module):
+    """Learning to explain (Chen et al. 2018, L2X) on 8x8 digits: an explainer MLP maps an
+    image to per-pixel logits ``theta``; a ``k``-subset ``z`` of the pixels is drawn by the
+    estimator; a predictor MLP sees ``x * z`` and its cross-entropy is the objective.  Both
+    networks train together, the estimator giving the explainer its gradient and the
+    predictor getting the Monte Carlo gradient of the objective.  The explanation of an
+    image is the top-``k`` pixels of ``theta`` (:meth:`accuracy`)."""
+
+    def __init__(self, estimator: nn.Module, k: int, pixels: int = 64, classes: int = 10, hidden: int = 64):
+        super().__init__()
+        self.estimator, self.k = estimator, k
+        self.explainer = nn.Sequential(nn.Linear(pixels, hidden), nn.ReLU(), nn.Linear(hidden, pixels))
+        self.predictor = nn.Sequential(nn.Linear(pixels, hidden), nn.ReLU(), nn.Linear(hidden, classes))
+
+    def cost(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the predictor on ``x * z``; ``z`` ``[S, B, D]`` -> ``[S, B]``."""
+        out = self.predictor(x * z)
+        return F.cross_entropy(out.flatten(0, 1), y.repeat(z.shape[0]), reduction="none").view(z.shape[:2])
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, num_samples: int) -> torch.Tensor:
+        """The training loss: the mean of the estimator's surrogate over the batch."""
+        out = self.estimator.estimate(lambda z: self.cost(z, x, y), num_samples=num_samples, logits=self.explainer(x))
+        return out.surrogate.mean()
+
+    @torch.no_grad()
+    def accuracy(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Test accuracy of the predictor on the hard top-``k`` explanation of each image."""
+        theta = self.explainer(x)
+        mask = torch.zeros_like(theta).scatter_(-1, theta.topk(self.k, dim=-1).indices, 1.0)
+        return float((self.predictor(x * mask).argmax(-1) == y).float().mean())
+
+
+def _explainer_grad_variance(model: L2X, x: torch.Tensor, y: torch.Tensor, num_samples: int, draws: int) -> float:
+    """Mean over explainer parameters of the variance of ``draws`` independent estimates of
+    the loss gradient on ``(x, y)`` (a copy of the model)."""
+    probe = copy.deepcopy(model)
+    params = list(probe.explainer.parameters())
+    grads = []
+    for _ in range(draws):
+        g = torch.autograd.grad(probe(x, y, num_samples), params, allow_unused=True)
+        grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).flatten() for gi, p in zip(g, params)]))
+    return float(torch.stack(grads).var(0, unbiased=True).mean())
+
+
+def run_l2x(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """``l2x-digits``: train :class:`L2X` with the run's estimator (Adam, minibatches drawn
+    by the run's seed) and report the test accuracy with the hard top-``k`` explanation and
+    the explainer-gradient variance at the checkpoints."""
+    from relaxit.bench.data import load_digits_labelled
+
+    task, device = run["task"], torch.device(run["device"])
+    K = run["num_samples"]
+    x_tr, y_tr, x_te, y_te = (torch.as_tensor(a, device=device) for a in load_digits_labelled())
+    est = _build(run["estimator"], device)
+    model = L2X(est, task["k"], pixels=x_tr.shape[1], hidden=task["hidden"]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=task["lr"])
+    gen = torch.Generator(device="cpu").manual_seed(run["seed"])
+    bs = min(task["batch_size"], len(x_tr))
+    probe_x, probe_y = x_tr[:bs], y_tr[:bs]
+    timer = _Timer(device)
+    checkpoints = set(_checkpoints(task["steps"], task["checkpoints"]))
+    curves: dict[str, list[float]] = {"step": [], "time": [], "test_accuracy": [], "grad_var": [], "train_loss": []}
+    segment: list[torch.Tensor] = []
+
+    def record(step: int) -> None:
+        with _fork_rng(device):
+            var = _explainer_grad_variance(model, probe_x, probe_y, K, task["variance_draws"])
+        curves["step"].append(step)
+        curves["time"].append(timer.total)
+        curves["test_accuracy"].append(model.accuracy(x_te, y_te))
+        curves["grad_var"].append(var)
+        curves["train_loss"].append(float(torch.stack(segment).mean()) if segment else None)
+        segment.clear()
+
+    record(0)
+    for step in range(1, task["steps"] + 1):
+        idx = torch.randint(len(x_tr), (bs,), generator=gen).to(device)
+        timer.start()
+        loss = model(x_tr[idx], y_tr[idx], K)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        adopt_new_parameters(opt, model)
+        opt.step()
+        step_schedules(model)
+        timer.stop()
+        segment.append(loss.detach())
+        if step in checkpoints:
+            record(step)
+        progress(step)
+    return {
+        "metrics": {
+            "test_accuracy": curves["test_accuracy"][-1],
+            "grad_var": curves["grad_var"][-1],
+            "train_loss": curves["train_loss"][-1],
         },
         "curves": curves,
         "train_s": timer.total,
