@@ -630,3 +630,20 @@ def test_discrete_site_depending_on_a_continuous_site(spec):
     diff = ours.mean(0) - exact_z.mean(0)
     se = (ours.var(0) / N + exact_z.var(0) / N).sqrt()
     assert (diff.abs() / se).max() < THRESHOLD, (diff, se)
+
+
+def test_schedules_step_reaches_the_elbos_estimators():
+    """``relaxit.schedules.step(elbo)`` advances the estimators the ELBO holds (contract,
+    "Temperature schedules"); the step count is in the ELBO's ``state_dict``."""
+    import relaxit.schedules
+
+    tau = {"schedule": "linear", "start": 1.0, "end": 0.5, "steps": 10}
+    model, guide = _simple(estimator={"name": "rebar", "tau": tau})
+    elbo = EstimatorELBO(num_particles=2, max_plate_nesting=1)
+    elbo.loss_and_grads(model, guide)
+    est = elbo.estimators["z"]
+    assert est.tau == pytest.approx(1.0)
+    for _ in range(4):
+        relaxit.schedules.step(elbo)
+    assert est.tau == pytest.approx(1.0 - 0.5 * 4 / 10)
+    assert any(k.startswith("estimators.z.") and "step" in k for k in elbo.state_dict())
