@@ -11,6 +11,7 @@ so they never change the training trajectory.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import time
 from collections.abc import Callable
@@ -97,6 +98,44 @@ def _fork_rng(device: torch.device):
         index = device.index if device.index is not None else torch.cuda.current_device()
         return torch.random.fork_rng(devices=[index])
     return torch.random.fork_rng(devices=[])
+
+
+def _minibatches(n: int, bs: int, gen: torch.Generator, device: torch.device):
+    """Index tensors of minibatches of ``bs`` out of ``n``: epochs of random permutations drawn
+    by ``gen`` (an epoch's last partial batch is skipped)."""
+    perm, pos = torch.randperm(n, generator=gen).to(device), 0
+    while True:
+        if pos + bs > n:
+            perm, pos = torch.randperm(n, generator=gen).to(device), 0
+        yield perm[pos: pos + bs]
+        pos += bs
+
+
+def _train_model(loss_of, batches, opt, modules, timer, steps, checkpoints, record, segment, progress) -> None:
+    """Adam steps of the model tasks: per step the next of ``batches``, then (timed) its loss
+    ``loss_of(batch)``, the backward, the optimiser step (with parameters ``modules`` created
+    on the way, :func:`adopt_new_parameters`) and the schedules' step; ``record`` at every
+    checkpoint (it reads and clears ``segment``, the losses since the last one)."""
+    for step in range(1, steps + 1):
+        batch = next(batches)
+        timer.start()
+        loss = loss_of(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        adopt_new_parameters(opt, *modules)
+        opt.step()
+        step_schedules(modules[0])  # temperature schedules advance once per optimisation step
+        timer.stop()
+        segment.append(loss.detach())
+        if step in checkpoints:
+            record(step)
+        progress(step)
+
+
+def _result(curves: dict[str, list], metrics: tuple[str, ...], timer: _Timer) -> dict[str, Any]:
+    """A run's result: ``metrics`` are the last values of those curves (``train_loss`` is
+    ``None`` when no step was taken)."""
+    return {"metrics": {m: curves[m][-1] for m in metrics}, "curves": curves, "train_s": timer.total}
 
 
 def _build(spec: dict[str, Any], device: torch.device) -> nn.Module:
@@ -322,6 +361,9 @@ def _encoder_grad_variance(model: DiscreteVAE, x: torch.Tensor, draws: int) -> f
     return float(torch.stack(grads).var(0, unbiased=True).mean())
 
 
+_VAE_METRICS = ("test_neg_elbo", "test_neg_iwae", "grad_var", "train_loss")
+
+
 def run_vae(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
     from relaxit.bench.data import load_dataset
 
@@ -369,35 +411,9 @@ def run_vae(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
         segment.clear()
 
     record(0)
-    perm = torch.randperm(len(train), generator=gen).to(device)
-    pos = 0
-    for step in range(1, task["steps"] + 1):
-        if pos + bs > len(train):
-            perm, pos = torch.randperm(len(train), generator=gen).to(device), 0
-        x = train[perm[pos: pos + bs]]
-        pos += bs
-        timer.start()
-        loss = model(x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        adopt_new_parameters(opt, model)
-        opt.step()
-        step_schedules(model)  # temperature schedules advance once per optimisation step
-        timer.stop()
-        segment.append(loss.detach())
-        if step in checkpoints:
-            record(step)
-        progress(step)
-    return {
-        "metrics": {
-            "test_neg_elbo": curves["test_neg_elbo"][-1],
-            "test_neg_iwae": curves["test_neg_iwae"][-1],
-            "grad_var": curves["grad_var"][-1],
-            "train_loss": curves["train_loss"][-1],  # None when no step was taken
-        },
-        "curves": curves,
-        "train_s": timer.total,
-    }
+    batches = (train[i] for i in _minibatches(len(train), bs, gen, device))
+    _train_model(model, batches, opt, (model,), timer, task["steps"], checkpoints, record, segment, progress)
+    return _result(curves, _VAE_METRICS, timer)
 
 
 # ---------------------------------------------------------------------- VAE in Pyro
@@ -497,35 +513,10 @@ def run_vae_pyro(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
 
     with store.scope():  # estimators' parameters registered by the ELBO stay out of the global store
         record(0)
-        perm = torch.randperm(len(train), generator=gen).to(device)
-        pos = 0
-        for step in range(1, task["steps"] + 1):
-            if pos + bs > len(train):
-                perm, pos = torch.randperm(len(train), generator=gen).to(device), 0
-            x = train[perm[pos: pos + bs]]
-            pos += bs
-            timer.start()
-            loss = _pyro_loss(model, elbo, x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            adopt_new_parameters(opt, model, elbo)
-            opt.step()
-            step_schedules(model)
-            timer.stop()
-            segment.append(loss.detach())
-            if step in checkpoints:
-                record(step)
-            progress(step)
-    return {
-        "metrics": {
-            "test_neg_elbo": curves["test_neg_elbo"][-1],
-            "test_neg_iwae": curves["test_neg_iwae"][-1],
-            "grad_var": curves["grad_var"][-1],
-            "train_loss": curves["train_loss"][-1],
-        },
-        "curves": curves,
-        "train_s": timer.total,
-    }
+        batches = (train[i] for i in _minibatches(len(train), bs, gen, device))
+        _train_model(lambda x: _pyro_loss(model, elbo, x), batches, opt, (model, elbo), timer, task["steps"],
+                     checkpoints, record, segment, progress)
+    return _result(curves, _VAE_METRICS, timer)
 
 
 # ------------------------------------------------------------------------- subset
@@ -586,15 +577,7 @@ def run_subset(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
         curves["grad_var"].append(float(var))
 
     _train_logits(est, f, logits, opt, timer, task["steps"], K, checkpoints, record, progress)
-    return {
-        "metrics": {
-            "test_mse": curves["test_mse"][-1],
-            "recovered": curves["recovered"][-1],
-            "grad_var": curves["grad_var"][-1],
-        },
-        "curves": curves,
-        "train_s": timer.total,
-    }
+    return _result(curves, ("test_mse", "recovered", "grad_var"), timer)
 
 
 # --------------------------------------------------------------------- L2X digits
@@ -673,29 +656,10 @@ def run_l2x(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
         segment.clear()
 
     record(0)
-    for step in range(1, task["steps"] + 1):
-        idx = torch.randint(len(x_tr), (bs,), generator=gen).to(device)
-        timer.start()
-        loss = model(x_tr[idx], y_tr[idx], K)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        adopt_new_parameters(opt, model)
-        opt.step()
-        step_schedules(model)
-        timer.stop()
-        segment.append(loss.detach())
-        if step in checkpoints:
-            record(step)
-        progress(step)
-    return {
-        "metrics": {
-            "test_accuracy": curves["test_accuracy"][-1],
-            "grad_var": curves["grad_var"][-1],
-            "train_loss": curves["train_loss"][-1],
-        },
-        "curves": curves,
-        "train_s": timer.total,
-    }
+    batches = (torch.randint(len(x_tr), (bs,), generator=gen).to(device) for _ in itertools.count())
+    _train_model(lambda idx: model(x_tr[idx], y_tr[idx], K), batches, opt, (model,), timer, task["steps"],
+                 checkpoints, record, segment, progress)
+    return _result(curves, ("test_accuracy", "grad_var", "train_loss"), timer)
 
 
 def runner(task_name: str) -> Callable[[dict[str, Any], Progress], dict[str, Any]]:
