@@ -214,11 +214,7 @@ class Registry:
         with self._lock:
             if self._loaded or self._loading:  # a plugin looking the registry up while it loads
                 return
-            self._loading = True
-            saved = (dict(self._classes), dict(self._providers),
-                     {k: list(v) for k, v in self._conflicts.items()}, dict(self._failed))
-            self._registered_now: list[Any] = []
-            try:
+            with self._all_or_nothing():
                 eps = _relaxit_entry_points(self.group)
                 disabled = _disabled(eps)
                 for ep in eps:
@@ -226,16 +222,28 @@ class Registry:
                         continue
                     self._load_entry_point(ep)
                 self._loaded = True
-            except BaseException:  # KeyboardInterrupt (or an error of the loader itself)
-                for plugin in self._registered_now:
-                    with contextlib.suppress(Exception):
-                        self.pm.unregister(plugin)
-                self._classes, self._providers, self._conflicts, self._failed = saved
-                self._adapter_cache = None
-                raise
-            finally:
-                self._loading = False
-                self._registered_now = []
+
+    @contextlib.contextmanager
+    def _all_or_nothing(self):
+        """A load that completes or leaves the registry as it was: on any exception escaping
+        it (Ctrl-C, or an error of the loader itself) the plugins it registered are
+        unregistered and the tables restored, then the exception propagates."""
+        self._loading = True
+        saved = (dict(self._classes), dict(self._providers),
+                 {k: list(v) for k, v in self._conflicts.items()}, dict(self._failed))
+        self._registered_now = []
+        try:
+            yield
+        except BaseException:
+            for plugin in self._registered_now:
+                with contextlib.suppress(Exception):
+                    self.pm.unregister(plugin)
+            self._classes, self._providers, self._conflicts, self._failed = saved
+            self._adapter_cache = None
+            raise
+        finally:
+            self._loading = False
+            self._registered_now = []
 
     def _load_for(self, name: str) -> None:
         """Load only the plugin that can provide ``name``, when that is safe; else everything.
@@ -258,22 +266,8 @@ class Registry:
                     or _plugin_id(matches[0]) in _disabled(eps)):
                 self.load()
                 return
-            self._loading = True
-            saved = (dict(self._classes), dict(self._providers),
-                     {k: list(v) for k, v in self._conflicts.items()}, dict(self._failed))
-            self._registered_now = []
-            try:
+            with self._all_or_nothing():  # Ctrl-C: as if nothing had been loaded
                 self._load_entry_point(matches[0])
-            except BaseException:  # KeyboardInterrupt: as if nothing had been loaded
-                for plugin in self._registered_now:
-                    with contextlib.suppress(Exception):
-                        self.pm.unregister(plugin)
-                self._classes, self._providers, self._conflicts, self._failed = saved
-                self._adapter_cache = None
-                raise
-            finally:
-                self._loading = False
-                self._registered_now = []
 
     def _load_entry_point(self, ep: EntryPoint) -> None:
         pid = _plugin_id(ep)
