@@ -10,8 +10,6 @@ packages; an interrupted load leaves the registry as if never loaded.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import sys
 import warnings
 from pathlib import Path
@@ -22,6 +20,7 @@ from hypothesis import strategies as st
 
 from relaxit_core import DuplicateEstimatorError, PluginWarning, UnknownEstimatorError
 from relaxit_core.registry import Registry
+from plugin_sites import on_sys_path, write_dist_info
 
 _GOOD_MODULE = '''
 from typing import ClassVar, Literal
@@ -80,10 +79,7 @@ def install(site: Path, dist: str, ep_name: str, source: str) -> None:
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "plugin.py").write_text(source)
-    info = site / f"{dist}-0.1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
-    (info / "entry_points.txt").write_text(f"[relaxit]\n{ep_name} = {dist}.plugin\n")
+    write_dist_info(site, dist, {ep_name: f"{dist}.plugin"})
 
 
 @pytest.fixture(scope="module")
@@ -96,19 +92,8 @@ def sites(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-@contextlib.contextmanager
 def installed(*paths: Path):
-    saved = list(sys.path)
-    sys.path[:0] = [str(p) for p in paths]
-    importlib.invalidate_caches()
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
-        for name in list(sys.modules):
-            if name.startswith("fuzz_"):
-                del sys.modules[name]
-        importlib.invalidate_caches()
+    return on_sys_path(*paths, prefix="fuzz_")
 
 
 def _load(reg: Registry) -> list[str]:

@@ -4,8 +4,6 @@ raises on import is skipped with a warning naming it while the others keep worki
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import os
 import shutil
 import subprocess
@@ -19,6 +17,8 @@ import torch
 
 from relaxit_core import PluginWarning
 from relaxit_core.registry import Registry
+from plugin_sites import on_sys_path as _on_sys_path
+from plugin_sites import write_dist_info
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "third_party_plugin"
@@ -50,14 +50,6 @@ def _build_wheel(dest: Path) -> Path | None:
     return wheel
 
 
-def _write_dist_info(site: Path, dist: str, entry_points: dict[str, str]) -> None:
-    info = site / f"{dist}-0.1.0.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
-    lines = "".join(f"{k} = {v}\n" for k, v in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[relaxit]\n{lines}")
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     """A directory where the example plugin is installed: its wheel unpacked (a pure-Python
@@ -72,7 +64,7 @@ def site(tmp_path_factory) -> Path:
             zf.extractall(site)
     else:
         shutil.copytree(EXAMPLE / PACKAGE, site / PACKAGE)
-        _write_dist_info(site, "relaxit_example_plugin", _declared_entry_points())
+        write_dist_info(site, "relaxit_example_plugin", _declared_entry_points())
     return site
 
 
@@ -82,24 +74,13 @@ def broken_site(tmp_path) -> Path:
     site = tmp_path / "broken_site"
     (site / BROKEN).mkdir(parents=True)
     (site / BROKEN / "__init__.py").write_text('raise RuntimeError("boom: this plugin is broken")\n')
-    _write_dist_info(site, "relaxit_broken_fixture", {"broken_fixture": BROKEN})
+    write_dist_info(site, "relaxit_broken_fixture", {"broken_fixture": BROKEN})
     return site
 
 
-@contextlib.contextmanager
 def on_sys_path(*paths: Path):
     """Put ``paths`` first on ``sys.path`` (as an installation would) and undo it after."""
-    saved = list(sys.path)
-    sys.path[:0] = [str(p) for p in paths]
-    importlib.invalidate_caches()
-    try:
-        yield
-    finally:
-        sys.path[:] = saved
-        for name in list(sys.modules):
-            if name.split(".")[0] in (PACKAGE, BROKEN):
-                del sys.modules[name]
-        importlib.invalidate_caches()
+    return _on_sys_path(*paths, packages=(PACKAGE, BROKEN))
 
 
 def test_wheel_declares_the_entry_point(site):
