@@ -58,6 +58,7 @@ __all__ = [
     "GumbelTopK",
     "StraightThroughGumbelTopK",
     "GumbelTopKEstimator",
+    "KSubsetEstimatorBase",
     "relaxed_topk",
     "hard_topk",
     "KHot",
@@ -418,7 +419,17 @@ class StraightThroughGumbelTopK(GumbelTopK):
 
 
 # ---------------------------------------------------------------------------- estimator
-class GumbelTopKEstimator(relaxit_core.EstimatorBase):
+class KSubsetEstimatorBase(relaxit_core.EstimatorBase):
+    """Base of the k-subset estimators (``config.k``): example events with at least ``k + 2``
+    items, so that the conformance kit's draws are never forced (every item chosen)."""
+
+    def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
+                       generator=None, extreme=False):
+        return super().example_params(batch_shape, event_size=max(event_size, self.config.k + 2), dtype=dtype,
+                                      device=device, generator=generator, extreme=extreme)
+
+
+class GumbelTopKEstimator(KSubsetEstimatorBase):
     r"""Gumbel top-k relaxation of a k-subset (k draws without replacement), pathwise; ``hard=True`` is straight-through.
 
     Samples ``s = logits + g`` (Gumbel), the top ``k`` of ``s`` form the subset (Kool et al.
@@ -500,11 +511,6 @@ class GumbelTopKEstimator(relaxit_core.EstimatorBase):
             )
         law = StraightThroughGumbelTopK if self.config.hard else GumbelTopK
         return law(probs=probs, logits=logits, k=self.config.k, temperature=self.current_temperature("tau") if tau is None else tau)
-
-    def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
-                       generator=None, extreme=False):
-        return super().example_params(batch_shape, event_size=max(event_size, self.config.k + 2), dtype=dtype,
-                                      device=device, generator=generator, extreme=extreme)
 
 
 @relaxit_core.hookimpl

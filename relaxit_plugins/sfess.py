@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-import torch
 from pydantic import Field
 
 import relaxit_core
@@ -37,11 +36,12 @@ from relaxit_core import Capability as C
 from relaxit_core.surrogate import leave_one_out_baseline
 from relaxit_plugins._ksubset import KSubset
 from relaxit_plugins.simple import _law_for
+from relaxit_plugins.gumbel_topk import KSubsetEstimatorBase
 
 __all__ = ["SFESSEstimator"]
 
 
-class SFESSEstimator(relaxit_core.EstimatorBase):
+class SFESSEstimator(KSubsetEstimatorBase):
     r"""SFESS (Wijk et al. 2025): unbiased score-function gradients for the exact k-subset law, leave-one-out baseline.
 
     ``ĝ = (1/S) Σ_s (f(z_s) - b_s)(z_s - μ(θ))`` with ``z_s`` exact samples of
@@ -105,11 +105,6 @@ class SFESSEstimator(relaxit_core.EstimatorBase):
 
     def baseline(self, f):
         return leave_one_out_baseline(f) if self.config.baseline == "leave_one_out" else None
-
-    def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
-                       generator=None, extreme=False):
-        return super().example_params(batch_shape, event_size=max(event_size, self.config.k + 2), dtype=dtype,
-                                      device=device, generator=generator, extreme=extreme)
 
 
 @relaxit_core.hookimpl

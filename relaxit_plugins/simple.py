@@ -41,6 +41,7 @@ from relaxit_core import Capability as C
 from relaxit_core.errors import ParameterError
 from relaxit_core.surrogate import straight_through
 from relaxit_plugins._ksubset import KSubset, sample_and_marginals
+from relaxit_plugins.gumbel_topk import KSubsetEstimatorBase
 
 __all__ = ["SimpleKSubset", "SimpleEstimator"]
 
@@ -68,7 +69,7 @@ def _law_for(name: str, k: int, logits: torch.Tensor, law=KSubset):
     return law(logits, k)
 
 
-class SimpleEstimator(relaxit_core.EstimatorBase):
+class SimpleEstimator(KSubsetEstimatorBase):
     r"""SIMPLE (Ahmed et al. 2023): exact k-hot samples forward, the gradient of the exact marginals backward.
 
     Law: ``p(z) ∝ exp(θ·z) 1[Σz = k]`` (independent Bernoullis conditioned on ``k`` ones).
@@ -123,11 +124,6 @@ class SimpleEstimator(relaxit_core.EstimatorBase):
 
     def build_distribution(self, logits):
         return _law_for(self.name, self.config.k, logits, SimpleKSubset)
-
-    def example_params(self, batch_shape=(), *, event_size=3, dtype=torch.float32, device=None,
-                       generator=None, extreme=False):
-        return super().example_params(batch_shape, event_size=max(event_size, self.config.k + 2), dtype=dtype,
-                                      device=device, generator=generator, extreme=extreme)
 
 
 @relaxit_core.hookimpl
