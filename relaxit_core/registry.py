@@ -8,6 +8,7 @@ import os
 import re
 import threading
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -119,10 +120,24 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+_DIST_NAMES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+"""Distribution -> its name: ``Distribution.name`` parses the whole metadata file at every
+access, and the entry points of one distribution share one distribution object."""
+
+
 def _dist_name(ep: EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
-    name = getattr(dist, "name", None) if dist is not None else None
-    return str(name) if name else "(unknown distribution)"
+    if dist is None:
+        return "(unknown distribution)"
+    try:
+        return _DIST_NAMES[dist]
+    except (KeyError, TypeError):  # TypeError: not weak-referenceable, not cached
+        pass
+    name = getattr(dist, "name", None)
+    name = str(name) if name else "(unknown distribution)"
+    with contextlib.suppress(TypeError):
+        _DIST_NAMES[dist] = name
+    return name
 
 
 def _plugin_id(ep: EntryPoint) -> str:

@@ -39,12 +39,15 @@ field is a number, a 0-dim tensor when it is scheduled).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, Strict, TypeAdapter, WrapValidator, model_validator
+
+from relaxit_core.config import MODEL_CONFIG, fill_attribute_docstrings
 
 __all__ = [
     "ScheduleBase",
@@ -70,15 +73,18 @@ _Positive = Annotated[float, Strict(), Field(gt=0, le=TEMPERATURE_MAX)]
 class ScheduleBase(BaseModel):
     """Base class of the schedules: frozen, unknown fields forbidden."""
 
-    model_config: ClassVar[ConfigDict] = ConfigDict(
-        frozen=True, extra="forbid", use_attribute_docstrings=True, strict=True
-    )
+    model_config: ClassVar[ConfigDict] = ConfigDict(MODEL_CONFIG, strict=True)
 
     schedule: str
     start: _Positive
     """The value at step 0."""
     every: int = Field(1, ge=1)
     """The value changes every ``every`` steps: ``t`` is rounded down to a multiple of it."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        fill_attribute_docstrings(cls)  # the fields' descriptions (see relaxit_core.config)
 
     def _t(self, t: int) -> int:
         return (int(t) // self.every) * self.every
@@ -106,6 +112,9 @@ class ScheduleBase(BaseModel):
 
     def _tensor(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+
+fill_attribute_docstrings(ScheduleBase)
 
 
 class ConstantSchedule(ScheduleBase):
@@ -195,16 +204,18 @@ class _TemperatureMarker:
 
 TEMPERATURE_MARK = _TemperatureMarker()
 
-_NUMBER_ADAPTER: TypeAdapter[float] = TypeAdapter(_Positive)
-_SCHEDULE_ADAPTER: TypeAdapter[ScheduleBase] = TypeAdapter(Schedule)
+@functools.cache
+def _adapter(kind: str) -> TypeAdapter:
+    # built on first use (a config that is never given a schedule never builds that one)
+    return TypeAdapter(Schedule if kind == "schedule" else _Positive)
 
 
 def _validate_temperature(value: Any, handler: Any) -> float | ScheduleBase:
     # Dispatch on the input's kind so that errors name the field itself
     # (``gumbel_softmax.tau: Input should be greater than 0``), not a union branch.
     if isinstance(value, (Mapping, ScheduleBase)):
-        return _SCHEDULE_ADAPTER.validate_python(value)
-    return _NUMBER_ADAPTER.validate_python(value)
+        return _adapter("schedule").validate_python(value)
+    return _adapter("number").validate_python(value)
 
 
 Temperature = Annotated[
