@@ -6,8 +6,10 @@
 torch.Size([2, 3])
 
 Estimators are found through the registry (:mod:`relaxit_core.registry`), fed by the
-``relaxit`` entry-point group; ``import relaxit`` imports no method and scans no entry point:
-that happens on the first :func:`get`, :func:`build`, :func:`available` or :func:`describe`.
+``relaxit`` entry-point group; ``import relaxit`` imports no method, scans no entry point and
+imports neither torch nor pydantic: that happens on the first :func:`get`, :func:`build`,
+:func:`available` or :func:`describe` (or the first access of another name, such as
+:class:`~relaxit_core.EstimatorBase`).
 
 :data:`EstimatorSpec` is a pydantic field type for an estimator block in your own config;
 :mod:`relaxit.nn` (imported on first access of ``relaxit.nn``) has ready-made stochastic
@@ -17,23 +19,24 @@ layers built from such a block; :mod:`relaxit.pyro` (likewise) has
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from relaxit_core import (
-    Capability,
-    ConfigError,
-    Estimate,
-    EstimatorBase,
-    EstimatorConfig,
-    EstimatorInfo,
-    GradientEstimator,
-    ObjectiveError,
-    ParameterError,
-    UnknownEstimatorError,
-)
-from relaxit_core.registry import registry as _registry
-from relaxit import schedules
-from relaxit.spec import EstimatorSpec
+if TYPE_CHECKING:  # imported on first use (see __getattr__): ``import relaxit`` imports no torch
+    from relaxit_core import (
+        Capability,
+        ConfigError,
+        Estimate,
+        EstimatorBase,
+        EstimatorConfig,
+        EstimatorInfo,
+        GradientEstimator,
+        ObjectiveError,
+        ParameterError,
+        UnknownEstimatorError,
+    )
+    from relaxit import schedules
+    from relaxit.spec import EstimatorSpec
 
 __version__ = "2.0.0"
 
@@ -71,7 +74,7 @@ def get(name: str, /, **config: Any) -> GradientEstimator:
         UnknownEstimatorError: no estimator of that name (the message suggests close names).
         ConfigError: a field is invalid or unknown (pydantic's field-level detail kept).
     """
-    return _registry.get(name, **config)
+    return _registry().get(name, **config)
 
 
 def build(spec: Any) -> GradientEstimator:
@@ -83,40 +86,71 @@ def build(spec: Any) -> GradientEstimator:
 
     Names are looked up in the registry only; nothing in a spec is imported or evaluated.
     """
-    return _registry.build(spec)
+    return _registry().build(spec)
 
 
 def validate(spec: Any) -> EstimatorConfig:
     """The validated config of a spec (as :func:`build` takes), without building."""
-    return _registry.validate(spec)
+    return _registry().validate(spec)
 
 
 def available() -> list[EstimatorInfo]:
     """Every registered estimator, sorted by name."""
-    return _registry.available()
+    return _registry().available()
 
 
 def describe(name: str) -> EstimatorInfo:
     """What the registry knows of ``name``: family, capabilities, params, config schema,
     summary and paper reference."""
-    return _registry.describe(name)
+    return _registry().describe(name)
 
 
 def register(cls: type) -> type:
     """Register an estimator class at run time (usable as a class decorator)."""
-    return _registry.register(cls)
+    return _registry().register(cls)
+
+
+_LAZY = {
+    "Capability": "relaxit_core.capabilities",
+    "ConfigError": "relaxit_core.errors",
+    "ObjectiveError": "relaxit_core.errors",
+    "ParameterError": "relaxit_core.errors",
+    "UnknownEstimatorError": "relaxit_core.errors",
+    "EstimatorConfig": "relaxit_core.config",
+    "Estimate": "relaxit_core.estimator",
+    "EstimatorBase": "relaxit_core.estimator",
+    "GradientEstimator": "relaxit_core.estimator",
+    "EstimatorInfo": "relaxit_core.registry",
+    "EstimatorSpec": "relaxit.spec",
+}
+_SUBMODULES = ("schedules", "spec", "nn", "pyro", "cli", "bench", "distributions")
+
+
+def _registry() -> Any:
+    from relaxit_core.registry import registry
+
+    return registry
 
 
 def __getattr__(name: str) -> Any:
-    # ``relaxit.nn`` (the stochastic layers) is imported on first access, keeping
-    # ``import relaxit`` light.
-    if name in ("nn", "pyro"):
-        import importlib
+    # Everything but the facade's functions is imported on first access, so that
+    # ``import relaxit`` (and the ``relaxit`` command's ``--help`` and ``list``) import
+    # neither torch nor pydantic; ``relaxit.nn`` (the stochastic layers) and
+    # ``relaxit.pyro`` likewise.
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"relaxit.{name}")
+    else:
+        raise AttributeError(f"module 'relaxit' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-        return importlib.import_module(f"relaxit.{name}")
-    raise AttributeError(f"module 'relaxit' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
 
 
 def schema() -> dict[str, Any]:
     """JSON schema of every registered config: a union discriminated by ``name``."""
-    return _registry.schema()
+    return _registry().schema()

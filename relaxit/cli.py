@@ -33,26 +33,42 @@ def add_list(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    import relaxit
-    from relaxit_core import FAMILIES
-
-    available = relaxit.available()
+    rows, families = _list_rows()
     if args.family:
-        known = sorted(set(FAMILIES) | {f for i in available for f in i.families})
+        known = sorted(set(families) | {f for r in rows for f in r["families"]})
         if args.family not in known:
             raise UsageError(f"unknown family {args.family!r}{_did_you_mean(args.family, known)}; families: {', '.join(known)}")
-    infos = [i for i in available if not args.family or args.family in i.families]
+    rows = [r for r in rows if not args.family or args.family in r["families"]]
     if args.json:
-        print(json.dumps([{k: v for k, v in i.to_dict().items() if k != "config_schema"} for i in infos], indent=2))
+        print(json.dumps(rows, indent=2))
         return 0
     from relaxit_core.text import rst_inline_to_text
 
-    rows = [
-        (i.name, ", ".join(i.families), ", ".join(sorted(c.value for c in i.capabilities)), rst_inline_to_text(i.summary))
-        for i in infos
-    ]
-    _print_table(("name", "family", "capabilities", "summary"), rows, max_widths=(None, 11, 26, None))
+    table = [(r["name"], ", ".join(r["families"]), ", ".join(r["capabilities"]), rst_inline_to_text(r["summary"]))
+             for r in rows]
+    _print_table(("name", "family", "capabilities", "summary"), table, max_widths=(None, 11, 26, None))
     return 0
+
+
+def _list_rows() -> tuple[list[dict], Sequence[str]]:
+    """The rows of ``relaxit list --json`` (sorted by name) and the known families.
+
+    From the catalog shipped with relaxit (:mod:`relaxit.catalog`: no plugin imported, no
+    torch) when it describes every enabled plugin and the registry is not loaded in this
+    process yet; else from the registry (every plugin imported, a third party's included).
+    """
+    loaded = sys.modules.get("relaxit_core.registry")
+    if loaded is None or not (loaded.registry._loaded or loaded.registry._classes):
+        from relaxit.catalog import catalog_rows
+
+        found = catalog_rows()
+        if found is not None:
+            return found
+    import relaxit
+    from relaxit_core import FAMILIES
+
+    rows = [{k: v for k, v in i.to_dict().items() if k != "config_schema"} for i in relaxit.available()]
+    return rows, FAMILIES
 
 
 @command

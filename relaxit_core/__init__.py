@@ -14,22 +14,28 @@ The conformance kit is :mod:`relaxit_core.testing`; gradient diagnostics are
 :mod:`relaxit_core.diagnostics`.
 """
 
-from relaxit_core.capabilities import FAMILIES, Capability
-from relaxit_core.config import EstimatorConfig
-from relaxit_core.errors import (
-    ConfigError,
-    DuplicateEstimatorError,
-    NonFiniteGradientWarning,
-    ObjectiveError,
-    EstimatorWarning,
-    ParameterError,
-    PluginWarning,
-    RelaxitError,
-    UnknownEstimatorError,
-)
-from relaxit_core.estimator import Draw, Estimate, EstimatorBase, GradientEstimator, Objective
-from relaxit_core.hookspecs import hookimpl, hookspec
-from relaxit_core.registry import EstimatorInfo, Registry
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported on first access (see __getattr__)
+    from relaxit_core.capabilities import FAMILIES, Capability
+    from relaxit_core.config import EstimatorConfig
+    from relaxit_core.errors import (
+        ConfigError,
+        DuplicateEstimatorError,
+        EstimatorWarning,
+        NonFiniteGradientWarning,
+        ObjectiveError,
+        ParameterError,
+        PluginWarning,
+        RelaxitError,
+        UnknownEstimatorError,
+    )
+    from relaxit_core.estimator import Draw, Estimate, EstimatorBase, GradientEstimator, Objective
+    from relaxit_core.hookspecs import hookimpl, hookspec
+    from relaxit_core.registry import EstimatorInfo, Registry
 
 __all__ = [
     "Capability",
@@ -54,3 +60,43 @@ __all__ = [
     "NonFiniteGradientWarning",
     "EstimatorWarning",
 ]
+
+_WHERE = {
+    "Capability": "capabilities",
+    "FAMILIES": "capabilities",
+    "EstimatorConfig": "config",
+    "Estimate": "estimator",
+    "Draw": "estimator",
+    "EstimatorBase": "estimator",
+    "GradientEstimator": "estimator",
+    "Objective": "estimator",
+    "EstimatorInfo": "registry",
+    "Registry": "registry",
+    "hookimpl": "hookspecs",
+    "hookspec": "hookspecs",
+    **dict.fromkeys(
+        ("RelaxitError", "UnknownEstimatorError", "ConfigError", "ParameterError", "ObjectiveError",
+         "DuplicateEstimatorError", "PluginWarning", "NonFiniteGradientWarning", "EstimatorWarning"),
+        "errors",
+    ),
+}
+_SUBMODULES = ("capabilities", "config", "diagnostics", "distributions", "errors", "estimator", "hookspecs",
+               "inference", "limits", "registry", "schedules", "surrogate", "testing", "text")
+
+
+def __getattr__(name: str) -> Any:
+    # Each name is imported from its module on first access: the modules that need neither
+    # torch nor pydantic (errors, capabilities, text) stay light, which the ``relaxit``
+    # command's ``--help`` and ``list`` rely on.
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"relaxit_core.{_WHERE[name]}"), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"relaxit_core.{name}")
+    else:
+        raise AttributeError(f"module 'relaxit_core' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

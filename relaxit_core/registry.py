@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import threading
 import warnings
-import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
@@ -27,15 +25,18 @@ from relaxit_core.errors import (
     PluginWarning,
     UnknownEstimatorError,
 )
+from relaxit_core.plugins import (  # noqa: F401 - _canonical, _DIST_NAMES: kept importable from here
+    _DIST_NAMES,
+    DISABLE_ENV,
+    ENTRY_POINT_GROUP,
+    _canonical,
+    _disabled,
+    _dist_name,
+    _plugin_id,
+    relaxit_entry_points,
+)
 
 __all__ = ["Registry", "EstimatorInfo", "registry", "ENTRY_POINT_GROUP", "DISABLE_ENV"]
-
-ENTRY_POINT_GROUP = "relaxit"
-DISABLE_ENV = "RELAXIT_DISABLE_PLUGINS"
-"""Comma-separated plugins to skip, e.g. ``RELAXIT_DISABLE_PLUGINS=mypkg:foo,otherpkg``: each
-item a ``distribution:entry_point``, a distribution, a plugin module, or an entry-point name
-that only one distribution uses."""
-
 
 @dataclass(frozen=True)
 class EstimatorInfo:
@@ -102,86 +103,7 @@ def _check_estimator_class(obj: Any) -> None:
 
 def _relaxit_entry_points(group: str) -> list[EntryPoint]:
     """The group's entry points, each once, in a fixed order (entry-point name, distribution)."""
-    seen: set[tuple[str, str, str]] = set()
-    out = []
-    for ep in entry_points(group=group):
-        key = (_dist_name(ep), ep.name, ep.value)
-        if key not in seen:
-            seen.add(key)
-            out.append(ep)
-    return sorted(out, key=lambda e: (e.name, _dist_name(e), e.value))
-
-
-def _canonical(name: str) -> str:
-    """A distribution name in its normalised form (PEP 503): ``My_Pkg.x`` -> ``my-pkg-x``.
-
-    Metadata spells a name as its build backend wrote it (``relaxit_example_plugin`` or
-    ``relaxit-example-plugin``); names are compared in the normalised form, as pip does."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-_DIST_NAMES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-"""Distribution -> its name: ``Distribution.name`` parses the whole metadata file at every
-access, and the entry points of one distribution share one distribution object."""
-
-
-def _dist_name(ep: EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    if dist is None:
-        return "(unknown distribution)"
-    try:
-        return _DIST_NAMES[dist]
-    except (KeyError, TypeError):  # TypeError: not weak-referenceable, not cached
-        pass
-    name = getattr(dist, "name", None)
-    name = str(name) if name else "(unknown distribution)"
-    with contextlib.suppress(TypeError):
-        _DIST_NAMES[dist] = name
-    return name
-
-
-def _plugin_id(ep: EntryPoint) -> str:
-    """``distribution:entry_point``: a provider is its package and entry point, never the
-    entry-point name alone (a third party may reuse a built-in's name)."""
-    dist = getattr(ep, "dist", None)
-    return f"{_dist_name(ep)}:{ep.name}" if dist is not None else ep.name
-
-
-def _disabled(eps: list[EntryPoint]) -> set[str]:
-    """The plugin ids that :data:`DISABLE_ENV` disables.
-
-    Each comma-separated item is ``distribution:entry_point``, a distribution name (all its
-    plugins), a module (``mypkg.plugin``) or an entry-point name; an entry-point name that
-    several distributions use is ambiguous: it disables none of them, with a warning.
-    """
-    items = {s.strip() for s in os.environ.get(DISABLE_ENV, "").split(",") if s.strip()}
-    if not items:
-        return set()
-    # a distribution may be named in any spelling pip accepts (``my_pkg`` for ``my-pkg``)
-    items |= {_canonical(i.split(":", 1)[0]) + (":" + i.split(":", 1)[1] if ":" in i else "") for i in items}
-
-    def canonical_id(ep: EntryPoint) -> str:
-        return f"{_canonical(_dist_name(ep))}:{ep.name}"
-
-    out: set[str] = set()
-    by_name: dict[str, list[EntryPoint]] = {}
-    for ep in eps:
-        by_name.setdefault(ep.name, []).append(ep)
-        if (_plugin_id(ep) in items or canonical_id(ep) in items or _canonical(_dist_name(ep)) in items
-                or ep.value in items):
-            out.add(_plugin_id(ep))
-    for item in items:
-        matches = by_name.get(item, [])
-        if len(matches) == 1:
-            out.add(_plugin_id(matches[0]))
-        elif len(matches) > 1:
-            ids = ", ".join(_plugin_id(e) for e in matches)
-            warnings.warn(
-                f"{DISABLE_ENV}: {item!r} is the entry-point name of several plugins ({ids}); "
-                "none is disabled: name one as distribution:entry_point",
-                PluginWarning, stacklevel=4,
-            )
-    return out
+    return relaxit_entry_points(group, entry_points)
 
 
 def _describe(exc: BaseException) -> str:

@@ -106,3 +106,120 @@ def test_distribution_metadata_is_parsed_once_per_distribution(monkeypatch):
     dists = {id(ep.dist) for ep in eps}
     assert len(reg._DIST_NAMES) == len(dists)
     assert [reg._dist_name(ep) for ep in eps] == [ep.dist.name for ep in eps]
+
+
+# ----------------------------------------------------------------- no torch where none is needed
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+
+def _fresh(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env={**os.environ, **(env or {})})
+
+
+_CLI_PROBE = (
+    "import sys, json\n"
+    "from relaxit.cli import main\n"  # what the console script `relaxit` runs
+    "argv = sys.argv[1:]\n"
+    "try:\n"
+    "    rc = main(argv)\n"
+    "except SystemExit as exc:\n"
+    "    rc = exc.code\n"
+    "heavy = sorted(m for m in ('torch', 'pyro', 'relaxit_core.registry', 'relaxit_core.estimator') if m in sys.modules)\n"
+    "plugins = sorted(m for m in sys.modules if m.startswith('relaxit_plugins.'))\n"
+    "sys.stderr.write('\\nPROBE ' + json.dumps({'rc': rc, 'heavy': heavy, 'plugins': plugins}) + '\\n')\n"
+)
+
+
+def _cli_probe(*argv: str, env: dict[str, str] | None = None) -> tuple[dict, str]:
+    import os
+
+    proc = subprocess.run([sys.executable, "-c", _CLI_PROBE, *argv], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    probe = json.loads(proc.stderr.rsplit("PROBE ", 1)[1])
+    return probe, proc.stdout
+
+
+def test_import_relaxit_imports_no_torch():
+    out = _fresh(
+        "import sys, relaxit\n"
+        "assert 'torch' not in sys.modules and 'pydantic' not in sys.modules, 'heavy import'\n"
+        "relaxit.EstimatorBase\n"  # the re-exported names are imported on first access
+        "assert 'torch' in sys.modules\n"
+        "print(sorted(set(relaxit.__all__) - set(dir(relaxit))))\n"
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_and_list_import_no_torch():
+    """`relaxit --help`, `relaxit list` (text, --json, --family) and a family typo import
+    neither torch nor any plugin: the rows come from the shipped catalog."""
+    probe, out = _cli_probe("--help")
+    assert probe == {"rc": 0, "heavy": [], "plugins": []} and "list" in out
+    for argv in (["list"], ["list", "--json"], ["list", "--family", "subset"]):
+        probe, out = _cli_probe(*argv)
+        assert probe == {"rc": 0, "heavy": [], "plugins": []}, argv
+        assert "gumbel" in out
+    probe, _ = _cli_probe("list", "--family", "categorial")
+    assert probe == {"rc": 2, "heavy": [], "plugins": []}
+
+
+def test_list_from_the_catalog_is_what_the_registry_gives():
+    """The same output, byte for byte, from the catalog (fresh process) and from the loaded
+    registry, with and without a plugin disabled."""
+    live = (
+        "import sys, relaxit\n"
+        "relaxit.available()\n"
+        "from relaxit.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    for env in ({}, {"RELAXIT_DISABLE_PLUGINS": "relaxit:gumbel_softmax, reinforce"}):
+        for argv in (["list", "--json"], ["list", "--family", "categorical"]):
+            probe, fast = _cli_probe(*argv, env=env)
+            assert probe["heavy"] == [], (argv, env)
+            import os
+
+            slow = subprocess.run([sys.executable, "-c", live, *argv], capture_output=True, text=True,
+                                  check=True, env={**os.environ, **env}).stdout
+            assert fast == slow, (argv, env)
+    rows = json.loads(_cli_probe("list", "--json", env={"RELAXIT_DISABLE_PLUGINS": "gumbel_softmax"})[1])
+    assert "gumbel_softmax" not in {r["name"] for r in rows} and "reinforce" in {r["name"] for r in rows}
+
+
+def test_catalog_equals_the_live_registry():
+    """The shipped catalog is what ``python -m relaxit.catalog`` writes from the registry
+    now: a changed or added plugin without a regenerated catalog fails here."""
+    from relaxit.catalog import build_catalog, load_catalog
+
+    assert load_catalog() == build_catalog(), "catalog.json is stale: run python -m relaxit.catalog"
+
+
+def test_a_plugin_outside_the_catalog_makes_list_use_the_registry(tmp_path):
+    """A third party's plugin is not in the catalog: `relaxit list` imports the plugins
+    (torch included) and lists it with the built-ins."""
+    from plugin_sites import write_dist_info
+
+    (tmp_path / "thirdparty_probe_mod.py").write_text(
+        "import relaxit_core\n"
+        "from relaxit_plugins.reinforce import ReinforceEstimator\n"
+        "class Probe(ReinforceEstimator):\n"
+        "    name = 'thirdparty_probe'\n"
+        "    class Config(ReinforceEstimator.Config):\n"
+        "        name: __import__('typing').Literal['thirdparty_probe'] = 'thirdparty_probe'\n"
+        "@relaxit_core.hookimpl\n"
+        "def relaxit_estimators():\n"
+        "    return [Probe]\n"
+    )
+    write_dist_info(tmp_path, "thirdparty_probe", {"thirdparty_probe": "thirdparty_probe_mod"})
+    import os
+
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    probe, out = _cli_probe("list", "--json", env=env)
+    names = {r["name"]: r["provider"] for r in json.loads(out)}
+    assert probe["rc"] == 0 and "torch" in probe["heavy"]
+    assert names["thirdparty_probe"] == "thirdparty_probe:thirdparty_probe (thirdparty_probe_mod)"
+    assert "gumbel_softmax" in names

@@ -1,0 +1,123 @@
+"""Start-up cost: CPU time of a fresh interpreter, as a ratio to ``import torch, pyro``.
+
+Each case runs in its own child process; its CPU time is the child's user + system time
+(``os.wait4``), so that the load the other processes put on a shared machine counts much
+less than in wall time.  The cases are interleaved (one round runs each case once, in a
+shuffled order), and each case's time is divided by the baseline's time *of the same
+round*; the table gives the median of these per-round ratios with a distribution-free ~95%
+confidence interval (binomial order statistics).
+
+Cases: ``import relaxit``; ``import relaxit; relaxit.get("gumbel_softmax")`` (target:
+<= 1.05); ``... relaxit.available()`` (every plugin); ``relaxit --help`` and ``relaxit list``
+(the console script's own code, ``relaxit.cli:main``), which should not import torch at
+all; each row also says whether the child imported torch.
+
+Byte code: ``pip install`` compiles every module to byte code, and torch and Pyro are read
+from theirs.  So that relaxit is not the only package compiled from source at every run
+(as it would be with ``PYTHONDONTWRITEBYTECODE=1`` in the environment), the children run
+without that variable and one warm-up round, not counted, writes relaxit's byte code
+(``__pycache__``, ignored by git); ``--no-bytecode`` keeps the variable as it is.
+
+Usage: ``python benchmarks/startup.py [--rounds 9] [--no-bytecode]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import statistics
+import subprocess
+import sys
+
+BASELINE = "import torch, pyro"
+
+# The console script ``relaxit`` runs ``relaxit.cli:main``; this is the same code, with a
+# report of whether torch was imported appended on stderr.
+_CLI = (
+    "import sys\n"
+    "from relaxit.cli import main\n"
+    "sys.argv = ['relaxit', *{argv!r}]\n"
+    "try:\n"
+    "    rc = main()\n"
+    "finally:\n"
+    "    sys.stderr.write('\\nTORCH=%d\\n' % ('torch' in sys.modules))\n"
+    "sys.exit(rc)\n"
+)
+_PY = "{stmt}\nimport sys\nsys.stderr.write('\\nTORCH=%d\\n' % ('torch' in sys.modules))\n"
+
+CASES = {
+    "import torch, pyro": _PY.format(stmt=BASELINE),
+    "import relaxit": _PY.format(stmt="import relaxit"),
+    "import relaxit; relaxit.get('gumbel_softmax')": _PY.format(
+        stmt="import relaxit; relaxit.get('gumbel_softmax')"),
+    "import relaxit; relaxit.available()": _PY.format(stmt="import relaxit; relaxit.available()"),
+    "relaxit --help": _CLI.format(argv=["--help"]),
+    "relaxit list": _CLI.format(argv=["list"]),
+    "relaxit list --family subset": _CLI.format(argv=["list", "--family", "subset"]),
+}
+
+
+def cpu_time(code: str, env: dict[str, str]) -> tuple[float, bool]:
+    """User + system CPU seconds of a child running ``code``, and whether it imported torch."""
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if proc.returncode not in (0,):
+        raise RuntimeError(f"child failed ({proc.returncode}): {code!r}\n{err.decode(errors='replace')}")
+    return usage.ru_utime + usage.ru_stime, b"TORCH=1" in err
+
+
+def median_ci(xs: list[float]) -> tuple[float, float, float]:
+    """Median and a distribution-free ~95% confidence interval (binomial order statistics)."""
+    xs = sorted(xs)
+    n = len(xs)
+    if n < 6:
+        return statistics.median(xs), xs[0], xs[-1]
+    cdf, j = 0.0, 0
+    while cdf + math.comb(n, j) / 2**n <= 0.025:
+        cdf, j = cdf + math.comb(n, j) / 2**n, j + 1
+    j = max(j, 1)
+    return statistics.median(xs), xs[j - 1], xs[n - j]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
+    ap.add_argument("--no-bytecode", action="store_true",
+                    help="keep PYTHONDONTWRITEBYTECODE as it is in the environment")
+    ap.add_argument("--cases", nargs="*", help="only these cases (the baseline always runs)")
+    args = ap.parse_args(argv)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if not args.no_bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    cases = {k: v for k, v in CASES.items() if not args.cases or k == BASELINE or k in args.cases}
+    rng = random.Random(0)
+    for name, code in cases.items():  # warm-up (byte code, file-system cache): not counted
+        cpu_time(code, env)
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    torch_seen: dict[str, bool] = {}
+    for _ in range(args.rounds):
+        order = list(cases)
+        rng.shuffle(order)
+        for name in order:
+            t, imported = cpu_time(cases[name], env)
+            times[name].append(t)
+            torch_seen[name] = torch_seen.get(name, False) or imported
+    base = times[BASELINE]
+    print(f"CPU time (user + sys) of a fresh interpreter; median of {args.rounds} interleaved rounds; "
+          f"ratio: per-round ratio to `{BASELINE}`, median [~95% CI]")
+    print("| case | CPU s | ratio to `import torch, pyro` | imports torch |")
+    print("|---|---:|---:|:---:|")
+    for name in cases:
+        m = statistics.median(times[name])
+        r, lo, hi = median_ci([t / b for t, b in zip(times[name], base)])
+        print(f"| `{name}` | {m:.3f} | {r:.3f} [{lo:.3f}, {hi:.3f}] | {'yes' if torch_seen[name] else 'no'} |")
+
+
+if __name__ == "__main__":
+    main()
