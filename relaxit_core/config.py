@@ -144,30 +144,36 @@ def require_family(config: type[BaseModel], families: tuple[str, ...], owner: st
             config.model_rebuild(force=True)
 
 
-class _DocstringVisitor(ast.NodeVisitor):
-    """A string statement right after an annotated assignment ``x: T [= v]`` documents ``x``
-    (pydantic's rule for ``use_attribute_docstrings``, kept exactly)."""
+def _docstrings_of(tree: ast.AST) -> dict[str, str]:
+    """A string statement right after an annotated assignment ``x: T [= v]`` documents ``x``.
 
-    def __init__(self) -> None:
-        self.target: str | None = None
-        self.attrs: dict[str, str] = {}
-        self.previous: type[ast.AST] | None = None
+    pydantic's rule for ``use_attribute_docstrings`` kept exactly: the nodes are visited in
+    the order of :class:`ast.NodeVisitor` (children of an annotated assignment or of an
+    expression statement not visited), and "right after" means that the node visited last
+    before the string statement was the annotated assignment.
+    """
+    attrs: dict[str, str] = {}
+    target: str | None = None
+    previous: type | None = None
 
-    def visit(self, node: ast.AST) -> Any:
-        out = super().visit(node)
-        self.previous = type(node)
-        return out
+    def visit(node: ast.AST) -> None:
+        nonlocal target, previous
+        if isinstance(node, ast.AnnAssign):
+            if isinstance(node.target, ast.Name):
+                target = node.target.id
+        elif isinstance(node, ast.Expr):
+            value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str) and previous is ast.AnnAssign:
+                if target:
+                    attrs[target] = inspect.cleandoc(value.value)
+                target = None
+        else:
+            for child in ast.iter_child_nodes(node):
+                visit(child)
+        previous = type(node)
 
-    def visit_AnnAssign(self, node: ast.AnnAssign) -> Any:
-        if isinstance(node.target, ast.Name):
-            self.target = node.target.id
-
-    def visit_Expr(self, node: ast.Expr) -> Any:
-        value = node.value
-        if isinstance(value, ast.Constant) and isinstance(value.value, str) and self.previous is ast.AnnAssign:
-            if self.target:
-                self.attrs[self.target] = inspect.cleandoc(value.value)
-            self.target = None
+    visit(tree)
+    return attrs
 
 
 def _parse_class(block: list[str], name: str) -> ast.ClassDef | None:
@@ -256,11 +262,7 @@ def attribute_docstrings(cls: type) -> dict[str, str]:
             tree = _parse_class(inspect.getsourcelines(cls)[0], cls.__name__)
         except (OSError, TypeError):
             return {}
-    if tree is None:
-        return {}
-    visitor = _DocstringVisitor()
-    visitor.visit(tree)
-    return visitor.attrs
+    return {} if tree is None else _docstrings_of(tree)
 
 
 def fill_attribute_docstrings(cls: type[BaseModel]) -> bool:

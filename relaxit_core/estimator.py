@@ -6,7 +6,6 @@ import contextlib
 import functools
 import inspect
 import math
-import re
 import warnings
 import weakref
 from collections.abc import Callable, Mapping
@@ -29,7 +28,13 @@ __all__ = ["Estimate", "Draw", "GradientEstimator", "EstimatorBase", "Objective"
 Objective = Callable[[torch.Tensor], torch.Tensor]
 """A loss: samples ``z`` of shape ``[S, *batch_shape, *event_shape]`` -> ``[S, *B]``."""
 
-_SNAKE = re.compile(r"^[a-z][a-z0-9_]*$")
+_SNAKE_HEAD = frozenset("abcdefghijklmnopqrstuvwxyz")
+_SNAKE_TAIL = _SNAKE_HEAD | frozenset("0123456789_")
+
+
+def _is_snake(name: str) -> bool:
+    """``[a-z][a-z0-9_]*`` (a set test: no pattern compiled at import)."""
+    return bool(name) and name[0] in _SNAKE_HEAD and all(c in _SNAKE_TAIL for c in name)
 
 
 class Estimate(NamedTuple):
@@ -764,7 +769,7 @@ class EstimatorBase(torch.nn.Module):
         """Raise :class:`TypeError` when the class attributes break the protocol."""
         problems = []
         name = getattr(cls, "name", None)
-        if not isinstance(name, str) or not _SNAKE.match(name):
+        if not isinstance(name, str) or not _is_snake(name):
             problems.append(f"name must be a snake_case string, got {name!r}")
         for fam in cls.families or (getattr(cls, "family", None),):
             if fam not in FAMILIES:

@@ -9,7 +9,7 @@ import threading
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Annotated, Any, Union
 
@@ -33,6 +33,7 @@ from relaxit_core.plugins import (  # noqa: F401 - _canonical, _DIST_NAMES: kept
     _disabled,
     _dist_name,
     _plugin_id,
+    entry_points,
     relaxit_entry_points,
 )
 

@@ -92,6 +92,27 @@ def test_docstrings_of_a_class_made_in_a_function_and_a_model_outside_relaxit():
     assert attribute_docstrings(Plain) == extract_docstrings_from_cls(Plain, use_inspect=True) == {
         "a": "The a.", "b": "The b."}
 
+    class Odd(BaseModel):
+        c: int = 1
+        d: int = 2
+
+        """Not c's: a blank line does not separate, a statement does (pydantic's rule)."""
+        if True:
+            e: int = 3
+        else:
+            """The e, as pydantic reads it."""
+
+        def f(self) -> None:
+            g: int = 4
+            """A local's, which pydantic reads too."""
+            del g
+
+        h: str = """Dedented
+continuation."""
+        """The h."""
+
+    assert attribute_docstrings(Odd) == extract_docstrings_from_cls(Odd, use_inspect=True)
+
 
 def test_deferred_config_errors_are_config_errors():
     with pytest.raises(ConfigError, match="tau"):
@@ -223,3 +244,14 @@ def test_a_plugin_outside_the_catalog_makes_list_use_the_registry(tmp_path):
     assert probe["rc"] == 0 and "torch" in probe["heavy"]
     assert names["thirdparty_probe"] == "thirdparty_probe:thirdparty_probe (thirdparty_probe_mod)"
     assert "gumbel_softmax" in names
+
+
+@pytest.mark.parametrize("group", ["relaxit", "console_scripts", "pytest11", "no.such.group"])
+def test_entry_point_scan_equals_importlib_metadata(group):
+    """The scan that parses only the distributions naming the group finds what
+    ``importlib.metadata.entry_points`` finds, in the same order."""
+    from importlib import metadata
+
+    from relaxit_core.plugins import entry_points
+
+    assert entry_points(group=group) == list(metadata.entry_points(group=group))
