@@ -2,10 +2,12 @@
 
 Each case runs in its own child process; its CPU time is the child's user + system time
 (``os.wait4``), so that the load the other processes put on a shared machine counts much
-less than in wall time.  The cases are interleaved (one round runs each case once, in a
-shuffled order), and each case's time is divided by the baseline's time *of the same
-round*; the table gives the median of these per-round ratios with a distribution-free ~95%
-confidence interval (binomial order statistics).
+less than in wall time.  The runs are interleaved in pairs: one round runs, for each case
+in a shuffled order, that case and the baseline one right after the other (in a random
+order), and the case's time is divided by the baseline's time *of its pair*, so that a
+change of the machine's load between pairs cancels.  The table gives the median of these
+ratios with a distribution-free ~95% confidence interval (binomial order statistics), and
+the median difference in milliseconds.
 
 Cases: ``import relaxit``; ``import relaxit; relaxit.get("gumbel_softmax")`` (target:
 <= 1.05); ``... relaxit.available()`` (every plugin); ``relaxit --help`` and ``relaxit list``
@@ -100,24 +102,36 @@ def main(argv: list[str] | None = None) -> None:
     for name, code in cases.items():  # warm-up (byte code, file-system cache): not counted
         cpu_time(code, env)
     times: dict[str, list[float]] = {k: [] for k in cases}
+    pairs: dict[str, list[float]] = {k: [] for k in cases}  # the baseline run paired with each
     torch_seen: dict[str, bool] = {}
     for _ in range(args.rounds):
-        order = list(cases)
+        order = [k for k in cases if k != BASELINE]
         rng.shuffle(order)
         for name in order:
+            first_base = rng.random() < 0.5
+            if first_base:
+                b, _ = cpu_time(cases[BASELINE], env)
             t, imported = cpu_time(cases[name], env)
+            if not first_base:
+                b, _ = cpu_time(cases[BASELINE], env)
             times[name].append(t)
+            pairs[name].append(b)
+            times[BASELINE].append(b)
             torch_seen[name] = torch_seen.get(name, False) or imported
-    base = times[BASELINE]
-    print(f"CPU time (user + sys) of a fresh interpreter; median of {args.rounds} interleaved rounds; "
-          f"ratio: per-round ratio to `{BASELINE}`, median [~95% CI]")
-    print("| case | CPU s | ratio to `import torch, pyro` | imports torch |")
-    print("|---|---:|---:|:---:|")
+    torch_seen[BASELINE] = True
+    print(f"CPU time (user + sys) of a fresh interpreter; {args.rounds} rounds, each case paired with a "
+          f"baseline run; ratio: case / its paired `{BASELINE}`, median [~95% CI]")
+    print("| case | CPU s | ratio to `import torch, pyro` | difference (ms) | imports torch |")
+    print("|---|---:|---:|---:|:---:|")
+    print(f"| `{BASELINE}` | {statistics.median(times[BASELINE]):.3f} | 1 | 0 | yes |")
     for name in cases:
+        if name == BASELINE:
+            continue
         m = statistics.median(times[name])
-        r, lo, hi = median_ci([t / b for t, b in zip(times[name], base)])
-        print(f"| `{name}` | {m:.3f} | {r:.3f} [{lo:.3f}, {hi:.3f}] | {'yes' if torch_seen[name] else 'no'} |")
-
+        r, lo, hi = median_ci([t / b for t, b in zip(times[name], pairs[name])])
+        d, dlo, dhi = median_ci([(t - b) * 1e3 for t, b in zip(times[name], pairs[name])])
+        print(f"| `{name}` | {m:.3f} | {r:.3f} [{lo:.3f}, {hi:.3f}] | {d:+.0f} [{dlo:+.0f}, {dhi:+.0f}] | "
+              f"{'yes' if torch_seen[name] else 'no'} |")
 
 if __name__ == "__main__":
     main()

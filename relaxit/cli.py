@@ -1,6 +1,9 @@
 """The ``relaxit`` command: ``list``, ``describe NAME``, ``schema`` (and ``bench``, when installed).
 
 Subcommands are small functions registered in :data:`COMMANDS`; each adds its own parser.
+``relaxit --help`` and ``relaxit list`` import no torch: the parser is built without it, and
+``list`` reads relaxit's own methods from the catalog shipped with the package
+(``relaxit.catalog``), or imports every plugin when another one is installed.
 """
 
 from __future__ import annotations
