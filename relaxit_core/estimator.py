@@ -101,15 +101,18 @@ def _run_guarded(fn: Callable[..., Estimate], self: Any, objective: Objective, a
     if params and hasattr(self, "check_params"):
         checked = self.check_params(params)
         limits = find_limits(self, checked, num_samples=kwargs.get("num_samples"))
-        check_probs(self, checked)
+        if "probs" in checked:
+            check_probs(self, checked)
         if limits is not None:
             kwargs = {**kwargs, **limits.params}
+        elif any(checked[k] is not params[k] for k in checked):  # numbers given: pass the tensors made of them
+            kwargs = {**kwargs, **checked}
     name = getattr(self, "name", type(self).__name__)
     wrapped = checked_objective(objective, name, limits, compiling=compiling)
     if compiling:
         out = fn(self, wrapped, *args, **kwargs)
     else:
-        if isinstance(self, torch.nn.Module):
+        if isinstance(self, torch.nn.Module) and (self._parameters or self._modules):
             protect_parameters(self, name)
         given = frozenset(id(v) for v in kwargs.values() if isinstance(v, torch.Tensor))
         token = _IN_ESTIMATE.set((id(self), given))
@@ -791,11 +794,11 @@ class EstimatorBase(torch.nn.Module):
 
 def call_objective(objective: Objective, z: torch.Tensor, dist: Any, name: str) -> torch.Tensor:
     """Call ``objective(z)`` and check that it returns ``[S, *B]`` with ``B`` a prefix of the
-    law's ``batch_shape``."""
+    law's ``batch_shape`` (``dist`` is the law, or its ``batch_shape`` itself)."""
     f = objective(z)
     if not isinstance(f, torch.Tensor):
         raise TypeError(f"{name}: the objective must return a tensor, got {type(f).__name__}")
-    batch = tuple(dist.batch_shape)
+    batch = tuple(dist if isinstance(dist, tuple) else dist.batch_shape)
     shape = tuple(f.shape)
     if len(shape) < 1 or shape[0] != z.shape[0] or shape[1:] != batch[: len(shape) - 1]:
         raise ValueError(

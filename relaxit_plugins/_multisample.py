@@ -67,10 +67,8 @@ class _WithScore(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (g,) = ctx.saved_tensors
-        grad_logits = None
-        if ctx.needs_input_grad[1]:
-            grad_logits = grad.reshape(grad.shape + (1,) * (g.dim() - grad.dim())) * g
-        return grad, grad_logits, None
+        # applied only when logits need a gradient (see with_score): no needs_input_grad test
+        return grad, grad.reshape(grad.shape + (1,) * (g.dim() - grad.dim())) * g, None
 
 
 def with_score(value: torch.Tensor, logits: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -121,10 +119,13 @@ def bernoulli_score_gradient(weight: torch.Tensor, z: torch.Tensor, p: torch.Ten
     law (its score is ``z - σ(logits)``, finite at ``logits = ±inf``).
 
     ``weight`` is ``[S, *B]``, ``z`` is ``[S, *batch]`` and ``p`` is ``batch`` (``B`` a prefix
-    of ``batch``); one product and one sum over ``[S, *batch]``.
+    of ``batch``); one difference, one product (in place) and one sum over ``[S, *batch]``.
     """
     w = weight.reshape(weight.shape + (1,) * (z.dim() - weight.dim()))
-    return (w * (z - p)).sum(0)
+    score = z - p
+    if w.requires_grad or score.requires_grad:  # differentiated through: out of place
+        return (score * w).sum(0)
+    return score.mul_(w).sum(0)
 
 
 def loo_mean(x: torch.Tensor) -> torch.Tensor:
