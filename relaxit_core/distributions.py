@@ -96,9 +96,11 @@ def bernoulli_draw(p: torch.Tensor, sample_shape: torch.Size | tuple = ()) -> to
     ``[3, 256, 200]`` on CPU).
     """
     p = p.detach()
-    dtype = torch.promote_types(p.dtype, torch.float32)
-    z = torch.rand(torch.Size(sample_shape) + p.shape, dtype=dtype, device=p.device).lt_(p)
-    return z if z.dtype == p.dtype else z.to(p.dtype)
+    shape = (*sample_shape, *p.shape)
+    if p.dtype is torch.float32 or p.dtype is torch.float64:
+        return torch.rand(shape, dtype=p.dtype, device=p.device).lt_(p)
+    u = torch.rand(shape, dtype=torch.promote_types(p.dtype, torch.float32), device=p.device)
+    return u.lt_(p).to(p.dtype)
 
 
 def as_logits(probs: torch.Tensor, event_dim: int) -> torch.Tensor:

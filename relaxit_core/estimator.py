@@ -58,10 +58,10 @@ class Draw(NamedTuple):
     state: Any = None
 
 
-_IN_ESTIMATE: ContextVar[tuple[int, frozenset[int]] | None] = ContextVar("relaxit_in_estimate", default=None)
+_IN_ESTIMATE: ContextVar[tuple[int, tuple[Any, ...]] | None] = ContextVar("relaxit_in_estimate", default=None)
 """While an estimator's ``estimate`` runs behind :func:`guard_estimate`: the estimator's id and
-the ids of the (checked) tensors it was given, so that its own ``distribution()`` and a nested
-``super().estimate`` do not check them again."""
+the (checked) keyword arguments it was given, so that its own ``distribution()`` and a nested
+``super().estimate`` do not check those tensors again."""
 
 
 def guard_estimate(fn: Callable[..., Estimate]) -> Callable[..., Estimate]:
@@ -85,6 +85,14 @@ def guard_estimate(fn: Callable[..., Estimate]) -> Callable[..., Estimate]:
         active = _IN_ESTIMATE.get()
         if active is not None and active[0] == id(self):  # super().estimate: checked already
             return fn(self, objective, *args, **kwargs)
+        if _one_finite_tensor(self, kwargs):  # the common case: the same checks, less work
+            if self._parameters or self._modules:
+                protect_parameters(self, self.name)
+            token = _IN_ESTIMATE.set((id(self), tuple(kwargs.values())))
+            try:
+                return fn(self, checked_objective(objective, self.name), *args, **kwargs)
+            finally:
+                _IN_ESTIMATE.reset(token)
         return _run_guarded(fn, self, objective, args, kwargs, compiling=False)
 
     estimate.__relaxit_guarded__ = True  # type: ignore[attr-defined]
@@ -114,8 +122,7 @@ def _run_guarded(fn: Callable[..., Estimate], self: Any, objective: Objective, a
     else:
         if isinstance(self, torch.nn.Module) and (self._parameters or self._modules):
             protect_parameters(self, name)
-        given = frozenset(id(v) for v in kwargs.values() if isinstance(v, torch.Tensor))
-        token = _IN_ESTIMATE.set((id(self), given))
+        token = _IN_ESTIMATE.set((id(self), tuple(kwargs.values())))
         try:
             out = fn(self, wrapped, *args, **kwargs)
         finally:
@@ -123,6 +130,35 @@ def _run_guarded(fn: Callable[..., Estimate], self: Any, objective: Objective, a
     if limits is not None and isinstance(out, tuple) and len(out) == 3:
         out = Estimate(out[0], out[1], limits.fix(out[2]))
     return out
+
+
+def _one_finite_tensor(self: Any, kwargs: dict) -> bool:
+    """Whether a call is the common case that :func:`guard_estimate` checks with as little work
+    as possible: an :class:`EstimatorBase` given exactly one of its tensor arguments (not
+    ``probs``, whose values have their own check), a floating-point tensor whose name
+    :meth:`EstimatorBase.check_params` has accepted before, with every entry finite (one sum
+    read as a number: a finite sum proves every entry finite; one host sync).  Everything
+    else (a number, a NaN, a limit, a sum that overflows, several arguments) goes through
+    :func:`_run_guarded`'s full checks, which decide it exactly as before."""
+    valid = getattr(self, "_valid_names", None)
+    if not valid:  # not an EstimatorBase, or no call checked yet
+        return False
+    key = value = None
+    for k in self.params:
+        v = kwargs.get(k)
+        if v is not None:
+            if key is not None:
+                return False
+            key, value = k, v
+    return (
+        key is not None
+        and key != "probs"
+        and isinstance(value, torch.Tensor)
+        and ((key, False),) in valid
+        and value.is_floating_point()
+        and not value.is_meta
+        and math.isfinite(value.detach().sum().item())
+    )
 
 
 _PROTECTED: dict[int, weakref.ref] = {}  # id -> parameter with the hook (tensors compare elementwise: no WeakSet)
@@ -538,7 +574,7 @@ class EstimatorBase(torch.nn.Module):
     def _checked_by_estimate(self, params: Mapping[str, Any]) -> bool:
         active = _IN_ESTIMATE.get()
         return active is not None and active[0] == id(self) and all(
-            id(v) in active[1] for v in params.values() if isinstance(v, torch.Tensor))
+            any(v is g for g in active[1]) for v in params.values() if isinstance(v, torch.Tensor))
 
     def _build(self, checked: dict[str, torch.Tensor]) -> torch.distributions.Distribution:
         try:

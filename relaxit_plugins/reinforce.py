@@ -247,10 +247,7 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         super().__init__(config, **kwargs)
         cfg = self.config
         self.min_num_samples = 2 if cfg.baseline in ("leave_one_out", "group_mean", "group_normalized") else 1
-        # the score of Bernoulli logits formed directly (see _estimate_bernoulli)
-        self._bernoulli_fast = (self.family == "bernoulli" and not cfg.normalize
-                                and cfg.baseline in ("none", "moving_average", "leave_one_out"))
-        self._reads_context = cfg.baseline == "learned" and cfg.context_size is not None
+        self._set_flags()
         self.register_buffer("running_mean", torch.zeros(()))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         if cfg.normalize:
@@ -272,6 +269,19 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
                     self.critic_out.weight.zero_()  # no context: the critic is its bias, one number
                 self.critic_out.bias.zero_()
 
+    def _set_flags(self):
+        """Per-instance constants read on every call (the config is frozen)."""
+        cfg = self.config
+        # the score of Bernoulli logits formed directly (see _estimate_bernoulli)
+        self._bernoulli_fast = (self.family == "bernoulli" and not cfg.normalize
+                                and cfg.baseline in ("none", "moving_average", "leave_one_out"))
+        self._leave_one_out = cfg.baseline == "leave_one_out"
+        self._reads_context = cfg.baseline == "learned" and cfg.context_size is not None
+
+    def __setstate__(self, state):  # an estimator pickled by an earlier version lacks the flags
+        super().__setstate__(state)
+        self._set_flags()
+
     def build_distribution(self, logits=None, probs=None):
         return _LAWS[self.family](probs=probs, logits=logits)
 
@@ -279,14 +289,14 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         """As :meth:`relaxit_core.EstimatorBase.estimate`; with ``baseline="learned"`` and a
         ``context_size``, ``context`` (``[*B, context_size]``, ``B`` the objective's batch) is
         the input of the critic (detached: no gradient reaches whatever computed it)."""
+        if self._bernoulli_fast and context is None and isinstance(kwargs.get("logits"), torch.Tensor) \
+                and kwargs.get("probs") is None and kwargs.get("reduce", "mean") == "mean":
+            return self._estimate_bernoulli(objective, **kwargs)
         if self._reads_context:
             with self._context_scope(context):
                 return super().estimate(objective, **kwargs)
         if context is not None:
             self._refuse_context()
-        if self._bernoulli_fast and kwargs.get("reduce", "mean") == "mean" and kwargs.get("probs") is None \
-                and isinstance(kwargs.get("logits"), torch.Tensor):
-            return self._estimate_bernoulli(objective, **kwargs)
         return super().estimate(objective, **kwargs)
 
     def from_costs(self, costs, draw, *, context=None, **kwargs):
@@ -332,15 +342,19 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         normalisation.  The core's guard has checked ``logits`` already (finite, or its limits
         replaced by finite stand-ins), so no law is built: its ``batch_shape`` is
         ``logits.shape``."""
-        num_samples = self._check_num_samples(num_samples)
+        s = self._check_num_samples(num_samples)
         p = torch.sigmoid(logits.detach())
-        z = bernoulli_draw(p, (num_samples,))
+        z = bernoulli_draw(p, (s,))
         f = call_objective(objective, z, logits.shape, self.name)
-        fd = f.detach()
-        b = self.baseline(fd)
-        weight = (fd if b is None else fd - b) / num_samples
         value = f.mean(0)
-        return relaxit_core.Estimate(with_score(value, logits, bernoulli_score_gradient(weight, z, p)), value.detach(), z)
+        fd, mean = f.detach(), value.detach()
+        if self._leave_one_out:
+            # (f_s - b_s) / S with b_s the mean of the others is (f_s - mean_j f_j) / (S - 1)
+            weight = (fd - mean) / (s - 1)
+        else:
+            b = self.baseline(fd)
+            weight = (fd if b is None else fd - b) / s
+        return relaxit_core.Estimate(with_score(value, logits, bernoulli_score_gradient(weight, z, p)), mean, z)
 
     def example_context(self, batch_shape=(), *, dtype=torch.float32, device=None, generator=None):
         """A standard normal context ``[*batch_shape, context_size]`` when the critic reads one
