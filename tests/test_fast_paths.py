@@ -435,3 +435,22 @@ def test_guard_fast_path_keeps_the_objective_and_parameter_protection():
         est.estimate(lambda z: z.mul_(2).sum(-1), num_samples=2, logits=logits)
     with pytest.raises(ObjectiveError, match="torch.int64"):
         est.estimate(lambda z: z.sum(-1).long(), num_samples=2, logits=logits)
+
+
+def test_reinforce_pickled_by_an_earlier_version_recomputes_its_flags():
+    """An estimator pickled before the per-instance flags existed still runs (and takes its fast path)."""
+    import io
+
+    est = relaxit.get("reinforce", family="bernoulli", baseline="leave_one_out")
+    state = dict(est.__dict__)
+    for key in ("_bernoulli_fast", "_leave_one_out", "_reads_context"):
+        del state[key]
+    old = type(est).__new__(type(est))
+    old.__setstate__(state)
+    buf = io.BytesIO()
+    torch.save(old, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    assert loaded._bernoulli_fast and loaded._leave_one_out and not loaded._reads_context
+    out = loaded.estimate(lambda z: (z - 0.3).pow(2).sum(-1), num_samples=2, logits=torch.zeros(2, 3))
+    assert out.value.shape == (2,)
