@@ -146,13 +146,8 @@ def with_lazy_gradients(value: torch.Tensor, fn, tensors) -> torch.Tensor:
 
 
 def dot_reduced(a: torch.Tensor, b: torch.Tensor, ndim: int) -> torch.Tensor:
-    """``(a * b)`` summed over every dimension from ``ndim`` on (``a`` and ``b`` broadcast): one
-    ``vecdot`` pass instead of a product and a sum where there is one such dimension."""
-    extra = max(a.dim(), b.dim()) - ndim
-    if extra <= 0:
-        return a * b
-    if extra == 1:
-        return torch.linalg.vecdot(a, b)
+    """``(a * b)`` summed over every dimension from ``ndim`` on (``a`` and ``b`` broadcast, their
+    dtypes promoted)."""
     return sum_reduced(a * b, ndim)
 
 

@@ -387,7 +387,7 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
 
             def backward(c):  # ∇ Σ_b c_b Σ_d ĝ_bd² in (α, β, network), in closed form
                 gamma = g_hat * (2 / k * c.to(fd.dtype)).unsqueeze(-1)  # [*B, D]
-                d_weight = (score * gamma).reshape(m, d)  # ∂/∂weight
+                d_weight = (score * gamma).reshape(m, d).to(fd.dtype)  # ∂/∂weight (weight has f's dtype)
                 d_signal = d_weight.sum(-1)  # [M]
                 d_beta = (torch.dot(d_signal, sums[1]) - torch.dot(d_weight.reshape(-1), h1_nb.reshape(-1))) / dd
                 d_signal = d_signal.reshape(fd.shape)

@@ -63,3 +63,27 @@ def test_double_cv_alpha_gradient_is_that_of_sum_g_squared(k, batch_ndim):
     h = 0.25  # config floats are stored in float32: h dwarfs their rounding
     fd = (run(0.4 + h)[1] - run(0.4 - h)[1]) / (2 * h)
     torch.testing.assert_close(got, fd.to(got.dtype), rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["double_cv", "rodeo"])
+@pytest.mark.parametrize("dtypes", [(torch.float64, torch.float32), (torch.float32, torch.float64)])
+def test_closed_form_gradients_with_an_objective_of_another_dtype(name, dtypes):
+    """Logits of one dtype and an objective returning another: the closed-form backward of the
+    learned parameters follows autograd's type promotion (the same samples and, to float32
+    precision, the same gradients as with an objective returning the logits' dtype)."""
+    logits_dtype, f_dtype = dtypes
+    target = torch.tensor([0.2, 0.9, 0.4], dtype=DT)
+
+    def grads(cast):
+        torch.manual_seed(5)
+        est = relaxit.get(name, alpha_init=0.5, **({"beta_init": -0.4} if name == "rodeo" else {})).double()
+        logits = torch.tensor([[0.3, -1.0, 2.0], [0.0, 0.5, -0.2]], dtype=logits_dtype)
+        logits.requires_grad_(True)
+        out = est.estimate(lambda z: ((z.to(DT) - target) ** 3).sum(-1).to(f_dtype if cast else logits_dtype),
+                           num_samples=3, logits=logits)
+        assert out.value.dtype == (f_dtype if cast else logits_dtype)
+        out.surrogate.sum().backward()
+        return [logits.grad.to(DT)] + [p.grad for p in est.parameters()]
+
+    for got, want in zip(grads(True), grads(False)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
