@@ -23,7 +23,7 @@ __all__ = [
     "bernoulli_draw",
     "with_score",
     "with_parameter_gradients",
-    "with_lazy_gradients",
+    "with_score_and_lazy_gradients",
     "bernoulli_score_gradient",
     "call_objective",
     "reduce_log_prob",
@@ -119,30 +119,36 @@ def with_parameter_gradients(value: torch.Tensor, tensors, grads) -> torch.Tenso
     return _WithParameterGradients.apply(value, len(ts), *ts, *gs)
 
 
-class _WithLazyGradients(torch.autograd.Function):
-    """``value`` unchanged; in the backward pass ``fn(grad)`` gives the tensors' gradients."""
+class _WithScoreAndLazyGradients(torch.autograd.Function):
+    """``value`` unchanged; in the backward pass ``logits`` gets ``g`` times the incoming
+    gradient (as :class:`_WithScore`) and ``tensors`` get ``fn(grad)``."""
 
     @staticmethod
-    def forward(ctx, value, fn, *tensors):
+    def forward(ctx, value, logits, g, fn, *tensors):
+        ctx.save_for_backward(g)
         ctx.fn = fn
         return value.clone()
 
     @staticmethod
     def backward(ctx, grad):
-        grads = ctx.fn(grad)
-        return (grad, None) + tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[2:]))
+        (g,) = ctx.saved_tensors
+        grad_logits = None
+        if ctx.needs_input_grad[1]:
+            grad_logits = grad.reshape(grad.shape + (1,) * (g.dim() - grad.dim())) * g
+        lazy = ctx.fn(grad)
+        return (grad, grad_logits, None, None) + tuple(t if need else None for t, need in zip(lazy, ctx.needs_input_grad[4:]))
 
 
-def with_lazy_gradients(value: torch.Tensor, fn, tensors) -> torch.Tensor:
-    """``value``, whose backward pass also gives ``tensors`` the gradients ``fn(grad)`` (a tuple,
-    one per tensor, each of that tensor's shape), ``grad`` being the gradient arriving at
-    ``value``: a closed-form gradient of a function of ``value``'s rows (e.g. ``∇ Σ_b c_b Σ ĝ_b²``
-    for learned control variates), computed only if a backward pass happens, with one autograd
-    node instead of a graph."""
+def with_score_and_lazy_gradients(value: torch.Tensor, logits: torch.Tensor, g: torch.Tensor, fn, tensors) -> torch.Tensor:
+    """:func:`with_score` (``logits`` get ``g`` times the incoming gradient), and ``tensors`` get
+    the gradients ``fn(grad)`` (a tuple, one per tensor, each of that tensor's shape), ``grad``
+    being the gradient arriving at ``value``: a closed-form gradient of a function of
+    ``value``'s rows (e.g. ``∇ Σ_b c_b Σ ĝ_b²`` for learned control variates), computed only if
+    a backward pass happens, in the same single autograd node."""
     tensors = list(tensors)
     if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
-        return value
-    return _WithLazyGradients.apply(value, fn, *tensors)
+        return with_score(value, logits, g)
+    return _WithScoreAndLazyGradients.apply(value, logits, g.detach(), fn, *tensors)
 
 
 def dot_reduced(a: torch.Tensor, b: torch.Tensor, ndim: int) -> torch.Tensor:

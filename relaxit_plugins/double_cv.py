@@ -27,8 +27,7 @@ from relaxit_plugins._multisample import (
     expand_to,
     loo_mean,
     objective_and_input_gradient,
-    with_lazy_gradients,
-    with_score,
+    with_score_and_lazy_gradients,
 )
 
 __all__ = ["DoubleCVEstimator"]
@@ -140,8 +139,7 @@ class DoubleCVEstimator(relaxit_core.EstimatorBase):
             per_row = (h_cv * dot_reduced(g_hat, score, nb)).mean(0) - dot_reduced(g_hat, correction, nb - 1)
             return ((2 * c.to(fd.dtype) * per_row).sum().to(self.alpha.dtype),)
 
-        surrogate = with_lazy_gradients(value, variance_gradient, [self.alpha])
-        surrogate = with_score(surrogate, dist.logits, g_hat)
+        surrogate = with_score_and_lazy_gradients(value, dist.logits, g_hat, variance_gradient, [self.alpha])
         return relaxit_core.Estimate(surrogate, value.detach(), z)
 
 

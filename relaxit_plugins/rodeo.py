@@ -27,7 +27,7 @@ from relaxit_plugins._multisample import (
     bernoulli_probs,
     loo_mean,
     objective_and_input_gradient,
-    with_score,
+    with_score_and_lazy_gradients,
 )
 
 __all__ = ["RodeoEstimator"]
@@ -223,21 +223,6 @@ class _SteinNet(torch.nn.Module):
         return torch.stack(h, -1).reshape(t.shape + (2,)).to(t.dtype)
 
 
-class _SquaredNormGradient(torch.autograd.Function):
-    """``value`` unchanged; in the backward pass, with ``c`` the incoming gradient, RODEO's
-    ``α``, ``β`` and network get ``∇ Σ_b c_b Σ_d ĝ_bd²`` in closed form (:meth:`RodeoEstimator._backward`)."""
-
-    @staticmethod
-    def forward(ctx, value, backward, *params):
-        ctx.backward_fn = backward
-        return value.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        grads = ctx.backward_fn(grad)
-        return (grad, None) + tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad[2:]))
-
-
 class RodeoEstimator(relaxit_core.EstimatorBase):
     r"""RODEO (Shi et al. 2022): RLOO with discrete Stein operator control variates, no extra evaluations.
 
@@ -381,24 +366,21 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         weight = torch.addcmul((signal.reshape(m) + bd * sums[1]).unsqueeze(-1), h1_nb, -bd)
         g_hat = (score * weight.reshape(score.shape)).mean(0)  # [*B, D]: the logits' gradient
         value = f.mean(0)
-        surrogate = value
         learned = [self.alpha, self.beta, *self._network_parameters()]
-        if torch.is_grad_enabled() and any(prm.requires_grad for prm in learned):
 
-            def backward(c):  # ∇ Σ_b c_b Σ_d ĝ_bd² in (α, β, network), in closed form
-                gamma = g_hat * (2 / k * c.to(fd.dtype)).unsqueeze(-1)  # [*B, D]
-                d_weight = (score * gamma).reshape(m, d).to(fd.dtype)  # ∂/∂weight (weight has f's dtype)
-                d_signal = d_weight.sum(-1)  # [M]
-                d_beta = (torch.dot(d_signal, sums[1]) - torch.dot(d_weight.reshape(-1), h1_nb.reshape(-1))) / dd
-                d_signal = d_signal.reshape(fd.shape)
-                d_alpha = -(d_signal * loo_mean(a_h0)).sum()
-                d_sums = torch.stack((-alpha / dd * loo_mean(d_signal).reshape(m), bd * d_signal.reshape(m)))
-                net = self.control.sums_backward(saved, d_sums, -bd * d_weight)
-                return (d_alpha.to(self.alpha.dtype), d_beta.to(self.beta.dtype)) + net
+        def backward(c):  # ∇ Σ_b c_b Σ_d ĝ_bd² in (α, β, network), in closed form
+            gamma = g_hat * (2 / k * c.to(fd.dtype)).unsqueeze(-1)  # [*B, D]
+            d_weight = (score * gamma).reshape(m, d).to(fd.dtype)  # ∂/∂weight (weight has f's dtype)
+            d_signal = d_weight.sum(-1)  # [M]
+            d_beta = (torch.dot(d_signal, sums[1]) - torch.dot(d_weight.reshape(-1), h1_nb.reshape(-1))) / dd
+            d_signal = d_signal.reshape(fd.shape)
+            d_alpha = -(d_signal * loo_mean(a_h0)).sum()
+            d_sums = torch.stack((-alpha / dd * loo_mean(d_signal).reshape(m), bd * d_signal.reshape(m)))
+            net = self.control.sums_backward(saved, d_sums, -bd * d_weight)
+            return (d_alpha.to(self.alpha.dtype), d_beta.to(self.beta.dtype)) + net
 
-            surrogate = _SquaredNormGradient.apply(value, backward, *learned)
         logits = dist.logits
-        surrogate = with_score(surrogate, logits, g_hat.reshape(logits.shape))
+        surrogate = with_score_and_lazy_gradients(value, logits, g_hat.reshape(logits.shape), backward, learned)
         return relaxit_core.Estimate(surrogate, value.detach(), x)
 
     def _network_parameters(self):
