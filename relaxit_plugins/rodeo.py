@@ -190,7 +190,7 @@ class _SteinNet(torch.nn.Module):
             idx = _count_below(kink, t_nb, ways=4)  # piece j of neighbour n at j + (n mod 4)(H + 1)
             idx_x = (kink < t_x).sum(-1, keepdim=True)
             src = torch.empty((2,) + t_nb.shape, dtype=dtype, device=t_nb.device)
-            torch.mul(src[0].copy_(w), t_nb, out=src[1])  # Σ w and Σ w t per piece
+            torch.mul(src[0].copy_(w), t_nb, out=src[1])  # Σ w and Σ w t per piece (w copied: it may be a view)
             w_x = src[0].sum(-1, keepdim=True).neg_()
             weights = _bin_sums(idx, src, bins)  # [2, M, H + 1]
             weights.scatter_add_(2, idx_x.expand(2, -1, -1), torch.stack((w_x, w_x * t_x)))
@@ -203,15 +203,17 @@ class _SteinNet(torch.nn.Module):
                 h1_nb = torch.addcmul(pair[0].gather(1, idx), t_nb, pair[1].gather(1, idx))
         return sums, h1_nb, (state, idx, t_nb, weights)
 
-    def sums_backward(self, saved, d_sums: torch.Tensor, d_h1: torch.Tensor):
+    def sums_backward(self, saved, d_sums: torch.Tensor, d_h1: torch.Tensor, scale=1.0):
         """The weights' gradients (as :meth:`weight_gradients`) of ``Σ sums ⊙ d_sums +
-        Σ h1_nb ⊙ d_h1`` for the outputs of :meth:`stein_sums`."""
+        scale Σ h1_nb ⊙ d_h1`` for the outputs of :meth:`stein_sums` (``scale`` a number or a
+        0-dim tensor)."""
         state, idx, t_nb, weights = saved
         dtype = weights.dtype
-        d_sums, d_h1 = d_sums.to(dtype), d_h1.to(dtype)
         bins = weights.shape[-1]
-        d_table = d_sums.unsqueeze(1).unsqueeze(-1) * weights  # [2, 2, M, H + 1]
-        d_table[1] += _bin_sums(idx, torch.stack((d_h1, d_h1 * t_nb)), bins)
+        src = torch.empty((2,) + t_nb.shape, dtype=dtype, device=t_nb.device)
+        torch.mul(src[0].copy_(d_h1), t_nb, out=src[1])
+        d_table = d_sums.to(dtype).unsqueeze(1).unsqueeze(-1) * weights  # [2, 2, M, H + 1]
+        d_table[1] += _bin_sums(idx, src, bins) * scale
         return self.weight_gradients(state, d_table)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -351,7 +353,9 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         # at x_k and at its one-flip neighbours y^(d) = x_k + (1 - 2 x_kd) e_d
         g_sum = gf.sum(0)
         lin_x = (torch.linalg.vecdot(g_sum, xf) - torch.linalg.vecdot(gf, xf).sum(0)) / (k - 1)  # [K, *B]
-        lin_nb = torch.addcmul(lin_x.unsqueeze(-1), g_sum - gf, 1 - 2 * xf, value=1 / (k - 1))
+        # (1 - 2 x_kd) = -sign(x_kd - p_d) wherever p_d is not 0 or 1; where it is, the neighbour has
+        # Gibbs weight q(y_d) = 0 and score_d = 0, and its value is multiplied by 0 everywhere
+        lin_nb = torch.addcmul(lin_x.unsqueeze(-1), g_sum - gf, score.sign(), value=-1 / (k - 1))
         # Gibbs kernel: to neighbour d with probability q(y_d) / D, q(y_d) = |x_d - p_d| (the flipped value's)
         sums, h1_nb, saved = self.control.stein_sums(
             loo_mean(fd), lin_x.reshape(m), lin_nb.reshape(m, d), score.abs().reshape(m, d)
@@ -376,7 +380,7 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
             d_signal = d_signal.reshape(fd.shape)
             d_alpha = -(d_signal * loo_mean(a_h0)).sum()
             d_sums = torch.stack((-alpha / dd * loo_mean(d_signal).reshape(m), bd * d_signal.reshape(m)))
-            net = self.control.sums_backward(saved, d_sums, -bd * d_weight)
+            net = self.control.sums_backward(saved, d_sums, d_weight, -bd)
             return (d_alpha.to(self.alpha.dtype), d_beta.to(self.beta.dtype)) + net
 
         logits = dist.logits
