@@ -134,47 +134,46 @@ class _SteinNet(torch.nn.Module):
             kink = (a / wx).neg_().nan_to_num_(nan=torch.inf, posinf=torch.inf, neginf=-torch.inf)
             kink, order = kink.sort(-1)
             neg = wx < 0
-        sign = 1 - 2 * neg.to(wx.dtype)
-        kappa = self.slope + (1 - self.slope) * neg.to(wx.dtype)  # weight of each unit below every kink
-        # per unit, what passing its kink adds to (c_0, s_0, c_1, s_1): ± 0.7 W2_ih (a_h, w_h)
-        step_w = (1 - self.slope) * sign * v  # [2, H]
-        unit = torch.stack((step_w, step_w * wx), 1).reshape(4, h)
-        unit_sorted = unit.index_select(1, order.reshape(-1)).view(2, 2, m, h)
-        a_sorted = a.gather(1, order)
-        steps = unit_sorted * torch.stack((a_sorted, torch.ones_like(a_sorted)))  # [2, 2, M, H]
+        dtype = wx.dtype
+        # per unit, ± 0.7 W2_ih: what passing its kink adds to (c_i, s_i) per unit of (a_h, w_h)
+        sign = (1 - self.slope) * (1 - 2 * neg.to(dtype))  # ± 0.7
+        step_w = sign * v  # [2, H]
+        kappa = self.slope + (1 - self.slope) * neg.to(dtype)  # weight of each unit below every kink
+        unit = torch.stack((step_w, step_w * wx), 1)  # [2, 2, H]
+        steps = unit.view(4, h).index_select(1, order.reshape(-1)).view(2, 2, m, h)
+        steps[:, 0] *= a.gather(1, order)
         vk = v * kappa  # [2, H]
         first = torch.stack((torch.addmm(b2.unsqueeze(-1), vk, a.T), (vk @ wx).unsqueeze(-1).expand(2, m)), 1)
         table = torch.cat((first.unsqueeze(-1), steps), -1).cumsum(-1).view(4, m, h + 1)
-        state = (z, a, order, unit_sorted, a_sorted, kappa, sign)
+        state = (z, a, order, unit, vk, kappa, sign)
         return kink, table, state
 
     def weight_gradients(self, state, d_table: torch.Tensor):
         """The gradients of ``Σ table ⊙ d_table`` in ``(dense_x.weight, dense_x.bias,
         dense_z.weight, dense_z.bias, out.weight, out.bias)``, in closed form (:meth:`pieces`'s
         table is a prefix sum of per-unit steps, linear in ``W2``, ``w_x`` and ``a``)."""
-        z, a, order, unit_sorted, a_sorted, kappa, sign = state
-        wx, _, _, v, _ = self._weights()
+        z, a, order, unit, vk, kappa, sign = state
+        wx = self.dense_x.weight[:, 0]
         m, h = a.shape
         d_table = d_table.view(2, 2, m, h + 1)
         d_first = d_table.sum(-1)  # [2, 2, M]
-        d_steps = d_first.unsqueeze(-1) - d_table.cumsum(-1)[..., :h]  # step r reaches pieces r + 1 .. H
-        d_a_sorted = (d_steps[:, 0] * unit_sorted[:, 0]).sum(0)  # [M, H]
-        d_unit_sorted = d_steps * torch.stack((a_sorted, torch.ones_like(a_sorted)))
-        d_unit = torch.zeros(4, h, dtype=a.dtype, device=a.device).index_add_(
-            1, order.reshape(-1), d_unit_sorted.view(4, m * h)).view(2, 2, h)
+        # step r (the unit order[m, r]) reaches pieces r + 1 .. H; back to the units' order
+        d_steps = torch.empty(2, 2, m, h, dtype=a.dtype, device=a.device).scatter_(
+            -1, order.expand(2, 2, m, h), d_first.unsqueeze(-1) - d_table.cumsum(-1)[..., :h])
+        d_unit = torch.stack(((d_steps[:, 0] * a).sum(1), d_steps[:, 1].sum(1)), 1)  # [2, 2, H]
         d_fc, d_fs = d_first[:, 0], d_first[:, 1].sum(-1)  # [2, M], [2]
-        vk = v * kappa
-        d_a = torch.empty_like(a).scatter_(1, order, d_a_sorted).addmm_(d_fc.T, vk)
-        d_v = (d_fc @ a + d_fs.unsqueeze(-1) * wx) * kappa
-        d_v += (1 - self.slope) * sign * (d_unit[:, 0] + d_unit[:, 1] * wx)
-        d_wx = d_fs @ vk + (1 - self.slope) * sign * (v * d_unit[:, 1]).sum(0)
+        d_a = torch.addmm((d_steps[:, 0] * unit[:, 0].unsqueeze(1)).sum(0), d_fc.T, vk)  # [M, H]
+        d_step_w = d_unit[:, 0] + d_unit[:, 1] * wx  # [2, H]
+        d_v = (d_fc @ a + d_fs.unsqueeze(-1) * wx) * kappa + d_step_w * sign
+        d_wx = d_fs @ vk + (unit[:, 0] * d_unit[:, 1]).sum(0)
         d_b1 = d_a.sum(0)
         return d_wx.unsqueeze(-1), d_b1, (z @ d_a).unsqueeze(-1), d_b1, d_v, d_fc.sum(-1)
 
-    def stein_sums(self, z: torch.Tensor, t_x: torch.Tensor, t_nb: torch.Tensor, w: torch.Tensor):
+    def stein_sums(self, z: torch.Tensor, t_x: torch.Tensor, t_nb: torch.Tensor, score: torch.Tensor):
         """What RODEO needs of the network, for ``M`` states sharing ``z`` row by row, without an
-        autograd graph: with ``t_x [M]`` (the state), ``t_nb [M, D]`` (its neighbours) and Gibbs
-        weights ``w [M, D]`` (``W = Σ_d w_d``), returns ``Σ_d w_d h_i(t_nb_d) - W h_i(t_x)`` for
+        autograd graph: with ``t_x [M]`` (the state), ``t_nb [M, D]`` (its neighbours) and the
+        score ``x - p [M, D]``, whose magnitude ``w_d = |x_d - p_d|`` is the Gibbs weight of
+        neighbour ``d`` (``W = Σ_d w_d``), returns ``Σ_d w_d h_i(t_nb_d) - W h_i(t_x)`` for
         ``i = 0, 1`` (``[2, M]``), ``h1(t_nb) [M, D]``, and a state for :meth:`sums_backward`.
 
         The sums are read from the affine pieces without evaluating ``h`` at each point: with
@@ -190,7 +189,8 @@ class _SteinNet(torch.nn.Module):
             idx = _count_below(kink, t_nb, ways=4)  # piece j of neighbour n at j + (n mod 4)(H + 1)
             idx_x = (kink < t_x).sum(-1, keepdim=True)
             src = torch.empty((2,) + t_nb.shape, dtype=dtype, device=t_nb.device)
-            torch.mul(src[0].copy_(w), t_nb, out=src[1])  # Σ w and Σ w t per piece (w copied: it may be a view)
+            w = torch.abs(score, out=src[0]) if score.dtype == dtype else src[0].copy_(score.abs())
+            torch.mul(w, t_nb, out=src[1])  # Σ w and Σ w t per piece
             w_x = src[0].sum(-1, keepdim=True).neg_()
             weights = _bin_sums(idx, src, bins)  # [2, M, H + 1]
             weights.scatter_add_(2, idx_x.expand(2, -1, -1), torch.stack((w_x, w_x * t_x)))
@@ -361,7 +361,7 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         lin_nb = torch.addcmul(lin_x.unsqueeze(-1), g_sum - gf, score.sign(), value=-1 / (k - 1))
         # Gibbs kernel: to neighbour d with probability q(y_d) / D, q(y_d) = |x_d - p_d| (the flipped value's)
         sums, h1_nb, saved = self.control.stein_sums(
-            loo_mean(fd), lin_x.reshape(m), lin_nb.reshape(m, d), score.abs().reshape(m, d)
+            loo_mean(fd), lin_x.reshape(m), lin_nb.reshape(m, d), score.reshape(m, d)
         )
         sums, h1_nb = sums.to(fd.dtype), h1_nb.to(fd.dtype)
         alpha, beta = self.alpha.detach().to(fd.dtype), self.beta.detach().to(fd.dtype)
