@@ -71,6 +71,13 @@ def _bin_sums(idx: torch.Tensor, src: torch.Tensor, bins: int, ways: int = 4) ->
     return out.view(lead + (ways, bins)).sum(-2)
 
 
+class _Affine:
+    """An affine layer's ``weight`` and ``bias`` (views of :attr:`_SteinNet.weight`)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor):
+        self.weight, self.bias = weight, bias
+
+
 class _SteinNet(torch.nn.Module):
     """``h(t, z) = W2 leaky_relu(w_x t + W_z z + b_1) + b_2 -> (h0, h1)``: ``t`` the Taylor
     surrogate's linear part at a state, ``z`` the other samples' mean objective (two scalar
@@ -100,20 +107,45 @@ class _SteinNet(torch.nn.Module):
 
     def __init__(self, hidden: int):
         super().__init__()
-        self.dense_x = torch.nn.Linear(1, hidden)
-        self.dense_z = torch.nn.Linear(1, hidden)
-        self.out = torch.nn.Linear(hidden, 2)
+        # the three layers' default initialisation, kept in one parameter (one gradient hook,
+        # one accumulation): dense_x (w_x, b_x), dense_z (w_z, b_z), out (W2 [2, H], b_2)
+        layers = (torch.nn.Linear(1, hidden), torch.nn.Linear(1, hidden), torch.nn.Linear(hidden, 2))
+        self.hidden = hidden
+        self.weight = torch.nn.Parameter(torch.cat([p.detach().reshape(-1) for lay in layers for p in lay.parameters()]))
+
+    def _layer(self, i: int):
+        """``(weight, bias)`` of layer ``i`` (0: dense_x, 1: dense_z, 2: out), views of :attr:`weight`."""
+        h, flat = self.hidden, self.weight
+        if i < 2:
+            return flat[2 * i * h : (2 * i + 1) * h].view(h, 1), flat[(2 * i + 1) * h : (2 * i + 2) * h]
+        return flat[4 * h : 6 * h].view(2, h), flat[6 * h :]
+
+    @property
+    def dense_x(self):
+        """The input layer of ``t`` (``.weight [H, 1]``, ``.bias [H]``, views of :attr:`weight`)."""
+        return _Affine(*self._layer(0))
+
+    @property
+    def dense_z(self):
+        """The input layer of ``z`` (``.weight [H, 1]``, ``.bias [H]``)."""
+        return _Affine(*self._layer(1))
+
+    @property
+    def out(self):
+        """The output layer (``.weight [2, H]``, ``.bias [2]``)."""
+        return _Affine(*self._layer(2))
 
     def reference(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """The plain network on ``t [..., N]`` and ``z [...]`` -> ``[..., N, 2]`` (for tests)."""
-        dtype = self.out.weight.dtype
-        pre = self.dense_x(t.to(dtype).unsqueeze(-1)) + self.dense_z(z.to(dtype).unsqueeze(-1)).unsqueeze(-2)
-        return self.out(torch.nn.functional.leaky_relu(pre, self.slope)).to(t.dtype)
+        dtype = self.weight.dtype
+        linear = torch.nn.functional.linear
+        pre = linear(t.to(dtype).unsqueeze(-1), *self._layer(0)) + linear(z.to(dtype).unsqueeze(-1), *self._layer(1)).unsqueeze(-2)
+        return linear(torch.nn.functional.leaky_relu(pre, self.slope), *self._layer(2)).to(t.dtype)
 
     def _weights(self):
         """``(w_x, w_z, b_1, W2, b_2)``, input weights as vectors ``[H]``."""
-        return (self.dense_x.weight[:, 0], self.dense_z.weight[:, 0], self.dense_x.bias + self.dense_z.bias,
-                self.out.weight, self.out.bias)
+        (wx, bx), (wz, bz), (v, b2) = self._layer(0), self._layer(1), self._layer(2)
+        return wx[:, 0], wz[:, 0], bx + bz, v, b2
 
     def pieces(self, z: torch.Tensor):
         """The affine pieces of ``t -> h(t, z)`` for each ``z`` (flattened to ``[M]``): the sorted
@@ -149,11 +181,10 @@ class _SteinNet(torch.nn.Module):
         return kink, table, state
 
     def weight_gradients(self, state, d_table: torch.Tensor):
-        """The gradients of ``Σ table ⊙ d_table`` in ``(dense_x.weight, dense_x.bias,
-        dense_z.weight, dense_z.bias, out.weight, out.bias)``, in closed form (:meth:`pieces`'s
+        """The gradient of ``Σ table ⊙ d_table`` in :attr:`weight`, in closed form (:meth:`pieces`'s
         table is a prefix sum of per-unit steps, linear in ``W2``, ``w_x`` and ``a``)."""
         z, a, order, unit, vk, kappa, sign = state
-        wx = self.dense_x.weight[:, 0]
+        wx = self._layer(0)[0][:, 0]
         m, h = a.shape
         d_table = d_table.view(2, 2, m, h + 1)
         d_first = d_table.sum(-1)  # [2, 2, M]
@@ -167,7 +198,7 @@ class _SteinNet(torch.nn.Module):
         d_v = (d_fc @ a + d_fs.unsqueeze(-1) * wx) * kappa + d_step_w * sign
         d_wx = d_fs @ vk + (unit[:, 0] * d_unit[:, 1]).sum(0)
         d_b1 = d_a.sum(0)
-        return d_wx.unsqueeze(-1), d_b1, (z @ d_a).unsqueeze(-1), d_b1, d_v, d_fc.sum(-1)
+        return torch.cat((d_wx, d_b1, z @ d_a, d_b1, d_v.reshape(-1), d_fc.sum(-1)))
 
     def stein_sums(self, z: torch.Tensor, t_x: torch.Tensor, t_nb: torch.Tensor, score: torch.Tensor):
         """What RODEO needs of the network, for ``M`` states sharing ``z`` row by row, without an
@@ -373,7 +404,7 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         weight = torch.addcmul((signal.reshape(m) + bd * sums[1]).unsqueeze(-1), h1_nb, -bd)
         g_hat = (score * weight.reshape(score.shape)).mean(0)  # [*B, D]: the logits' gradient
         value = f.mean(0)
-        learned = [self.alpha, self.beta, *self._network_parameters()]
+        learned = [self.alpha, self.beta, self.control.weight]
 
         def backward(c):  # ∇ Σ_b c_b Σ_d ĝ_bd² in (α, β, network), in closed form
             gamma = g_hat * (2 / k * c.to(fd.dtype)).unsqueeze(-1)  # [*B, D]
@@ -384,15 +415,11 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
             d_alpha = -(d_signal * loo_mean(a_h0)).sum()
             d_sums = torch.stack((-alpha / dd * loo_mean(d_signal).reshape(m), bd * d_signal.reshape(m)))
             net = self.control.sums_backward(saved, d_sums, d_weight, -bd)
-            return (d_alpha.to(self.alpha.dtype), d_beta.to(self.beta.dtype)) + net
+            return d_alpha.to(self.alpha.dtype), d_beta.to(self.beta.dtype), net
 
         logits = dist.logits
         surrogate = with_score_and_lazy_gradients(value, logits, g_hat.reshape(logits.shape), backward, learned)
         return relaxit_core.Estimate(surrogate, value.detach(), x)
-
-    def _network_parameters(self):
-        c = self.control
-        return [c.dense_x.weight, c.dense_x.bias, c.dense_z.weight, c.dense_z.bias, c.out.weight, c.out.bias]
 
 
 @relaxit_core.hookimpl
