@@ -228,7 +228,7 @@ class _SteinNet(torch.nn.Module):
             sums = (table.view(2, 2, m, bins) * weights).sum((1, 3))  # [2, M]
             pair = table[2:].repeat(1, 1, 4)  # (c_1, s_1) per piece, in each of the 4 copies
             if dtype in (torch.float32, torch.float64):  # one gather of the pair as a complex number
-                cs = torch.view_as_real(torch.view_as_complex(pair.permute(1, 2, 0).contiguous()).gather(1, idx))
+                cs = torch.view_as_real(torch.view_as_complex(torch.stack((pair[0], pair[1]), -1)).gather(1, idx))
                 h1_nb = torch.addcmul(cs[..., 0], t_nb, cs[..., 1])
             else:
                 h1_nb = torch.addcmul(pair[0].gather(1, idx), t_nb, pair[1].gather(1, idx))

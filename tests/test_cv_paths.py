@@ -87,3 +87,17 @@ def test_closed_form_gradients_with_an_objective_of_another_dtype(name, dtypes):
 
     for got, want in zip(grads(True), grads(False)):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["double_cv", "rodeo"])
+@pytest.mark.parametrize("learn", [True, False])
+@pytest.mark.parametrize("shape", [(0, 5), (4, 0), (0, 0), (2, 0, 3), (3, 1)])
+def test_empty_and_single_variable_batches(name, learn, shape):
+    """The fast paths reshape with explicit sizes: empty batches, no variables and one variable
+    give gradients of the logits' shape and finite (or no) gradients to the learned parameters."""
+    est = relaxit.get(name, learn=learn)
+    logits = torch.zeros(*shape, requires_grad=True)
+    out = est.estimate(lambda z: (z - 0.3).pow(2).sum(-1), num_samples=3, logits=logits)
+    out.surrogate.sum().backward()
+    assert logits.grad.shape == logits.shape
+    assert all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in est.parameters())
