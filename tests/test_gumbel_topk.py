@@ -125,7 +125,7 @@ def test_threshold_solver_reaches_rounding_level():
         for scale in [1e-3, 0.1, 1.0, 3.0, 30.0, 1e3]:
             for dtype in (torch.float32, torch.float64):
                 x = torch.randn(256, n, dtype=dtype) * scale
-                nu, sgn = _solve_threshold(x, k, 6)
+                nu, sgn, _, _ = _solve_threshold(x, k, 6)
                 hot = (sgn < 0).to(dtype)
                 a = torch.sigmoid(sgn * (x - nu))
                 resid = (sgn * a).sum(-1).abs()
