@@ -164,16 +164,18 @@ def _solve_threshold(x: torch.Tensor, k: int, steps: int):
     # both sums >= 1 (x_(k) and x_(k+1) add 1 each): one exp pass, e_i = e^{sgn_i (x_i - h) - m}
     # with h = (x_(k) + x_(k+1)) / 2 and m = (x_(k+1) - x_(k)) / 2 <= 0.
     h, m = 0.5 * (xk + xk1), 0.5 * (xk1 - xk)
-    buf = torch.empty_like(x)  # e, then each step's σ: one buffer (fresh large blocks cost page faults on CPU)
+    # Two scratch tensors for every pass below (e, then each step's σ; the products summed):
+    # fresh large blocks cost page faults on CPU, and linalg.vecdot allocates its product.
+    buf, prod = torch.empty_like(x), torch.empty_like(x)
     e = torch.addcmul(sx, sgn, h, value=-1.0, out=buf).sub_(m).exp_()
-    e_all, e_sgn = e.sum(-1, keepdim=True), torch.linalg.vecdot(e, sgn).unsqueeze(-1)  # S_rest ± S_top
+    e_all, e_sgn = e.sum(-1, keepdim=True), torch.mul(e, sgn, out=prod).sum(-1, keepdim=True)  # S_rest ± S_top
     s_rest, s_top = (0.5 * (e_all + e_sgn)).clamp_min(1.0), (0.5 * (e_all - e_sgn)).clamp_min(1.0)
     nu = torch.minimum(torch.maximum(h + 0.5 * (s_rest.log() - s_top.log()), lo), hi)
     tiny = torch.finfo(x.dtype).tiny
     for _ in range(steps):  # a fixed count: no data-dependent host sync
         a = torch.addcmul(sx, sgn, nu, value=-1.0, out=buf).sigmoid_()  # σ(z) off the top, σ(-z) on it
-        f = torch.linalg.vecdot(sgn, a).unsqueeze(-1)  # Σ_i σ(z_i) - k; f > 0: ν below the root
-        slope = (a.sum(-1) - torch.linalg.vecdot(a, a)).unsqueeze(-1).clamp_min_(tiny)  # -df/dν
+        f = torch.mul(sgn, a, out=prod).sum(-1, keepdim=True)  # Σ_i σ(z_i) - k; f > 0: ν below the root
+        slope = (a.sum(-1, keepdim=True) - torch.mul(a, a, out=prod).sum(-1, keepdim=True)).clamp_min_(tiny)  # -df/dν
         up = f > 0
         lo = torch.where(f >= 0, nu, lo)
         hi = torch.where(f <= 0, nu, hi)
@@ -203,8 +205,8 @@ class _RelaxedTopK(torch.autograd.Function):
     def backward(ctx, grad_y, grad_idx):
         # dy_i = σ'_i (dx_i - Σ_j σ'_j dx_j / Σ_j σ'_j): one reduction, Σ σ' kept from the forward
         d, total = ctx.saved_tensors
-        mean = torch.linalg.vecdot(grad_y, d).unsqueeze(-1) / total
-        return (grad_y - mean).mul_(d), None, None
+        gd = grad_y * d
+        return gd.addcmul_(d, gd.sum(-1, keepdim=True) / total, value=-1.0), None, None
 
 
 def _relaxed_topk(scores: torch.Tensor, k: int, tau: float, steps: int = NEWTON_STEPS, *, own: bool = False):
