@@ -28,8 +28,12 @@ over ``{0 ≤ y ≤ 1, Σ y = k}``).  Like Xie & Ermon's, ``y`` lies in the conv
 k-hot vectors (``0 ≤ y_i ≤ 1``, ``Σ y = k``) and tends to the k-hot top-k of ``s`` as
 ``τ → 0``.  ``ν`` is found by safeguarded Newton steps (a fixed number, no host sync) from
 a closed-form start, and its gradient comes from the implicit function theorem
-(Amos et al. 2019, Sec. 3): ``dν/dx_j = σ'_j / Σ_i σ'_i``.  Cost: one ``topk`` and a
-fixed number of elementwise passes, independent of ``k``.
+(Amos et al. 2019, Sec. 3): ``dν/dx_j = σ'_j / Σ_i σ'_i``.  Cost: one ``topk``, one
+``exp`` pass for the start, five passes per Newton step (six steps) and one reduction in the
+backward, independent of ``k``.  Measured on CPU (n = 1000, batch 256, τ = 0.5, one thread,
+a shared machine; ``benchmarks/topk_speed.py``): ``rsample`` + backward 0.57–0.82x a
+hand-written version of the same relaxation; ``rsample`` 1.1x, 1.9x, 8.1x and 34x faster
+than the loop of ``k`` softmaxes at k = 1, 10, 100 and 500.
 """
 
 from __future__ import annotations
@@ -73,7 +77,11 @@ MAX_LOG_PROB_K = 7
 
 NEWTON_STEPS = 6
 """Safeguarded Newton steps of the threshold solver (tested to reach the rounding level of
-the dtype from the closed-form start over temperatures, k and n; see the tests)."""
+the dtype from the closed-form start over temperatures, k and n; see the tests).  Measured
+(n from 2 to 3000, every k, scales 1e-4 to 1e4): Gaussian, Gumbel-perturbed, Cauchy and
+outlier rows reach the residual tolerance of the tests in at most 4 steps in float32 and 5
+in float64; rows of a few repeated values (heavy ties) or two tight clusters need up to 7
+(float32) and 8 (float64), so there six steps stop a little short of the rounding level."""
 
 
 # ----------------------------------------------------------------------------- constraints
@@ -488,8 +496,9 @@ class GumbelTopKEstimator(KSubsetEstimatorBase):
             forwards the k-hot top-k and back-propagates through :math:`y`.
         :Gradient: :math:`\nabla_\theta \mathbb{E}[f(y)]`, the gradient of the relaxed objective: biased
             for the discrete one.
-        :Cost: :math:`S` objective evaluations; one ``topk`` and a fixed number of elementwise passes,
-            independent of :math:`k`.
+        :Cost: :math:`S` objective evaluations; one ``topk`` and a fixed number of elementwise passes
+            (six Newton steps), independent of :math:`k`: 8.1x faster than the loop of :math:`k`
+            softmaxes at :math:`k = 100`, :math:`n = 1000` on CPU.
 
     Example:
         >>> import relaxit, torch
