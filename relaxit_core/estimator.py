@@ -58,10 +58,10 @@ class Draw(NamedTuple):
     state: Any = None
 
 
-_IN_ESTIMATE: ContextVar[tuple[int, frozenset[int]] | None] = ContextVar("relaxit_in_estimate", default=None)
+_IN_ESTIMATE: ContextVar[tuple[int, tuple[Any, ...]] | None] = ContextVar("relaxit_in_estimate", default=None)
 """While an estimator's ``estimate`` runs behind :func:`guard_estimate`: the estimator's id and
-the ids of the (checked) tensors it was given, so that its own ``distribution()`` and a nested
-``super().estimate`` do not check them again."""
+the (checked) keyword arguments it was given, so that its own ``distribution()`` and a nested
+``super().estimate`` do not check those tensors again."""
 
 
 def guard_estimate(fn: Callable[..., Estimate]) -> Callable[..., Estimate]:
@@ -85,6 +85,14 @@ def guard_estimate(fn: Callable[..., Estimate]) -> Callable[..., Estimate]:
         active = _IN_ESTIMATE.get()
         if active is not None and active[0] == id(self):  # super().estimate: checked already
             return fn(self, objective, *args, **kwargs)
+        if _one_finite_tensor(self, kwargs):  # the common case: the same checks, less work
+            if self._parameters or self._modules:
+                protect_parameters(self, self.name)
+            token = _IN_ESTIMATE.set((id(self), tuple(kwargs.values())))
+            try:
+                return fn(self, checked_objective(objective, self.name), *args, **kwargs)
+            finally:
+                _IN_ESTIMATE.reset(token)
         return _run_guarded(fn, self, objective, args, kwargs, compiling=False)
 
     estimate.__relaxit_guarded__ = True  # type: ignore[attr-defined]
@@ -101,18 +109,20 @@ def _run_guarded(fn: Callable[..., Estimate], self: Any, objective: Objective, a
     if params and hasattr(self, "check_params"):
         checked = self.check_params(params)
         limits = find_limits(self, checked, num_samples=kwargs.get("num_samples"))
-        check_probs(self, checked)
+        if "probs" in checked:
+            check_probs(self, checked)
         if limits is not None:
             kwargs = {**kwargs, **limits.params}
+        elif any(checked[k] is not params[k] for k in checked):  # numbers given: pass the tensors made of them
+            kwargs = {**kwargs, **checked}
     name = getattr(self, "name", type(self).__name__)
     wrapped = checked_objective(objective, name, limits, compiling=compiling)
     if compiling:
         out = fn(self, wrapped, *args, **kwargs)
     else:
-        if isinstance(self, torch.nn.Module):
+        if isinstance(self, torch.nn.Module) and (self._parameters or self._modules):
             protect_parameters(self, name)
-        given = frozenset(id(v) for v in kwargs.values() if isinstance(v, torch.Tensor))
-        token = _IN_ESTIMATE.set((id(self), given))
+        token = _IN_ESTIMATE.set((id(self), tuple(kwargs.values())))
         try:
             out = fn(self, wrapped, *args, **kwargs)
         finally:
@@ -120,6 +130,35 @@ def _run_guarded(fn: Callable[..., Estimate], self: Any, objective: Objective, a
     if limits is not None and isinstance(out, tuple) and len(out) == 3:
         out = Estimate(out[0], out[1], limits.fix(out[2]))
     return out
+
+
+def _one_finite_tensor(self: Any, kwargs: dict) -> bool:
+    """Whether a call is the common case that :func:`guard_estimate` checks with as little work
+    as possible: an :class:`EstimatorBase` given exactly one of its tensor arguments (not
+    ``probs``, whose values have their own check), a floating-point tensor whose name
+    :meth:`EstimatorBase.check_params` has accepted before, with every entry finite (one sum
+    read as a number: a finite sum proves every entry finite; one host sync).  Everything
+    else (a number, a NaN, a limit, a sum that overflows, several arguments) goes through
+    :func:`_run_guarded`'s full checks, which decide it exactly as before."""
+    valid = getattr(self, "_valid_names", None)
+    if not valid:  # not an EstimatorBase, or no call checked yet
+        return False
+    key = value = None
+    for k in self.params:
+        v = kwargs.get(k)
+        if v is not None:
+            if key is not None:
+                return False
+            key, value = k, v
+    return (
+        key is not None
+        and key != "probs"
+        and isinstance(value, torch.Tensor)
+        and ((key, False),) in valid
+        and value.is_floating_point()
+        and not value.is_meta
+        and math.isfinite(value.detach().sum().item())
+    )
 
 
 _PROTECTED: dict[int, weakref.ref] = {}  # id -> parameter with the hook (tensors compare elementwise: no WeakSet)
@@ -535,7 +574,7 @@ class EstimatorBase(torch.nn.Module):
     def _checked_by_estimate(self, params: Mapping[str, Any]) -> bool:
         active = _IN_ESTIMATE.get()
         return active is not None and active[0] == id(self) and all(
-            id(v) in active[1] for v in params.values() if isinstance(v, torch.Tensor))
+            any(v is g for g in active[1]) for v in params.values() if isinstance(v, torch.Tensor))
 
     def _build(self, checked: dict[str, torch.Tensor]) -> torch.distributions.Distribution:
         try:
@@ -791,11 +830,11 @@ class EstimatorBase(torch.nn.Module):
 
 def call_objective(objective: Objective, z: torch.Tensor, dist: Any, name: str) -> torch.Tensor:
     """Call ``objective(z)`` and check that it returns ``[S, *B]`` with ``B`` a prefix of the
-    law's ``batch_shape``."""
+    law's ``batch_shape`` (``dist`` is the law, or its ``batch_shape`` itself)."""
     f = objective(z)
     if not isinstance(f, torch.Tensor):
         raise TypeError(f"{name}: the objective must return a tensor, got {type(f).__name__}")
-    batch = tuple(dist.batch_shape)
+    batch = tuple(dist if isinstance(dist, tuple) else dist.batch_shape)
     shape = tuple(f.shape)
     if len(shape) < 1 or shape[0] != z.shape[0] or shape[1:] != batch[: len(shape) - 1]:
         raise ValueError(

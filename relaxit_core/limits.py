@@ -14,9 +14,9 @@
   ``k`` finite logits), NaN anywhere, and any non-finite value of another argument (``loc``,
   ``scale``, ``probs``...) raise :class:`~relaxit_core.ParameterError` naming the argument.
 
-Cost: one pass per tensor argument (``isfinite`` on a small tensor, a sum on a large one)
-and one host synchronisation per call when everything is finite (the fast path); the rest
-runs only when a non-finite value is present.
+Cost: one summation pass per tensor argument and one host synchronisation per call when
+everything is finite (the fast path: a finite sum proves every entry finite); the rest runs
+only when the sum is not finite (a non-finite value, or finite values whose sum overflows).
 Under ``torch.compile`` (where a data-dependent branch would break the graph) the core
 applies the stand-ins branch-free instead and cannot raise on NaN.
 """
@@ -118,13 +118,16 @@ def find_limits(est: Any, params: Mapping[str, torch.Tensor], *, num_samples: in
         return None
     if is_compiling():
         return _branch_free(est, params)
-    # Fast path: one summation pass per tensor.  A NaN or an infinity anywhere makes the sum
-    # non-finite, so a finite sum proves every entry finite; a non-finite sum (which finite
-    # entries can also give, by overflow) falls through to the exact check.
-    with torch.no_grad():
+    # Fast path: one summation pass per tensor and one host sync.  A NaN or an infinity
+    # anywhere makes the sum non-finite, so a finite sum proves every entry finite; a
+    # non-finite sum (which finite entries can also give, by overflow) falls through to the
+    # exact check.  One tensor (the common case): its sum read as a Python number.
+    if len(floats) == 1:
+        if math.isfinite(floats[0].detach().sum().item()):
+            return None
+    else:
         sums = [v.detach().sum() for v in floats]
-        finite = torch.isfinite(sums[0]) if len(sums) == 1 else torch.stack([torch.isfinite(t) for t in sums]).all()
-        if bool(finite):
+        if bool(torch.stack([torch.isfinite(t) for t in sums]).all()):
             return None
     if len(floats) == 1:
         finite = bool(_finite_flag(floats[0]))

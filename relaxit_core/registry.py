@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
@@ -169,6 +170,28 @@ def _disabled(eps: list[EntryPoint]) -> set[str]:
     return out
 
 
+@contextlib.contextmanager
+def _keep_torch_validation():
+    """Keep the user's ``torch.distributions`` validation default across plugin loading.
+
+    Importing Pyro (which most plugins do) runs
+    ``torch.distributions.Distribution.set_default_validate_args(__debug__)`` as a side effect
+    (``pyro/distributions/util.py``), which would silently undo a user's
+    ``set_default_validate_args(False)`` (or ``True`` under ``python -O``).  When torch is not
+    imported yet there is no user setting to keep (torch's own default is ``__debug__`` too)."""
+    torch = sys.modules.get("torch")
+    dist_cls = getattr(getattr(torch, "distributions", None), "Distribution", None)
+    if dist_cls is None:
+        yield
+        return
+    before = dist_cls._validate_args
+    try:
+        yield
+    finally:
+        if dist_cls._validate_args != before:
+            dist_cls.set_default_validate_args(before)
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, SystemExit):
         return f"SystemExit({exc.code!r}) (the plugin called sys.exit)"
@@ -233,7 +256,8 @@ class Registry:
                  {k: list(v) for k, v in self._conflicts.items()}, dict(self._failed))
         self._registered_now = []
         try:
-            yield
+            with _keep_torch_validation():
+                yield
         except BaseException:
             for plugin in self._registered_now:
                 with contextlib.suppress(Exception):

@@ -35,7 +35,6 @@ from relaxit_core.surrogate import leave_one_out_baseline
 from relaxit_plugins._multisample import (
     Bernoulli,
     bernoulli_draw,
-    bernoulli_probs,
     bernoulli_score_gradient,
     call_objective,
     with_score,
@@ -248,6 +247,7 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         super().__init__(config, **kwargs)
         cfg = self.config
         self.min_num_samples = 2 if cfg.baseline in ("leave_one_out", "group_mean", "group_normalized") else 1
+        self._set_flags()
         self.register_buffer("running_mean", torch.zeros(()))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
         if cfg.normalize:
@@ -269,6 +269,19 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
                     self.critic_out.weight.zero_()  # no context: the critic is its bias, one number
                 self.critic_out.bias.zero_()
 
+    def _set_flags(self):
+        """Per-instance constants read on every call (the config is frozen)."""
+        cfg = self.config
+        # the score of Bernoulli logits formed directly (see _estimate_bernoulli)
+        self._bernoulli_fast = (self.family == "bernoulli" and not cfg.normalize
+                                and cfg.baseline in ("none", "moving_average", "leave_one_out"))
+        self._leave_one_out = cfg.baseline == "leave_one_out"
+        self._reads_context = cfg.baseline == "learned" and cfg.context_size is not None
+
+    def __setstate__(self, state):  # an estimator pickled by an earlier version lacks the flags
+        super().__setstate__(state)
+        self._set_flags()
+
     def build_distribution(self, logits=None, probs=None):
         return _LAWS[self.family](probs=probs, logits=logits)
 
@@ -276,26 +289,34 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         """As :meth:`relaxit_core.EstimatorBase.estimate`; with ``baseline="learned"`` and a
         ``context_size``, ``context`` (``[*B, context_size]``, ``B`` the objective's batch) is
         the input of the critic (detached: no gradient reaches whatever computed it)."""
-        with self._context_scope(context):
-            if self._fast_path(kwargs):  # baselines that read no context
-                return self._estimate_bernoulli(objective, **kwargs)
-            return super().estimate(objective, **kwargs)
+        if self._bernoulli_fast and context is None and isinstance(kwargs.get("logits"), torch.Tensor) \
+                and kwargs.get("probs") is None and kwargs.get("reduce", "mean") == "mean":
+            return self._estimate_bernoulli(objective, **kwargs)
+        if self._reads_context:
+            with self._context_scope(context):
+                return super().estimate(objective, **kwargs)
+        if context is not None:
+            self._refuse_context()
+        return super().estimate(objective, **kwargs)
 
     def from_costs(self, costs, draw, *, context=None, **kwargs):
         """As :meth:`relaxit_core.EstimatorBase.from_costs`, with ``context`` as in :meth:`estimate`."""
         with self._context_scope(context):
             return super().from_costs(costs, draw, **kwargs)
 
+    def _refuse_context(self):
+        raise relaxit_core.ParameterError(
+            f"{self.name}: context= is read only by baseline='learned' with a context_size; "
+            f"this estimator has baseline={self.config.baseline!r}, "
+            f"context_size={self.config.context_size!r}"
+        )
+
     @contextlib.contextmanager
     def _context_scope(self, context):
         """Check ``context`` against the config and hold it (per thread) while the call runs."""
-        if self.config.baseline != "learned" or self.config.context_size is None:
+        if not self._reads_context:
             if context is not None:
-                raise relaxit_core.ParameterError(
-                    f"{self.name}: context= is read only by baseline='learned' with a context_size; "
-                    f"this estimator has baseline={self.config.baseline!r}, "
-                    f"context_size={self.config.context_size!r}"
-                )
+                self._refuse_context()
             yield
             return
         if not isinstance(context, torch.Tensor) or context.dim() < 1 or context.shape[-1] != self.config.context_size:
@@ -311,30 +332,29 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         finally:
             _CONTEXT.reset(token)
 
-    def _fast_path(self, kwargs) -> bool:
-        """Bernoulli ``logits``, ``reduce="mean"``, a baseline of the current samples' values
-        only (none, moving average, leave-one-out) and no normalisation: the estimate is formed
-        from the score ``z - σ(logits)`` directly."""
-        return (self.family == "bernoulli" and kwargs.get("reduce", "mean") == "mean"
-                and kwargs.get("logits") is not None and kwargs.get("probs") is None
-                and self.config.baseline in ("none", "moving_average", "leave_one_out")
-                and not self.config.normalize)
-
-    def _estimate_bernoulli(self, objective, *, num_samples=1, reduce="mean", **params):
+    def _estimate_bernoulli(self, objective, *, logits, num_samples=1, reduce="mean", probs=None):
         """``mean_s f_s`` with the gradient ``mean_s (f_s - b_s)(z_s - σ(logits))`` attached to
         the logits by one autograd node (finite at ``logits = ±inf``); samples ``1[U < p]``.
-        Equal to the ``log_prob`` surrogate of the base class (``tests/test_fast_paths.py``)."""
-        num_samples = self._check_num_samples(num_samples)
-        self._check_reduce(reduce)
-        dist = self.distribution(**params)
-        p = bernoulli_probs(dist)
-        z = bernoulli_draw(p, (num_samples,))
-        f = call_objective(objective, z, dist, self.name)
-        fd = f.detach()
-        b = self.baseline(fd)
-        weight = (fd if b is None else fd - b) / num_samples
+        Equal to the ``log_prob`` surrogate of the base class (``tests/test_fast_paths.py``).
+
+        Taken for Bernoulli ``logits`` given as a tensor, ``reduce="mean"``, a baseline of the
+        current samples' values only (none, moving average, leave-one-out) and no
+        normalisation.  The core's guard has checked ``logits`` already (finite, or its limits
+        replaced by finite stand-ins), so no law is built: its ``batch_shape`` is
+        ``logits.shape``."""
+        s = self._check_num_samples(num_samples)
+        p = torch.sigmoid(logits.detach())
+        z = bernoulli_draw(p, (s,))
+        f = call_objective(objective, z, logits.shape, self.name)
         value = f.mean(0)
-        return relaxit_core.Estimate(with_score(value, dist.logits, bernoulli_score_gradient(weight, z, p)), fd.mean(0), z)
+        fd, mean = f.detach(), value.detach()
+        if self._leave_one_out:
+            # (f_s - b_s) / S with b_s the mean of the others is (f_s - mean_j f_j) / (S - 1)
+            weight = (fd - mean) / (s - 1)
+        else:
+            b = self.baseline(fd)
+            weight = (fd if b is None else fd - b) / s
+        return relaxit_core.Estimate(with_score(value, logits, bernoulli_score_gradient(weight, z, p)), mean, z)
 
     def example_context(self, batch_shape=(), *, dtype=torch.float32, device=None, generator=None):
         """A standard normal context ``[*batch_shape, context_size]`` when the critic reads one

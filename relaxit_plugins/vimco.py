@@ -24,7 +24,6 @@ from relaxit_core.surrogate import leave_one_out_baseline, score_function_surrog
 from relaxit_plugins._multisample import (
     LAWS,
     bernoulli_draw,
-    bernoulli_probs,
     bernoulli_score_gradient,
     call_objective,
     reduce_log_prob,
@@ -34,17 +33,18 @@ from relaxit_plugins._multisample import (
 __all__ = ["VimcoEstimator", "vimco_signals"]
 
 
-def vimco_signals(log_w: torch.Tensor) -> torch.Tensor:
+def vimco_signals(log_w: torch.Tensor, *, bound: torch.Tensor | None = None) -> torch.Tensor:
     """VIMCO's learning signals ``L - L_{-j}`` for each sample ``j`` (Mnih & Rezende 2016,
     eq. 10), detached.
 
     ``log_w`` has shape ``[K, *B]`` (``K >= 2``); ``L = log (1/K) Σ_k w_k`` and ``L_{-j}`` is
     the same bound with ``log w_j`` replaced by the mean of the other log-weights (the
-    geometric mean of the other weights), which does not depend on sample ``j``.
+    geometric mean of the other weights), which does not depend on sample ``j``.  ``bound``:
+    ``L`` when the caller has computed it already (``log_w.logsumexp(0) - log K``).
     """
     log_w = log_w.detach()
     k = log_w.shape[0]
-    bound = log_w.logsumexp(0) - math.log(k)
+    bound = log_w.logsumexp(0) - math.log(k) if bound is None else bound.detach()
     geo = (log_w.sum(0, keepdim=True) - log_w) / (k - 1)  # [K, *B]: mean of the others
     eye = torch.eye(k, dtype=torch.bool, device=log_w.device).reshape((k, k) + (1,) * (log_w.dim() - 1))
     # replaced[j, i] = log w_i for i != j, geo_j for i == j
@@ -139,21 +139,24 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
     def estimate(self, objective, *, num_samples=2, reduce="mean", **params):
         num_samples = self._check_num_samples(num_samples)
         self._check_reduce(reduce)
-        dist = self.distribution(**params)
-        if self.family == "bernoulli" and params.get("logits") is not None:
-            # score z - σ(logits): finite at ±inf, no log_prob pass over [S, *batch]
-            p = bernoulli_probs(dist)
+        logits = params.get("logits")
+        if self.family == "bernoulli" and isinstance(logits, torch.Tensor) and params.get("probs") is None:
+            # score z - σ(logits): finite at ±inf, no log_prob pass over [S, *batch].  The core's
+            # guard has checked the logits (finite, or limits replaced by stand-ins): no law is
+            # built, its batch_shape is logits.shape.
+            p = torch.sigmoid(logits.detach())
             z = bernoulli_draw(p, (num_samples,))
-            f = call_objective(objective, z, dist, self.name)
+            f = call_objective(objective, z, logits.shape, self.name)
             fd = f.detach()
-            if reduce == "mean":
-                g = bernoulli_score_gradient((fd - leave_one_out_baseline(fd)) / num_samples, z, p)
-                surrogate = with_score(f.mean(0), dist.logits, g)
-                return relaxit_core.Estimate(surrogate, surrogate.detach(), z)
+            if reduce == "mean":  # RLOO: (f_s - mean of the others) / S = (f_s - mean) / (S - 1)
+                value = f.mean(0)
+                mean = value.detach()
+                g = bernoulli_score_gradient((fd - mean) / (num_samples - 1), z, p)
+                return relaxit_core.Estimate(with_score(value, logits, g), mean, z)
             bound = f.logsumexp(0) - math.log(num_samples)
-            g = bernoulli_score_gradient(vimco_signals(fd), z, p)
-            surrogate = with_score(bound, dist.logits, g)
-            return relaxit_core.Estimate(surrogate, bound.detach(), z)
+            g = bernoulli_score_gradient(vimco_signals(fd, bound=bound), z, p)
+            return relaxit_core.Estimate(with_score(bound, logits, g), bound.detach(), z)
+        dist = self.distribution(**params)
         z = dist.sample((num_samples,))
         f = call_objective(objective, z, dist, self.name)
         return self.from_costs(f, relaxit_core.Draw(z), reduce=reduce, **params)

@@ -335,3 +335,122 @@ def test_relax_state_dict_carries_its_lazily_made_networks():
     fixed = relaxit.get("relax", family="bernoulli", hidden=4, latents=5)
     with pytest.raises(RuntimeError, match="Missing key"):
         fixed.load_state_dict(empty)  # a network fixed by the config is not optional
+
+
+# ------------------------------------------------------------------ the core guard's fast path
+import relaxit_core.estimator as core_estimator  # noqa: E402
+from relaxit_core import NonFiniteGradientWarning, ObjectiveError, ParameterError  # noqa: E402
+
+GUARDED = [
+    ("reinforce", {"family": "bernoulli", "baseline": "leave_one_out"}),
+    ("reinforce", {"family": "categorical", "baseline": "none"}),
+    ("vimco", {"family": "bernoulli"}),
+    ("gumbel_softmax", {}),
+    ("relaxed_bernoulli", {}),
+    ("disarm", {}),
+    ("gaussian_relaxed_bernoulli", {}),
+]
+
+
+@pytest.mark.parametrize(("name", "cfg"), GUARDED, ids=[f"{n}-{'-'.join(map(str, c.values()))}" for n, c in GUARDED])
+def test_guard_fast_path_equals_the_full_checks(name, cfg, monkeypatch):
+    """From an estimator's second call on, one finite floating-point tensor argument is checked
+    by the guard's fast path (one sum): same samples, value, surrogate and gradients as the full
+    checks give, with the same seed."""
+    est = relaxit.get(name, **cfg)
+    params = est.example_params((4,), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ((key, leaf),) = params.items()
+    leaf.requires_grad_(True)
+    k = max(2, est.min_num_samples)
+    target = torch.linspace(0.1, 0.9, leaf.shape[-1], dtype=torch.float64)
+
+    def objective(z):
+        return (z - target[: z.shape[-1]]).pow(2).reshape(z.shape[0], 4, -1).sum(-1)
+
+    est.estimate(objective, num_samples=k, **{key: leaf})  # the first call: full checks, names cached
+    assert core_estimator._one_finite_tensor(est, {key: leaf, "num_samples": k})
+
+    def run():
+        torch.manual_seed(5)
+        out = est.estimate(objective, num_samples=k, **{key: leaf})
+        return out, torch.autograd.grad(out.surrogate.sum(), leaf)
+
+    (fast, g_fast) = run()
+    monkeypatch.setattr(core_estimator, "_one_finite_tensor", lambda self, kwargs: False)
+    (full, g_full) = run()
+    for a, b in zip((*fast, *g_fast), (*full, *g_full)):
+        assert torch.equal(a.detach(), b.detach())
+
+
+def test_guard_fast_path_is_taken_only_where_it_decides_like_the_full_checks():
+    """NaN, limits, overflowing sums, numbers, integer tensors, probs, two arguments and a first
+    call go through the full checks, which answer as before."""
+    fast = core_estimator._one_finite_tensor
+    est = relaxit.get("reinforce", family="bernoulli", baseline="leave_one_out")
+    ok = torch.randn(3, 4, requires_grad=True)
+    assert not fast(est, {"logits": ok})  # no call checked yet
+    loss = lambda z: (z - 0.3).pow(2).sum(-1)  # noqa: E731
+    est.estimate(loss, num_samples=2, logits=ok)
+    assert fast(est, {"logits": ok, "num_samples": 2})
+    nan = torch.tensor([[0.0, float("nan")]])
+    assert not fast(est, {"logits": nan})
+    with pytest.raises(ParameterError, match="'logits'.*NaN"):
+        est.estimate(loss, num_samples=2, logits=nan)
+    inf = torch.tensor([[float("inf"), -float("inf"), 0.5]], requires_grad=True)
+    assert not fast(est, {"logits": inf})
+    out = est.estimate(loss, num_samples=2, logits=inf)
+    out.surrogate.sum().backward()
+    assert torch.equal(out.samples[..., :2], torch.tensor([1.0, 0.0]).expand(2, 1, 2))
+    assert torch.equal(inf.grad[..., :2], torch.zeros(1, 2))
+    big = torch.tensor([6e4, 6e4, -1.0], dtype=torch.float16)  # finite entries, sum overflows float16
+    assert not fast(est, {"logits": big})
+    assert torch.equal(est.estimate(loss, num_samples=2, logits=big).samples[:, :2], torch.ones(2, 2, dtype=torch.float16))
+    assert not fast(est, {"logits": 0.5})
+    assert est.estimate(lambda z: (z - 0.3).pow(2), num_samples=2, logits=0.5).value.shape == ()
+    assert not fast(est, {"logits": torch.zeros(3, dtype=torch.long)})
+    with pytest.raises(ParameterError, match="'logits'.*floating-point"):
+        est.estimate(loss, num_samples=2, logits=torch.zeros(3, dtype=torch.long))
+    assert not fast(est, {"probs": torch.full((3,), 0.5)})
+    with pytest.raises(ParameterError, match="outside"):
+        est.estimate(loss, num_samples=2, probs=torch.tensor([0.5, 1.5]))
+    assert not fast(est, {"logits": ok, "probs": ok})
+    with pytest.raises(ParameterError, match="both"):
+        est.estimate(loss, num_samples=2, logits=ok, probs=ok.detach().sigmoid())
+
+
+def test_guard_fast_path_keeps_the_objective_and_parameter_protection():
+    """On the fast path the objective still may not change z in place nor return integers, and
+    an estimator's own parameters still get the hook that skips non-finite updates."""
+    est = relaxit.get("reinforce", family="bernoulli", baseline="learned")
+    logits = torch.zeros(2, 3, requires_grad=True)
+    est.check_params({"logits": logits})  # names accepted: the very first estimate() takes the fast path
+    assert core_estimator._one_finite_tensor(est, {"logits": logits})
+    assert not any(id(p) in core_estimator._PROTECTED for p in est.parameters())
+    est.estimate(lambda z: z.sum(-1), num_samples=2, logits=logits)
+    assert all(id(p) in core_estimator._PROTECTED for p in est.parameters())
+    out = est.estimate(lambda z: z.sum(-1) * float("nan"), num_samples=2, logits=logits)
+    with pytest.warns(NonFiniteGradientWarning):
+        out.surrogate.sum().backward()
+    with pytest.raises(ObjectiveError, match="in place"):
+        est.estimate(lambda z: z.mul_(2).sum(-1), num_samples=2, logits=logits)
+    with pytest.raises(ObjectiveError, match="torch.int64"):
+        est.estimate(lambda z: z.sum(-1).long(), num_samples=2, logits=logits)
+
+
+def test_reinforce_pickled_by_an_earlier_version_recomputes_its_flags():
+    """An estimator pickled before the per-instance flags existed still runs (and takes its fast path)."""
+    import io
+
+    est = relaxit.get("reinforce", family="bernoulli", baseline="leave_one_out")
+    state = dict(est.__dict__)
+    for key in ("_bernoulli_fast", "_leave_one_out", "_reads_context"):
+        del state[key]
+    old = type(est).__new__(type(est))
+    old.__setstate__(state)
+    buf = io.BytesIO()
+    torch.save(old, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    assert loaded._bernoulli_fast and loaded._leave_one_out and not loaded._reads_context
+    out = loaded.estimate(lambda z: (z - 0.3).pow(2).sum(-1), num_samples=2, logits=torch.zeros(2, 3))
+    assert out.value.shape == (2,)

@@ -191,6 +191,45 @@ def test_a_plugin_that_looks_the_registry_up_while_loading(tmp_path):
         registry.names()  # the process-wide one is unharmed
 
 
+# ------------------------------------------------------------------- 3. torch's validation setting
+@pytest.mark.parametrize("user_setting", [False, True])
+def test_plugin_loading_keeps_the_users_validation_setting(tmp_path, user_setting):
+    """Importing Pyro sets torch's validation default to ``__debug__``; a plugin (or its import
+    of Pyro) must not change the user's choice.  Here a plugin sets the opposite at import."""
+    import torch
+
+    source = (f"import torch\ntorch.distributions.Distribution.set_default_validate_args({not user_setting})\n"
+              + _GOOD_MODULE.format(name="fuzz_flipper", before="pass"))
+    install(tmp_path / "site", "fuzz_flipper_pkg", "fuzz_flipper", source)
+    prev = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(user_setting)
+    try:
+        with installed(tmp_path / "site"):
+            reg = Registry()
+            assert "fuzz_flipper" in reg.names()
+            assert torch.distributions.Distribution._validate_args is user_setting
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(prev)
+
+
+def test_first_get_keeps_validation_off_in_a_fresh_process():
+    """The real case: a fresh process turns validation off, then relaxit's first ``get()``
+    imports Pyro (which runs ``set_default_validate_args(__debug__)``)."""
+    import subprocess
+
+    code = ("import sys, torch\n"
+            "torch.distributions.Distribution.set_default_validate_args(False)\n"
+            "import relaxit\n"
+            "assert 'pyro' not in sys.modules\n"
+            "relaxit.get('reinforce', family='bernoulli')\n"
+            "assert 'pyro' in sys.modules\n"
+            "relaxit.available()\n"
+            "print(torch.distributions.Distribution._validate_args)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
 # ------------------------------------------------------------------- fuzz
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(chosen=st.lists(st.sampled_from(sorted(PLUGINS)), unique=True, max_size=len(PLUGINS)), data=st.data())
