@@ -113,6 +113,16 @@ class _SteinNet(torch.nn.Module):
         self.hidden = hidden
         self.weight = torch.nn.Parameter(torch.cat([p.detach().reshape(-1) for lay in layers for p in lay.parameters()]))
 
+    _LAYER_KEYS = ("dense_x.weight", "dense_x.bias", "dense_z.weight", "dense_z.bias", "out.weight", "out.bias")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # relaxit 2.0.0 kept the three layers as six parameters: a state dict saved then
+        # still loads (the same values, concatenated in the order of :attr:`weight`)
+        keys = [prefix + k for k in self._LAYER_KEYS]
+        if prefix + "weight" not in state_dict and all(k in state_dict for k in keys):
+            state_dict[prefix + "weight"] = torch.cat([state_dict.pop(k).reshape(-1) for k in keys])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _layer(self, i: int):
         """``(weight, bias)`` of layer ``i`` (0: dense_x, 1: dense_z, 2: out), views of :attr:`weight`."""
         h, flat = self.hidden, self.weight

@@ -143,3 +143,22 @@ def test_learned_control_variates_reduce_variance():
         spread[label] = (dev.mean(), dev.std() / math.sqrt(n))
     (m0, s0), (m1, s1) = spread["rloo"], spread["learned"]
     assert float(m0 - m1) > Z * math.hypot(s0, s1), spread
+
+
+def test_a_state_dict_with_the_three_layers_still_loads():
+    """relaxit 2.0.0 saved the Stein network as six parameters (dense_x, dense_z, out); such a
+    state dict loads into the one-parameter network with the same layers' values."""
+    torch.manual_seed(3)
+    est = relaxit.get("rodeo", hidden=5)
+    net = est.control
+    old = {k: v.clone() for k, v in est.state_dict().items() if not k.startswith("control.")}
+    layers = {"dense_x": net.dense_x, "dense_z": net.dense_z, "out": net.out}
+    for name, lay in layers.items():
+        old[f"control.{name}.weight"] = lay.weight.detach().clone() + 1.0
+        old[f"control.{name}.bias"] = lay.bias.detach().clone() - 1.0
+    fresh = relaxit.get("rodeo", hidden=5)
+    fresh.load_state_dict(old)
+    for name in layers:
+        lay = getattr(fresh.control, name)
+        assert torch.equal(lay.weight, old[f"control.{name}.weight"])
+        assert torch.equal(lay.bias, old[f"control.{name}.bias"])
