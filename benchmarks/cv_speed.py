@@ -129,12 +129,15 @@ def hand_vimco(pb: Problem, k: int = EVALS):
 
 
 def hand_double_cv(pb: Problem, alpha: torch.Tensor, k: int = EVALS):
-    """Double control variates (Titsias & Shi 2022), ``α`` learned by ``Σ ĝ²``, written out."""
+    """Double control variates (Titsias & Shi 2022), ``α`` learned by ``Σ ĝ²``, written out.
+
+    The Monte Carlo loss goes through the objective only where it has parameters (the
+    decoder); the cheap objective's value is detached, as in the library."""
     l = pb.logits
     p = torch.sigmoid(l.detach())
     z = (torch.rand((k,) + l.shape) < p).to(l.dtype).requires_grad_(True)
     f = pb.objective(z)
-    (gz,) = torch.autograd.grad(f.sum(), z, retain_graph=True)
+    (gz,) = torch.autograd.grad(f.sum(), z, retain_graph=bool(pb.params))
     z = z.detach()
     fd = f.detach()
     score = z - p
@@ -144,7 +147,53 @@ def hand_double_cv(pb: Problem, alpha: torch.Tensor, k: int = EVALS):
     g_bar = gz.mean(0)
     g_hat = (sig.unsqueeze(-1) * score).sum(0) / k - alpha * g_bar * p * (1 - p)
     var = g_hat.pow(2).sum()
-    _backward(f.mean(0).sum() + var, l, g_hat.detach())
+    _backward((f if pb.params else fd).mean(0).sum() + var, l, g_hat.detach())
+
+
+class HandRodeoNet(torch.nn.Module):
+    """RODEO's control network as the authors write it (``SteinControlNNSingleLayer``): two scalar
+    inputs, one hidden layer of LeakyReLU(0.3) units, two outputs, evaluated densely."""
+
+    def __init__(self, hidden: int = 16):
+        super().__init__()
+        self.dense_x = torch.nn.Linear(1, hidden)
+        self.dense_z = torch.nn.Linear(1, hidden)
+        self.out = torch.nn.Linear(hidden, 2)
+        self.alpha = torch.nn.Parameter(torch.tensor(0.0))
+        self.beta = torch.nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, t, z):  # t [..., N], z [...] -> [..., N, 2]
+        pre = self.dense_x(t.unsqueeze(-1)) + self.dense_z(z.unsqueeze(-1)).unsqueeze(-2)
+        return self.out(F.leaky_relu(pre, 0.3))
+
+
+def hand_rodeo(pb: Problem, net: HandRodeoNet, k: int = EVALS):
+    """RODEO (Shi et al. 2022, the authors' ``discrete_stein_avg``) written out in plain torch:
+    the Taylor surrogate of the other samples at the state and its ``D`` one-flip neighbours,
+    the network on all of them (``[K, B, D + 1, H]``), ``α``, ``β`` and the network learned by
+    ``Σ ĝ²`` through autograd."""
+    l = pb.logits
+    p = torch.sigmoid(l.detach())
+    x = (torch.rand((k,) + l.shape) < p).to(l.dtype).requires_grad_(True)
+    f = pb.objective(x)
+    (g,) = torch.autograd.grad(f.sum(), x, retain_graph=bool(pb.params))
+    x, fd = x.detach(), f.detach()
+    loo = lambda v: (v.sum(0) - v) / (k - 1)  # noqa: E731
+    d = x.shape[-1]
+    score = x - p
+    g_loo = loo(g)
+    lin_x = (g_loo * x).sum(-1) - loo((g * x).sum(-1))
+    flip = 1 - 2 * x
+    t = torch.cat([lin_x.unsqueeze(-1) + g_loo * flip, lin_x.unsqueeze(-1)], -1)  # neighbours, then x
+    h = net(t, loo(fd))  # [K, B, D + 1, 2]
+    w = torch.where(x > 0, 1 - p, p)  # Gibbs kernel: q of the flipped coordinate
+    h0, h1 = h[..., 0], h[..., 1]
+    a_h0 = (w * (h0[..., :d] - h0[..., d:])).sum(-1) / d
+    wh1 = w * h1[..., :d]
+    a_h1 = (score * (wh1.sum(-1) - h1[..., d] * w.sum(-1)).unsqueeze(-1) + wh1 * flip) / d
+    signal = fd - loo(fd + net.alpha * a_h0)
+    g_hat = (signal.unsqueeze(-1) * score + net.beta * a_h1).mean(0)
+    _backward((f if pb.params else fd).mean(0).sum() + g_hat.pow(2).sum(), l, g_hat.detach())
 
 
 def _conditional(l, b, v):
@@ -159,7 +208,8 @@ def _uniform(shape, like):
 
 
 def hand_rebar(pb: Problem, eta: float = 1.0, tau: float = 0.5, s: int = 1):
-    """REBAR (Tucker et al. 2017, eq. 7), ``learn=False``: 3 evaluations per sample."""
+    """REBAR (Tucker et al. 2017, eq. 7), ``learn=False``: 3 evaluations per sample, ``b`` in one
+    objective call and the two relaxations in another."""
     l = pb.logits
     theta = l.detach().requires_grad_(True)
     shape = (s,) + l.shape
@@ -167,9 +217,9 @@ def hand_rebar(pb: Problem, eta: float = 1.0, tau: float = 0.5, s: int = 1):
     z = theta + (u.log() - (-u).log1p())
     b = (z > 0).to(l.dtype).detach()
     zt = _conditional(theta, b, _uniform(shape, l))
-    f_all = pb.objective(torch.cat([b, torch.sigmoid(torch.cat([z, zt]) / tau)]))
-    f_b, f_z, f_zt = f_all.split(s)
-    (g_path,) = torch.autograd.grad(eta * (f_z - f_zt).sum(), theta, retain_graph=True)
+    f_b = pb.objective(b)  # its own call: its backward reaches only the objective's parameters
+    f_z, f_zt = pb.objective(torch.sigmoid(torch.cat([z, zt]) / tau)).split(s)
+    (g_path,) = torch.autograd.grad(eta * (f_z - f_zt).sum(), theta)
     coef = (f_b - eta * f_zt).detach()
     g = (coef.unsqueeze(-1) * (b - torch.sigmoid(theta.detach()))).sum(0) / s + g_path / s
     _backward(f_b.mean(0).sum(), l, g)
@@ -202,14 +252,13 @@ def hand_relax(pb: Problem, net: HandRelaxNet, s: int = 1):
     b = (z > 0).to(l.dtype).detach()
     zt = _conditional(theta, b, _uniform(shape, l))
     soft = torch.sigmoid(torch.cat([z, zt]) / net.log_tau.exp())
-    f_all = pb.objective(torch.cat([b, soft]))
-    f_b, f_s = f_all[:s], f_all[s:]
+    f_b, f_s = pb.objective(b), pb.objective(soft)  # b's backward reaches only the objective's parameters
     c = net.eta * f_s + net.r(soft)
     c_z, c_zt = c[:s], c[s:]
     (g_path,) = torch.autograd.grad((c_z - c_zt).sum(), theta, create_graph=True)
     g_hat = ((f_b.detach() - c_zt).unsqueeze(-1) * (b - torch.sigmoid(theta.detach()))).sum(0) / s + g_path / s
     learned = list(net.parameters())
-    var_grads = torch.autograd.grad(g_hat.pow(2).sum(), learned, retain_graph=True)
+    var_grads = torch.autograd.grad(g_hat.pow(2).sum(), learned)
     for p_, g_ in zip(learned, var_grads):
         p_.grad = g_
     _backward(f_b.mean(0).sum(), l, g_hat.detach())
@@ -298,7 +347,9 @@ def build_cases(pb: Problem, only):
         add("double_cv", lambda: (lib_step(est_d, pb, k), pb.zero(est_d)), "(a) double_cv")
     if want("rodeo"):
         est_r = relaxit.get("rodeo")
-        add("rodeo", lambda: (lib_step(est_r, pb, k), pb.zero(est_r)))
+        net_r = HandRodeoNet(est_r.config.hidden)
+        add("(a) rodeo", lambda: (hand_rodeo(pb, net_r), pb.zero(net_r)))
+        add("rodeo", lambda: (lib_step(est_r, pb, k), pb.zero(est_r)), "(a) rodeo")
     if want("rebar"):
         est_rb = relaxit.get("rebar")
         add("(a) rebar", lambda: (hand_rebar(pb), pb.zero()))

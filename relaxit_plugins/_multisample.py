@@ -14,6 +14,7 @@ import torch
 
 from relaxit_core.distributions import bernoulli_draw
 from relaxit_core.estimator import call_objective, reduce_log_prob
+from relaxit_core.limits import is_compiling
 
 __all__ = [
     "LAWS",
@@ -22,12 +23,14 @@ __all__ = [
     "bernoulli_draw",
     "with_score",
     "with_parameter_gradients",
+    "with_score_and_lazy_gradients",
     "bernoulli_score_gradient",
     "call_objective",
     "reduce_log_prob",
     "loo_mean",
     "expand_to",
     "sum_reduced",
+    "dot_reduced",
     "objective_and_input_gradient",
 ]
 
@@ -116,6 +119,44 @@ def with_parameter_gradients(value: torch.Tensor, tensors, grads) -> torch.Tenso
     return _WithParameterGradients.apply(value, len(ts), *ts, *gs)
 
 
+class _WithScoreAndLazyGradients(torch.autograd.Function):
+    """``value`` unchanged; in the backward pass ``logits`` gets ``g`` times the incoming
+    gradient (as :class:`_WithScore`) and ``tensors`` get ``fn(grad)``."""
+
+    @staticmethod
+    def forward(ctx, value, logits, g, fn, *tensors):
+        ctx.save_for_backward(g)
+        ctx.fn = fn
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (g,) = ctx.saved_tensors
+        grad_logits = None
+        if ctx.needs_input_grad[1]:
+            grad_logits = grad.reshape(grad.shape + (1,) * (g.dim() - grad.dim())) * g
+        lazy = ctx.fn(grad)
+        return (grad, grad_logits, None, None) + tuple(t if need else None for t, need in zip(lazy, ctx.needs_input_grad[4:]))
+
+
+def with_score_and_lazy_gradients(value: torch.Tensor, logits: torch.Tensor, g: torch.Tensor, fn, tensors) -> torch.Tensor:
+    """:func:`with_score` (``logits`` get ``g`` times the incoming gradient), and ``tensors`` get
+    the gradients ``fn(grad)`` (a tuple, one per tensor, each of that tensor's shape), ``grad``
+    being the gradient arriving at ``value``: a closed-form gradient of a function of
+    ``value``'s rows (e.g. ``∇ Σ_b c_b Σ ĝ_b²`` for learned control variates), computed only if
+    a backward pass happens, in the same single autograd node."""
+    tensors = list(tensors)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        return with_score(value, logits, g)
+    return _WithScoreAndLazyGradients.apply(value, logits, g.detach(), fn, *tensors)
+
+
+def dot_reduced(a: torch.Tensor, b: torch.Tensor, ndim: int) -> torch.Tensor:
+    """``(a * b)`` summed over every dimension from ``ndim`` on (``a`` and ``b`` broadcast, their
+    dtypes promoted)."""
+    return sum_reduced(a * b, ndim)
+
+
 def bernoulli_score_gradient(weight: torch.Tensor, z: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     """``Σ_s weight_s (z_s - p)``: the score-function gradient in the logits of a Bernoulli
     law (its score is ``z - σ(logits)``, finite at ``logits = ±inf``).
@@ -146,20 +187,45 @@ def sum_reduced(x: torch.Tensor, ndim: int) -> torch.Tensor:
     return x.sum(tuple(range(ndim, x.dim()))) if extra > 0 else x
 
 
+def _reaches_other_leaves(fn, leaf: torch.Tensor, limit: int = 10000) -> bool:
+    """Whether the autograd graph below the node ``fn`` accumulates a gradient into a tensor
+    other than ``leaf`` (the objective's own parameters, or anything upstream of them).  A graph
+    of more than ``limit`` nodes counts as reaching one (the conservative answer)."""
+    seen, stack = set(), [fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        if len(seen) >= limit:
+            return True
+        seen.add(node)
+        var = getattr(node, "variable", None)
+        if var is not None and var is not leaf:
+            return True
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return False
+
+
 def objective_and_input_gradient(objective, z: torch.Tensor, dist, name: str):
     """``f = objective(z)`` (checked) and ``df/dz`` at the discrete samples, treating ``z`` as
     continuous (as Titsias & Shi 2022 and Shi et al. 2022 do).
 
-    The gradient is taken with ``retain_graph=True`` so that ``f`` still carries the
-    objective's own parameters' gradient.  An objective that does not depend
-    differentiably on ``z`` gives a zero gradient (the control variates then vanish).
+    ``f`` keeps its graph (the gradient is taken with ``retain_graph=True``) where it depends
+    on tensors other than ``z`` that need a gradient (the objective's own parameters), which
+    then get their Monte Carlo gradient through ``f``; otherwise ``f`` is returned detached, so
+    that the backward pass does not go through the objective a second time for ``z`` alone (a
+    gradient nobody reads).  An objective that does not depend differentiably on ``z`` gives a
+    zero gradient (the control variates then vanish).
     """
     leaf = z.detach().requires_grad_(True)
     with torch.enable_grad():
         f = call_objective(objective, leaf, dist, name)
         grad = None
         if f.requires_grad:
-            (grad,) = torch.autograd.grad(f.sum(), leaf, retain_graph=True, allow_unused=True)
+            keep = is_compiling() or _reaches_other_leaves(f.grad_fn, leaf)
+            (grad,) = torch.autograd.grad(f.sum(), leaf, retain_graph=keep, allow_unused=True)
+            if not keep:
+                f = f.detach()
     if grad is None:
         grad = torch.zeros_like(z)
     return f, grad.detach()

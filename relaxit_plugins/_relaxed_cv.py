@@ -135,7 +135,7 @@ def relaxed_cv_estimate(
     ``∂ Σ ĝ² / ∂p`` (REBAR sec. 3.3; RELAX Alg. 1) to the estimator's parameters — spread over
     the ``|B|`` surrogate elements so that ``surrogate.sum().backward()`` delivers it once.
 
-    One objective call on ``[b; σ_λ(z); σ_λ(z̃)]`` (``3S`` samples), or on ``b`` alone
+    Two objective calls, on ``b`` (``S`` samples) and on ``[σ_λ(z); σ_λ(z̃)]`` (``2S``), or on ``b`` alone
     (``S`` samples) without the relaxation term or when nothing needs a gradient (under
     ``torch.no_grad()``, or neither ``logits`` nor a learned parameter requires one).
     """
@@ -157,12 +157,14 @@ def relaxed_cv_estimate(
         soft = None
         if eta is not None or network is not None:
             soft = soft_relaxation(family, torch.cat([z, zt]), tau)
+        # b in a call of its own: its graph reaches only the objective's parameters (b has none),
+        # and the relaxed rows' graph only θ (the pathwise gradient), so that neither backward
+        # pass runs through the other's rows
+        f_b = call_objective(objective, b, dist, name)
         if eta is not None:
-            f_all = call_objective(objective, torch.cat([b, soft]), dist, name)
-            f_b, f_z, f_zt = f_all.split(s)
+            f_z, f_zt = call_objective(objective, soft, dist, name).split(s)
             c_z, c_zt = eta * f_z, eta * f_zt
         else:
-            f_b = call_objective(objective, b, dist, name)
             c_z = c_zt = f_b.new_zeros(())
         b_nd = f_b.dim() - 1
         if network is not None:
@@ -176,14 +178,14 @@ def relaxed_cv_estimate(
         g_score = (_trail(coef, full_nd) * score(family, b, theta.detach())).sum(0)
         pathwise = (c_z - c_zt).sum()
         if pathwise.requires_grad:
-            (g_path,) = torch.autograd.grad(pathwise, theta, create_graph=learn, retain_graph=True, allow_unused=True)
+            (g_path,) = torch.autograd.grad(pathwise, theta, create_graph=learn, retain_graph=learn, allow_unused=True)
             g_hat = g_score if g_path is None else g_score + g_path
         else:
             g_hat = g_score
         g_hat = g_hat / s
         var_grads = ()
         if learn:
-            var_grads = torch.autograd.grad(g_hat.pow(2).sum(), list(learned), retain_graph=True, allow_unused=True)
+            var_grads = torch.autograd.grad(g_hat.pow(2).sum(), list(learned), allow_unused=True)
     value = f_b.mean(0)
     surrogate = with_parameter_gradients(value, learned, var_grads) if learn else value
     surrogate = with_score(surrogate, logits, g_hat.detach())

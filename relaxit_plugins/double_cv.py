@@ -23,11 +23,11 @@ from relaxit_plugins._multisample import (
     LAWS,
     bernoulli_draw,
     bernoulli_probs,
+    dot_reduced,
     expand_to,
     loo_mean,
     objective_and_input_gradient,
-    sum_reduced,
-    with_score,
+    with_score_and_lazy_gradients,
 )
 
 __all__ = ["DoubleCVEstimator"]
@@ -124,18 +124,22 @@ class DoubleCVEstimator(relaxit_core.EstimatorBase):
         nb = f.dim()  # S plus the objective's batch dims
         fd = f.detach()
         score = z - p  # d log q / d logits, [K, *batch]
-        alpha = self.alpha.to(fd.dtype)
-        h = sum_reduced(loo_mean(grad) * score, nb)  # [K, *B]: ḡ_{-k}ᵀ(b_k - p)
-        signal = fd - loo_mean(fd) + alpha * (h - loo_mean(h))  # depends on α only
-        g_bar = grad.mean(0)  # [*batch]
+        alpha = self.alpha.detach().to(fd.dtype)
+        g_sum = grad.sum(0)  # [*batch]
+        # h_k = ḡ_{-k}ᵀ(b_k - p) = (Σ_j g_j - g_k)ᵀ (b_k - p) / (K - 1), [K, *B]
+        h = dot_reduced(g_sum - grad, score, nb) / (k - 1)
+        h_cv = h - loo_mean(h)  # the signal's derivative in α
+        signal = fd - loo_mean(fd) + alpha * h_cv
+        correction = g_sum * (p * (1 - p) / k)  # ḡ ⊙ p(1-p), ḡ = mean_k g_k
         # ĝ = mean_k signal_k (b_k - p) - α ḡ ⊙ p(1-p): the logits' gradient, attached directly
-        g_hat = (expand_to(signal, z.dim()) * score).mean(0) - alpha * g_bar * p * (1 - p)
+        g_hat = torch.addcmul((expand_to(signal, z.dim()) * score).mean(0), correction, alpha, value=-1)
         value = f.mean(0)
-        surrogate = value
-        if self.alpha.requires_grad:
-            var = sum_reduced(g_hat.pow(2).unsqueeze(0), nb).squeeze(0)
-            surrogate = surrogate + (var - var.detach())
-        surrogate = with_score(surrogate, dist.logits, g_hat.detach())
+
+        def variance_gradient(c):  # ∇_α Σ_b c_b Σ ĝ_b² = Σ_b 2 c_b Σ ĝ_b ⊙ ∂ĝ_b/∂α, in closed form
+            per_row = (h_cv * dot_reduced(g_hat, score, nb)).mean(0) - dot_reduced(g_hat, correction, nb - 1)
+            return ((2 * c.to(fd.dtype) * per_row).sum().to(self.alpha.dtype),)
+
+        surrogate = with_score_and_lazy_gradients(value, dist.logits, g_hat, variance_gradient, [self.alpha])
         return relaxit_core.Estimate(surrogate, value.detach(), z)
 
 

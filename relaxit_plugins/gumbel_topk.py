@@ -28,8 +28,12 @@ over ``{0 ≤ y ≤ 1, Σ y = k}``).  Like Xie & Ermon's, ``y`` lies in the conv
 k-hot vectors (``0 ≤ y_i ≤ 1``, ``Σ y = k``) and tends to the k-hot top-k of ``s`` as
 ``τ → 0``.  ``ν`` is found by safeguarded Newton steps (a fixed number, no host sync) from
 a closed-form start, and its gradient comes from the implicit function theorem
-(Amos et al. 2019, Sec. 3): ``dν/dx_j = σ'_j / Σ_i σ'_i``.  Cost: one ``topk`` and a
-fixed number of elementwise passes, independent of ``k``.
+(Amos et al. 2019, Sec. 3): ``dν/dx_j = σ'_j / Σ_i σ'_i``.  Cost: one ``topk``, one
+``exp`` pass for the start, five passes per Newton step (six steps) and one reduction in the
+backward, independent of ``k``.  Measured on CPU (n = 1000, batch 256, τ = 0.5, one thread,
+a shared machine; ``benchmarks/topk_speed.py``): ``rsample`` + backward 0.57–0.82x a
+hand-written version of the same relaxation; ``rsample`` 1.1x, 1.9x, 8.1x and 34x faster
+than the loop of ``k`` softmaxes at k = 1, 10, 100 and 500.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from torch.distributions.utils import lazy_property
 import relaxit_core
 from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
-from relaxit_core.distributions import as_logits, gumbel_like
+from relaxit_core.distributions import as_logits, exponential_like, gumbel_like
 from relaxit_core.errors import ParameterError
 from relaxit_core.surrogate import straight_through
 from relaxit_plugins._special import validating
@@ -73,7 +77,11 @@ MAX_LOG_PROB_K = 7
 
 NEWTON_STEPS = 6
 """Safeguarded Newton steps of the threshold solver (tested to reach the rounding level of
-the dtype from the closed-form start over temperatures, k and n; see the tests)."""
+the dtype from the closed-form start over temperatures, k and n; see the tests).  Measured
+(n from 2 to 3000, every k, scales 1e-4 to 1e4): Gaussian, Gumbel-perturbed, Cauchy and
+outlier rows reach the residual tolerance of the tests in at most 4 steps in float32 and 5
+in float64; rows of a few repeated values (heavy ties) or two tight clusters need up to 7
+(float32) and 8 (float64), so there six steps stop a little short of the rounding level."""
 
 
 # ----------------------------------------------------------------------------- constraints
@@ -129,53 +137,63 @@ def hard_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
 def _solve_threshold(x: torch.Tensor, k: int, steps: int):
     """Solve ``Σ_i σ(x_i - ν) = k`` for ``ν`` (``x`` detached, ``1 <= k < n``).
 
-    Returns ``ν`` (shape ``x.shape[:-1] + (1,)``) and ``sgn``: ``-1`` on the top ``k``
-    entries of ``x``, ``+1`` elsewhere.  The residual is evaluated
-    as ``Σ_rest σ(z_i) - Σ_top σ(-z_i)``, ``z = x - ν``, so that saturated entries add
-    small terms with full relative precision instead of ones and zeros.
+    Returns ``ν`` (shape ``x.shape[:-1] + (1,)``), ``sgn`` (``-1`` on the top ``k`` entries
+    of ``x``, ``+1`` elsewhere), ``sx = sgn * x`` and a scratch tensor shaped like ``x``.  The residual is evaluated as
+    ``Σ_rest σ(z_i) - Σ_top σ(-z_i)``, ``z = x - ν``, so that saturated entries add small
+    terms with full relative precision instead of ones and zeros.
 
     Method: a bracket ``[lo, hi]`` that always holds the root, a closed-form start, and
-    safeguarded Newton steps (a fixed number, no host sync).  Each step takes the longer of
-    two steps that both point to the root: Newton on the convex ``Σ_i e^{x_i}/(e^{x_i}+t) - k``
-    in ``t = e^{±ν}`` (monotone, never past the root) and Newton on ``log Σ_i σ(z_i) = log k``
-    (resp. on the complement ``log Σ_i σ(-z_i) = log(n - k)``), exact where the sum is a
-    single exponential; the result is clamped to the bracket, which shrinks at every step.
+    safeguarded Newton steps (a fixed number, no host sync).  Each
+    step takes the longer of two steps that both point to the root: Newton on the convex
+    ``Σ_i e^{x_i}/(e^{x_i}+t) - k`` in ``t = e^{±ν}`` (monotone, never past the root) and
+    Newton on ``log Σ_i σ(z_i) = log k`` (resp. on the complement ``log Σ_i σ(-z_i) =
+    log(n - k)``), exact where the sum is a single exponential; the result is clamped to the
+    bracket, which shrinks at every step.
     """
     n = x.shape[-1]
     if k < 32:
         vals, idx = x.topk(k + 1, dim=-1)  # sorted, largest first
         xk, xk1 = vals[..., k - 1: k], vals[..., k: k + 1]
         sgn = torch.ones_like(x).scatter_(-1, idx[..., :k], -1.0)
-        lse_top = (-vals[..., :k]).logsumexp(-1, keepdim=True)
     else:  # unsorted: up to 2.5x cheaper on CPU at large k
         vals, idx = x.topk(k + 1, dim=-1, sorted=False)
         low, pos = vals.topk(2, dim=-1, largest=False)  # x_(k+1), then x_(k)
         xk1, xk = low[..., :1], low[..., 1:]
         last = idx.gather(-1, pos[..., :1])
         sgn = torch.ones_like(x).scatter_(-1, idx, -1.0).scatter_(-1, last, 1.0)
-        lse_top = (-vals).scatter(-1, pos[..., :1], float("-inf")).logsumexp(-1, keepdim=True)
-    # Bracket.  σ(z) <= e^z gives Σσ <= k at ν = LSE(x) - log k; σ(-z) <= e^{-z} gives
-    # Σσ >= k at ν = log(n-k) - LSE(-x).  Counting: Σσ <= k at x_(k) + log(n-k), >= k at x_(k+1) - log k.
-    hi = torch.minimum(xk + math.log(n - k), x.logsumexp(-1, keepdim=True) - math.log(k))
-    lo = torch.maximum(xk1 - math.log(k), math.log(n - k) - (-x).logsumexp(-1, keepdim=True))
-    # Closed-form start, exact when the top k are far above ν and the rest far below:
-    # Σ_rest e^{x_i - ν} = Σ_top e^{ν - x_i}  =>  ν = (LSE_rest(x) - LSE_top(-x)) / 2.
-    lse_rest = x.masked_fill(sgn < 0, float("-inf")).logsumexp(-1, keepdim=True)
-    nu = torch.minimum(torch.maximum(0.5 * (lse_rest - lse_top), lo), hi)
     sx = sgn * x
+    # Bracket, by counting: at ν = x_(k+1) - log k the k + 1 largest entries have σ >= k/(k+1),
+    # so Σσ >= k; at ν = x_(k) + log(n-k) the n - k + 1 smallest have σ <= 1/(n-k+1), so Σσ <= k.
+    lo = xk1 - math.log(k)
+    hi = xk + math.log(n - k)
+    # Closed-form start, exact when the top k are far above ν and the rest far below:
+    # Σ_rest e^{x_i - ν} = Σ_top e^{ν - x_i}  =>  ν = (x_(k) + x_(k+1) + log S_rest - log S_top) / 2
+    # with S_top = Σ_top e^{x_(k) - x_i} and S_rest = Σ_rest e^{x_i - x_(k+1)}, every term <= 1,
+    # both sums >= 1 (x_(k) and x_(k+1) add 1 each): one exp pass, e_i = e^{sgn_i (x_i - h) - m}
+    # with h = (x_(k) + x_(k+1)) / 2 and m = (x_(k+1) - x_(k)) / 2 <= 0.
+    h, m = 0.5 * (xk + xk1), 0.5 * (xk1 - xk)
+    # Two scratch tensors for every pass below (e, then each step's σ; the products summed):
+    # fresh large blocks cost page faults on CPU, and linalg.vecdot allocates its product.
+    buf, prod = torch.empty_like(x), torch.empty_like(x)
+    e = torch.addcmul(sx, sgn, h, value=-1.0, out=buf).sub_(m).exp_()
+    e_all, e_sgn = e.sum(-1, keepdim=True), torch.mul(e, sgn, out=prod).sum(-1, keepdim=True)  # S_rest ± S_top
+    s_rest, s_top = (0.5 * (e_all + e_sgn)).clamp_min(1.0), (0.5 * (e_all - e_sgn)).clamp_min(1.0)
+    nu = torch.minimum(torch.maximum(h + 0.5 * (s_rest.log() - s_top.log()), lo), hi)
     tiny = torch.finfo(x.dtype).tiny
     for _ in range(steps):  # a fixed count: no data-dependent host sync
-        a = torch.sigmoid(torch.addcmul(sx, sgn, nu, value=-1.0))  # σ(z) off the top, σ(-z) on it
-        f = torch.linalg.vecdot(sgn, a).unsqueeze(-1)  # Σ_i σ(z_i) - k; f > 0: ν below the root
-        slope = (a.sum(-1) - torch.linalg.vecdot(a, a)).unsqueeze(-1).clamp_min(tiny)  # -df/dν
+        a = torch.addcmul(sx, sgn, nu, value=-1.0, out=buf).sigmoid_()  # σ(z) off the top, σ(-z) on it
+        f = torch.mul(sgn, a, out=prod).sum(-1, keepdim=True)  # Σ_i σ(z_i) - k; f > 0: ν below the root
+        slope = (a.sum(-1, keepdim=True) - torch.mul(a, a, out=prod).sum(-1, keepdim=True)).clamp_min_(tiny)  # -df/dν
+        up = f > 0
         lo = torch.where(f >= 0, nu, lo)
         hi = torch.where(f <= 0, nu, hi)
-        safe = f.sign() * (f.abs() / slope).log1p()
-        s_in, s_out = k + f, (n - k) - f  # Σσ(z) and Σσ(-z)
-        log_step = torch.where(f > 0, (f / k).log1p() * s_in, -(-f / (n - k)).log1p() * s_out) / slope
-        step = torch.where(log_step.abs() > safe.abs(), log_step, safe)
-        nu = torch.minimum(torch.maximum(nu + step, lo), hi)
-    return nu, sgn
+        # both steps have the sign of f; |safe| = log1p(|f| / slope) and, with w = k (f > 0) or
+        # n - k (f < 0), the log step's length log1p(|f| / w) (w + |f|) / slope
+        af = f.abs()
+        w = torch.where(up, float(k), float(n - k)).to(af.dtype)
+        length = torch.maximum((af / w).log1p_().mul_(w + af).div_(slope), (af / slope).log1p_())
+        nu = torch.minimum(torch.maximum(nu + length.copysign_(f), lo), hi)
+    return nu, sgn, sx, buf
 
 
 class _RelaxedTopK(torch.autograd.Function):
@@ -183,29 +201,30 @@ class _RelaxedTopK(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, k, steps):
-        nu, sgn = _solve_threshold(x, k, steps)
-        z = x - nu
-        a = torch.sigmoid(sgn * z)
-        d = a - a * a  # σ'(z), accurate where saturated
-        ctx.save_for_backward(d)
+        nu, sgn, sx, buf = _solve_threshold(x, k, steps)
+        d = torch.addcmul(sx, sgn, nu, value=-1.0, out=buf).sigmoid_()  # σ(sgn z)
+        d.addcmul_(d, d, value=-1.0)  # σ'(z) = σ(sgn z) - σ(sgn z)^2, accurate where saturated
+        ctx.save_for_backward(d, d.sum(-1, keepdim=True).clamp_min_(torch.finfo(d.dtype).tiny))
         ctx.mark_non_differentiable(sgn)
-        return torch.sigmoid(z), sgn
+        return (x - nu).sigmoid_(), sgn
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y, grad_idx):
-        (d,) = ctx.saved_tensors
+        # dy_i = σ'_i (dx_i - Σ_j σ'_j dx_j / Σ_j σ'_j): one reduction, Σ σ' kept from the forward
+        d, total = ctx.saved_tensors
         gd = grad_y * d
-        total = d.sum(-1, keepdim=True).clamp_min(torch.finfo(d.dtype).tiny)
-        return gd - d * (gd.sum(-1, keepdim=True) / total), None, None
+        return gd.addcmul_(d, gd.sum(-1, keepdim=True) / total, value=-1.0), None, None
 
 
-def _relaxed_topk(scores: torch.Tensor, k: int, tau: float, steps: int = NEWTON_STEPS):
-    """``(soft, sgn)``: the soft k-hot of :func:`relaxed_topk` and ``sgn``, ``-1`` on the hard top k and ``+1`` elsewhere (no gradient)."""
+def _relaxed_topk(scores: torch.Tensor, k: int, tau: float, steps: int = NEWTON_STEPS, *, own: bool = False):
+    """``(soft, sgn)``: the soft k-hot of :func:`relaxed_topk` and ``sgn``, ``-1`` on the hard top k and ``+1`` elsewhere (no gradient).
+
+    ``own=True``: ``scores`` is a fresh tensor of the caller's, divided by a number ``tau`` in place."""
     n = scores.shape[-1]
     if not 1 <= k <= n:
         raise ValueError(f"relaxed_topk: need 1 <= k <= n, got k={k}, n={n}")
-    x = scores / tau
+    x = scores.div_(tau) if own and not isinstance(tau, torch.Tensor) else scores / tau
     if k == n:
         return torch.ones_like(x) + 0 * x, -torch.ones_like(x)
     return _RelaxedTopK.apply(x, k, steps)
@@ -223,6 +242,24 @@ def relaxed_topk(scores: torch.Tensor, k: int, tau: float = 1.0, *, steps: int =
         (2.0, [0, 1])
     """
     return _relaxed_topk(scores, k, tau, steps)[0]
+
+
+def _gumbel(shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise ``G = -log E`` for the scores, in ``like``'s dtype and device.
+
+    ``E ~ Exp(1)`` comes from :func:`~relaxit_core.distributions.exponential_like` (on CPU
+    ``-log U`` of a float64 uniform: ``E`` in ``[1.1e-16, 708.4]``, both tails exact to
+    ``2^-53``) and is rounded once to float32, which holds that whole range as normal
+    numbers; the outer ``log`` is then taken in float32 (in float64 for float64 scores):
+    ``G`` keeps the tails of ``gumbel_like`` (``[-6.6, 36.8]``) and is within ``2^-24``
+    absolute (plus the ``log``'s rounding) of it, the rounding that adding ``G`` to a logit
+    of size 1 commits in float32 anyway; one float64 ``log`` pass fewer.
+    """
+    if like.dtype == torch.float64:
+        return gumbel_like(shape, like)
+    wide = torch.promote_types(like.dtype, torch.float32)
+    e = exponential_like(shape, torch.empty((), dtype=wide, device=like.device))
+    return e.log_().neg_().to(like.dtype)
 
 
 @lru_cache(maxsize=None)
@@ -350,10 +387,10 @@ class GumbelTopK(TorchDistribution):
     def _scores(self, sample_shape):
         logits = self.logits
         shape = self._extended_shape(torch.Size(sample_shape))
-        return logits + gumbel_like(shape, logits)
+        return _gumbel(shape, logits).add_(logits)  # a fresh tensor: no further allocation
 
     def rsample(self, sample_shape=torch.Size()):
-        return relaxed_topk(self._scores(sample_shape), self.k, self._tau())
+        return _relaxed_topk(self._scores(sample_shape), self.k, self._tau(), own=True)[0]
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
@@ -387,7 +424,7 @@ class StraightThroughGumbelTopK(GumbelTopK):
         return self.k <= MAX_LOG_PROB_K
 
     def rsample(self, sample_shape=torch.Size()):
-        soft, sgn = _relaxed_topk(self._scores(sample_shape), self.k, self._tau())
+        soft, sgn = _relaxed_topk(self._scores(sample_shape), self.k, self._tau(), own=True)
         return straight_through((sgn < 0).to(soft.dtype), soft)
 
     def sample(self, sample_shape=torch.Size()):
@@ -459,8 +496,9 @@ class GumbelTopKEstimator(KSubsetEstimatorBase):
             forwards the k-hot top-k and back-propagates through :math:`y`.
         :Gradient: :math:`\nabla_\theta \mathbb{E}[f(y)]`, the gradient of the relaxed objective: biased
             for the discrete one.
-        :Cost: :math:`S` objective evaluations; one ``topk`` and a fixed number of elementwise passes,
-            independent of :math:`k`.
+        :Cost: :math:`S` objective evaluations; one ``topk`` and a fixed number of elementwise passes
+            (six Newton steps), independent of :math:`k`: 8.1x faster than the loop of :math:`k`
+            softmaxes at :math:`k = 100`, :math:`n = 1000` on CPU.
 
     Example:
         >>> import relaxit, torch

@@ -131,9 +131,13 @@ class RebarEstimator(relaxit_core.EstimatorBase):
     ``mean_s ∂f(b_s)/∂φ`` respectively.
 
     ``num_samples = S``: the mean of ``S`` independent single-sample REBAR estimates.
-    Cost: one objective call on ``3S`` inputs (``b``, ``σ_τ(z)``, ``σ_τ(z̃)``) and one
-    backward pass through the two relaxed evaluations (twice with ``learn=True``:
-    the variance gradient differentiates ``ĝ`` itself).  ``logits`` may be any tensor,
+    Cost: ``3S`` objective evaluations in two calls, ``b`` (``S`` rows) and ``σ_τ(z)``,
+    ``σ_τ(z̃)`` (``2S`` rows), so that the pathwise backward pass runs through the ``2S``
+    relaxed rows only and the model's backward pass through the ``S`` rows of ``b`` only
+    (twice with ``learn=True``: the variance gradient differentiates ``ĝ`` itself).  On
+    ``benchmarks/cv_speed.py`` (D = 200, batch 256, one CPU thread) one ``estimate()`` +
+    ``backward()`` costs about 3x a hand-written RLOO with the same 3 evaluations on a cheap
+    objective and 1.3x with a 200→784 decoder.  ``logits`` may be any tensor,
     leaf or not (e.g. an encoder's output).  Samples ``b`` are exactly 0/1; the law is
     ``Bernoulli(logits)`` (``log_prob`` is its PMF).
 
@@ -148,8 +152,8 @@ class RebarEstimator(relaxit_core.EstimatorBase):
                 + \eta \nabla_\theta f(\sigma_\tau(z)) - \eta \nabla_\theta f(\sigma_\tau(\tilde z)) .
         :Gradient: unbiased for every :math:`\eta, \tau`; with ``learn=True`` they follow
             :math:`\nabla \sum \hat g^2` (Sec. 3.3).
-        :Cost: :math:`3S` objective evaluations in one call and one backward pass through the two
-            relaxed ones.
+        :Cost: :math:`3S` objective evaluations in two calls (:math:`b`; the two relaxations) and
+            one backward pass through the relaxed ones.
 
     Example:
         >>> import relaxit, torch

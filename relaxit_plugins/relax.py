@@ -86,10 +86,12 @@ class RelaxEstimator(relaxit_core.EstimatorBase):
     leaf or not.
 
     ``num_samples = S``: the mean of ``S`` independent single-sample RELAX estimates.
-    Cost: one objective call on ``3S`` inputs (``b``, ``σ_λ(z)``, ``σ_λ(z̃)``; ``S`` without
-    the relaxation term), the network on ``2S`` relaxed vectors (one ``D × hidden`` matrix
-    product), and two backward passes through them (the second differentiates ``ĝ`` for the
-    variance objective: a Hessian-vector product through the objective).  Samples are exactly
+    Cost: ``3S`` objective evaluations in two calls, ``b`` (``S`` rows; its backward pass reaches
+    only the objective's parameters) and ``σ_λ(z)``, ``σ_λ(z̃)`` (``2S`` rows, reaching only the
+    logits and the control variate; ``S`` evaluations without the relaxation term), the
+    network on ``2S`` relaxed vectors (one ``D × hidden`` matrix product), and two backward
+    passes through them (the second differentiates ``ĝ`` for the variance objective: a
+    Hessian-vector product through the objective).  Samples are exactly
     0/1 or one-hot (``family``, required); the law is ``Bernoulli(logits)`` or ``OneHotCategorical(logits)``
     (``log_prob`` is the PMF).
 

@@ -12,6 +12,7 @@ from relaxit_plugins.gumbel_topk import (
     MAX_LOG_PROB_K,
     GumbelTopK,
     StraightThroughGumbelTopK,
+    _gumbel,
     _solve_threshold,
     hard_topk,
     relaxed_topk,
@@ -125,7 +126,7 @@ def test_threshold_solver_reaches_rounding_level():
         for scale in [1e-3, 0.1, 1.0, 3.0, 30.0, 1e3]:
             for dtype in (torch.float32, torch.float64):
                 x = torch.randn(256, n, dtype=dtype) * scale
-                nu, sgn = _solve_threshold(x, k, 6)
+                nu, sgn, _, _ = _solve_threshold(x, k, 6)
                 hot = (sgn < 0).to(dtype)
                 a = torch.sigmoid(sgn * (x - nu))
                 resid = (sgn * a).sum(-1).abs()
@@ -139,10 +140,80 @@ def test_threshold_solver_reaches_rounding_level():
                 assert bool(((sgn == 1) | (sgn == -1)).all())
 
 
-def test_relaxed_topk_gradient_matches_finite_differences():
+def _bisect_threshold(x, k, iters=200):
+    """A tight float64 reference root of Σ σ(x - ν) = k: bisection on the counting bracket."""
+    x = x.double()
+    n = x.shape[-1]
+    vals = x.topk(k + 1, -1).values
+    lo, hi = vals[..., k:] - math.log(k), vals[..., k - 1:k] + math.log(n - k)
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        above = torch.sigmoid(x - mid).sum(-1, keepdim=True) > k  # the root lies above mid
+        lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+    return 0.5 * (lo + hi)
+
+
+def test_default_steps_reach_the_reference_threshold():
+    """The solver's start (one exp pass) and counting bracket reach, in the default number of
+    steps, the soft k-hot of a tight float64 bisection root, within the rounding of the dtype:
+    |y - y*| <= eps + σ'(z) (δν + eps (|x| + |ν|)), δν = the residual tolerance of
+    test_threshold_solver_reaches_rounding_level over Σ σ'."""
+    torch.manual_seed(11)
+    for n, k in [(2, 1), (7, 3), (50, 7), (1000, 100), (1000, 500), (300, 299)]:
+        for scale in [1e-3, 1.0, 10.0, 1e3]:
+            for dtype in (torch.float32, torch.float64):
+                s = (torch.randn(64, n, dtype=torch.float64) * scale
+                     - torch.empty(64, n, dtype=torch.float64).exponential_().log()).to(dtype)
+                y = relaxed_topk(s, k, 0.5)
+                x = (s / 0.5).double()
+                nu = _bisect_threshold(x, k)
+                ref = torch.sigmoid(x - nu)
+                d = ref - ref * ref
+                eps = torch.finfo(dtype).eps
+                resid_tol = eps * (8 * math.log2(n + 1) * (ref.sum(-1, keepdim=True) + 1)
+                                   + 4 * ((x.abs() + nu.abs()) * d).sum(-1, keepdim=True))
+                tol = eps + d * (resid_tol / d.sum(-1, keepdim=True) + eps * (x.abs() + nu.abs()))
+                assert bool(((y.double() - ref).abs() <= tol).all()), (n, k, scale, dtype)
+
+
+def test_gumbel_noise_is_the_wide_noise_rounded():
+    """The float32 (and 16-bit) noise: E from the same float64 draw as gumbel_like's, rounded
+    once to float32, then -log in float32: within 2^-24 + 2 ulp(|G|) of gumbel_like in float64."""
+    from relaxit_core.distributions import gumbel_like
+
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        like = torch.zeros((), dtype=dtype)
+        torch.manual_seed(12)
+        g = _gumbel((4096, 64), like)
+        torch.manual_seed(12)
+        wide = gumbel_like((4096, 64), torch.zeros((), dtype=torch.float64))
+        assert g.dtype == dtype and bool(torch.isfinite(g).all())
+        bound = 2.0**-24 + 2.0**-22 * wide.abs()  # E rounded to float32, then a float32 log
+        if dtype != torch.float32:  # rounded once more to the 16-bit dtype
+            bound = bound + torch.finfo(dtype).eps * wide.abs().clamp_min(torch.finfo(dtype).tiny)
+        assert bool(((g.double() - wide).abs() <= bound).all()), dtype
+
+
+def test_rsample_leaves_logits_and_scores_alone():
+    """rsample forms the scores in place on its own noise tensor: the logits given, and the
+    scores given to relaxed_topk, are never modified."""
+    logits = torch.randn(3, 8, requires_grad=True)
+    before = logits.detach().clone()
+    for hard in (False, True):
+        law = relaxit.get("gumbel_topk", k=3, tau=0.4, hard=hard).distribution(logits=logits)
+        law.rsample((2,)).sum().backward()
+        assert torch.equal(logits.detach(), before) and bool(torch.isfinite(logits.grad).all())
+    s = torch.randn(4, 9)
+    s0 = s.clone()
+    relaxed_topk(s, 2, 0.3)
+    assert torch.equal(s, s0)
+
+
+@pytest.mark.parametrize("steps", [{}, {"steps": 30}], ids=["default-steps", "30-steps"])
+def test_relaxed_topk_gradient_matches_finite_differences(steps):
     torch.manual_seed(5)
     s = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: relaxed_topk(t, 3, 0.7, steps=30), (s,))
+    assert torch.autograd.gradcheck(lambda t: relaxed_topk(t, 3, 0.7, **steps), (s,))
 
 
 def test_sum_constraint_has_zero_gradient():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import relaxit
-from relaxit_plugins.rodeo import _SteinNet
+from relaxit_plugins.rodeo import _count_below, _SteinNet
 
 Z = 5.0
 
@@ -37,6 +37,25 @@ def test_piecewise_network_is_the_network(hidden):
     g_ref = torch.autograd.grad((ref * w).sum(), list(net.parameters()))
     for a, b in zip(g_fast, g_ref):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("hidden", [1, 3, 4, 5, 16, 17, 100])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_count_below_is_searchsorted(hidden, dtype):
+    """The blockwise count equals torch's binary search (left side) on sorted kinks with ±inf
+    entries and ties, and the spread index adds (n mod 4)(H + 1)."""
+    torch.manual_seed(hidden)
+    kink = torch.randn(6, hidden, dtype=dtype) * 2
+    kink[0, : hidden // 2] = -torch.inf
+    kink[1, hidden // 2 :] = torch.inf
+    kink = kink.sort(-1).values
+    t = torch.randn(6, 41, dtype=dtype) * 3
+    t[:, 0], t[:, 1] = -1e30, 1e30
+    t[2, 2 : 2 + min(hidden, 39)] = kink[2, :39]  # ties: a kink is not below itself
+    want = torch.searchsorted(kink, t)
+    assert torch.equal(_count_below(kink, t), want)
+    spread = want + (torch.arange(41) % 4) * (hidden + 1)
+    assert torch.equal(_count_below(kink, t, ways=4), spread)
 
 
 _C = torch.tensor([0.2, 0.7, 0.45, 0.9], dtype=torch.float64)
@@ -77,18 +96,26 @@ def paper_g_hat(est, logits, x):
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_estimate_is_the_papers_formula(k):
-    """Same samples: the model gradient is ĝ and the estimator parameters get ∇ Σ ĝ²."""
-    torch.manual_seed(40 + k)
-    est = relaxit.get("rodeo", alpha_init=0.7, beta_init=-0.6).double()
-    logits = torch.randn(3, 4, dtype=torch.float64)
+@pytest.mark.parametrize("hidden", [1, 5, 16, 37])
+def test_estimate_is_the_papers_formula(k, hidden):
+    """Same samples: the model gradient is ĝ and the estimator parameters get ∇ Σ ĝ² (the
+    closed-form weight gradient of the fast path against autograd through the plain network),
+    with units of zero input weight, a batch of 2 x 3 and per-row weights on the surrogate."""
+    torch.manual_seed(40 + k + hidden)
+    est = relaxit.get("rodeo", alpha_init=0.7, beta_init=-0.6, hidden=hidden).double()
+    with torch.no_grad():
+        est.control.dense_x.weight[: hidden // 3] = 0.0
+        est.control.dense_z.weight.mul_(0.1)  # kinks spread over the surrogate's range
+    logits = torch.randn(2, 3, 4, dtype=torch.float64)
     leaf = logits.clone().requires_grad_(True)
     out = est.estimate(objective, num_samples=k, logits=leaf)
-    out.surrogate.sum().backward()
-    g_ref = paper_g_hat(est, logits, out.samples)
-    torch.testing.assert_close(leaf.grad, g_ref.detach())
+    row = torch.tensor([[1.0, -0.5, 2.0], [0.3, 1.5, -1.0]], dtype=torch.float64)
+    (out.surrogate * row).sum().backward()
+    x = out.samples.reshape(k, 6, 4)
+    g_ref = paper_g_hat(est, logits.reshape(6, 4), x).reshape(2, 3, 4)
+    torch.testing.assert_close(leaf.grad, g_ref.detach() * row.unsqueeze(-1))
     params = list(est.parameters())
-    want = torch.autograd.grad(g_ref.pow(2).sum(), params)
+    want = torch.autograd.grad((g_ref.pow(2).sum(-1) * row).sum(), params)
     for prm, w in zip(params, want):
         torch.testing.assert_close(prm.grad, w)
 
@@ -116,3 +143,22 @@ def test_learned_control_variates_reduce_variance():
         spread[label] = (dev.mean(), dev.std() / math.sqrt(n))
     (m0, s0), (m1, s1) = spread["rloo"], spread["learned"]
     assert float(m0 - m1) > Z * math.hypot(s0, s1), spread
+
+
+def test_a_state_dict_with_the_three_layers_still_loads():
+    """relaxit 2.0.0 saved the Stein network as six parameters (dense_x, dense_z, out); such a
+    state dict loads into the one-parameter network with the same layers' values."""
+    torch.manual_seed(3)
+    est = relaxit.get("rodeo", hidden=5)
+    net = est.control
+    old = {k: v.clone() for k, v in est.state_dict().items() if not k.startswith("control.")}
+    layers = {"dense_x": net.dense_x, "dense_z": net.dense_z, "out": net.out}
+    for name, lay in layers.items():
+        old[f"control.{name}.weight"] = lay.weight.detach().clone() + 1.0
+        old[f"control.{name}.bias"] = lay.bias.detach().clone() - 1.0
+    fresh = relaxit.get("rodeo", hidden=5)
+    fresh.load_state_dict(old)
+    for name in layers:
+        lay = getattr(fresh.control, name)
+        assert torch.equal(lay.weight, old[f"control.{name}.weight"])
+        assert torch.equal(lay.bias, old[f"control.{name}.bias"])
