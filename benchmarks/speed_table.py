@@ -1,0 +1,90 @@
+"""Re-run every speed benchmark of the project, one after the other, and keep their outputs.
+
+The performance page (``docs/results/performance.md``) is written from these outputs: each
+script prints its own Markdown tables of ratios (relaxit against a hand-written torch formula
+of the same method, and against the peers), measured interleaved within its own run.  The
+scripts run one at a time so that they do not load the machine for each other.
+
+    python benchmarks/speed_table.py                        # everything, into benchmarks/results/speed/
+    python benchmarks/speed_table.py --quick                # smoke run of every script
+    python benchmarks/speed_table.py --only cv_speed topk_speed
+    python benchmarks/speed_table.py --peers /tmp/relaxit-peers/bin/python   # add the peers' rows
+
+The peers (storchastic 0.3.7, relaxit 1.2.1) live in their own venv, made by
+``benchmarks/peers/setup.sh``; without ``--peers`` their script is skipped and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# script -> (arguments of the full run, arguments of the smoke run)
+SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
+    "startup": ([], ["--quick"]),
+    "core_overhead": ([], ["--quick"]),
+    "hardening_overhead": ([], ["--rounds", "3", "--min-time", "0.02"]),
+    "binary_rsample": ([], ["--quick"]),
+    "simplex_rsample": ([], ["--quick"]),
+    "st_speed": ([], ["--quick"]),
+    "topk_speed": (["--hand"], ["--quick", "--hand"]),
+    "subset_speed": ([], ["--quick"]),
+    "cv_speed": ([], ["--quick"]),
+    "newest_cost": (["--ks", "2", "3"], ["--quick"]),
+    "pyro_elbo": ([], ["--quick"]),
+}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run of every script (seconds each)")
+    ap.add_argument("--only", nargs="*", default=[], help=f"scripts to run (default: all): {', '.join(SCRIPTS)}, peer_speed")
+    ap.add_argument("--peers", default=None, help="python of the peers' venv (benchmarks/peers/setup.sh)")
+    ap.add_argument("--out", default=str(HERE / "results" / "speed"), help="folder for the outputs")
+    args = ap.parse_args(argv)
+    names = list(SCRIPTS) + ["peer_speed"]
+    unknown = [n for n in args.only if n not in names]
+    if unknown:
+        ap.error(f"unknown script(s) {unknown}; choose from {names}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    header = (f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
+              f"python {platform.python_version()}")
+    failed = []
+    for name in names:
+        if args.only and name not in args.only:
+            continue
+        if name == "peer_speed":
+            if not args.peers:
+                print("peer_speed: skipped (no --peers venv; see benchmarks/peers/setup.sh)", flush=True)
+                continue
+            cmd = [args.peers, str(HERE / "peers" / "peer_speed.py")] + (["--quick"] if args.quick else [])
+        else:
+            full, quick = SCRIPTS[name]
+            cmd = [sys.executable, str(HERE / f"{name}.py")] + (quick if args.quick else full)
+        print(f"{name}: {' '.join(cmd[1:])}", flush=True)
+        t0 = time.monotonic()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        took = time.monotonic() - t0
+        text = f"<!-- {header}; {' '.join(Path(c).name if i < 2 else c for i, c in enumerate(cmd))}; {took:.0f} s -->\n\n"
+        text += proc.stdout
+        if proc.returncode:
+            failed.append(name)
+            text += f"\n\nFAILED (exit {proc.returncode}):\n\n```\n{proc.stderr[-4000:]}\n```\n"
+        (out / f"{name}.md").write_text(text)
+        print(f"  {'FAILED' if proc.returncode else 'done'} in {took:.0f} s -> {out / (name + '.md')}", flush=True)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
