@@ -26,19 +26,21 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
-# script -> (arguments of the full run, arguments of the smoke run)
-SCRIPTS: dict[str, tuple[list[str], list[str]]] = {
-    "startup": ([], ["--quick"]),
-    "core_overhead": ([], ["--quick"]),
-    "hardening_overhead": ([], ["--rounds", "3", "--min-time", "0.02"]),
-    "binary_rsample": ([], ["--quick"]),
-    "simplex_rsample": ([], ["--quick"]),
-    "st_speed": ([], ["--quick"]),
-    "topk_speed": (["--hand"], ["--quick", "--hand"]),
-    "subset_speed": ([], ["--quick"]),
-    "cv_speed": ([], ["--quick"]),
-    "newest_cost": (["--ks", "2", "3"], ["--quick"]),
-    "pyro_elbo": ([], ["--quick"]),
+# output name -> (script, arguments of the full run, arguments of the smoke run)
+SCRIPTS: dict[str, tuple[str, list[str], list[str]]] = {
+    "startup": ("startup", [], ["--quick"]),
+    "core_overhead": ("core_overhead", [], ["--quick"]),
+    "hardening_overhead": ("hardening_overhead", [], ["--rounds", "3", "--min-time", "0.02"]),
+    "binary_rsample": ("binary_rsample", [], ["--quick"]),
+    "binary_rsample_validate": ("binary_rsample", ["--validate"], ["--quick", "--validate"]),
+    "simplex_rsample": ("simplex_rsample", [], ["--quick"]),
+    "st_speed": ("st_speed", [], ["--quick"]),
+    "topk_speed": ("topk_speed", ["--hand"], ["--quick", "--hand"]),
+    "topk_loop": ("topk_speed", [], ["--quick"]),
+    "subset_speed": ("subset_speed", [], ["--quick"]),
+    "cv_speed": ("cv_speed", [], ["--quick"]),
+    "newest_cost": ("newest_cost", ["--ks", "2", "3", "--rounds", "9"], ["--quick"]),
+    "pyro_elbo": ("pyro_elbo", [], ["--quick"]),
 }
 
 
@@ -67,8 +69,8 @@ def main(argv=None) -> int:
                 continue
             cmd = [args.peers, str(HERE / "peers" / "peer_speed.py")] + (["--quick"] if args.quick else [])
         else:
-            full, quick = SCRIPTS[name]
-            cmd = [sys.executable, str(HERE / f"{name}.py")] + (quick if args.quick else full)
+            script, full, quick = SCRIPTS[name]
+            cmd = [sys.executable, str(HERE / f"{script}.py")] + (quick if args.quick else full)
         print(f"{name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True)
