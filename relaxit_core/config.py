@@ -149,16 +149,21 @@ def _docstrings_of(tree: ast.AST) -> dict[str, str]:
 
     pydantic's rule for ``use_attribute_docstrings`` kept exactly: the nodes are visited in
     the order of :class:`ast.NodeVisitor` (children of an annotated assignment or of an
-    expression statement not visited), and "right after" means that the node visited last
-    before the string statement was the annotated assignment.
+    expression statement not visited, nor the bodies of nested classes and functions, whose
+    attributes are not the class's: pydantic >= 2.14 skips them too, 2.13 read a method's
+    annotated locals), and "right after" means that the node visited last before the
+    string statement was the annotated assignment.
     """
     attrs: dict[str, str] = {}
     target: str | None = None
     previous: type | None = None
+    nested = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
     def visit(node: ast.AST) -> None:
         nonlocal target, previous
-        if isinstance(node, ast.AnnAssign):
+        if node is not tree and isinstance(node, nested):
+            pass
+        elif isinstance(node, ast.AnnAssign):
             if isinstance(node.target, ast.Name):
                 target = node.target.id
         elif isinstance(node, ast.Expr):

@@ -111,7 +111,11 @@ def test_docstrings_of_a_class_made_in_a_function_and_a_model_outside_relaxit():
 continuation."""
         """The h."""
 
-    assert attribute_docstrings(Odd) == extract_docstrings_from_cls(Odd, use_inspect=True)
+    # the fields' docstrings, which are what a config reads, agree with every pydantic >= 2.6;
+    # a method's annotated local is not the class's (pydantic >= 2.14 agrees; 2.13 read it)
+    ours, theirs = attribute_docstrings(Odd), extract_docstrings_from_cls(Odd, use_inspect=True)
+    assert {k: ours.get(k) for k in Odd.model_fields} == {k: theirs.get(k) for k in Odd.model_fields}
+    assert ours["d"].startswith("Not c's") and ours["h"] == "The h." and "g" not in ours
 
 
 def test_deferred_config_errors_are_config_errors():
