@@ -347,3 +347,36 @@ def test_card_draws_are_one_batched_estimate_call_per_checkpoint(monkeypatch):
     out = run_card(run, lambda step: None)
     assert [c for c in calls if c[0] == 333] == [(333, 7)] * 3  # one call makes every draw
     assert len(calls) == 3 and out["metrics"]["evaluations"] == 4  # disarm's cost is declared, not counted
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_python_drops_in_a_finalizer_still_stops_the_pool():
+    """SIGINT arriving while a finalizer runs: Python prints "Exception ignored" and drops the
+    KeyboardInterrupt; the pool's loop raises it again from the record."""
+    import gc
+    import os
+    import threading
+
+    from relaxit.bench.runner import _InterruptRecord
+
+    class Dropper:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside the finalizer
+
+    loops = []
+
+    def loop(check):
+        for _ in range(50):
+            loops.append(1)
+            check()
+            if len(loops) == 3:
+                Dropper()  # collected at once: the interrupt is raised in __del__ and dropped
+                gc.collect()
+            time.sleep(0.01)
+
+    assert threading.current_thread() is threading.main_thread()
+    with pytest.raises(KeyboardInterrupt):
+        with _InterruptRecord().watch() as interrupts:
+            loop(interrupts.check)
+    assert len(loops) == 4  # raised again by the first check after the dropped one
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

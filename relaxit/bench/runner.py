@@ -175,6 +175,48 @@ def _ray_run(run: dict[str, Any], queue) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------- backends
+class _InterruptRecord:
+    """Ctrl-C while the runs are spread over a pool.
+
+    Inside :meth:`watch`, SIGINT raises ``KeyboardInterrupt`` as Python's default handler
+    does, and is also recorded: an interrupt raised while a finalizer or a weakref callback
+    happens to run is printed as "Exception ignored" and dropped by Python, and the pool's
+    loop would then wait for runs that may take hours.  The loop calls :meth:`check` every
+    0.2 s, which raises the recorded interrupt again.  Only the main thread, and only where
+    SIGINT has Python's default handler (a user's own handler or an ignored SIGINT, as under
+    ``nohup``, is left alone).
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.seen:
+            raise KeyboardInterrupt
+
+    def watch(self):
+        import contextlib
+        import threading
+
+        @contextlib.contextmanager
+        def scope():
+            own = (threading.current_thread() is threading.main_thread()
+                   and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+            if own:
+                signal.signal(signal.SIGINT, self._handler)
+            try:
+                yield self
+            finally:
+                if own:
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        return scope()
+
+
 def execute(
     runs: list[Run],
     *,
@@ -211,7 +253,8 @@ def execute(
                 display.start(run)
                 finished(i, _safe_run(asdict(run), lambda kind, step, run=run: display.update(run, step)))
         else:
-            _execute_pool(runs, order, workers, display, finished)
+            with _InterruptRecord().watch() as interrupts:
+                _execute_pool(runs, order, workers, display, finished, interrupts.check)
     finally:
         display.close()
     return [results[i] for i in range(len(runs))]
@@ -232,7 +275,7 @@ def _drain(queue, by_id: dict[str, Run], display: Progress, timeout: float) -> N
             display.update(run, step)
 
 
-def _execute_pool(runs, order, workers, display, finished) -> None:
+def _execute_pool(runs, order, workers, display, finished, check_interrupt=lambda: None) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -246,6 +289,7 @@ def _execute_pool(runs, order, workers, display, finished) -> None:
         futures = {pool.submit(_pool_run, asdict(runs[i])): i for i in order}
         pending = set(futures)
         while pending:
+            check_interrupt()  # an interrupt Python dropped (see _InterruptRecord)
             # Finished runs first, so that their display slots are free for the next ones.
             for fut in [f for f in pending if f.done()]:
                 pending.discard(fut)
