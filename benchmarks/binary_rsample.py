@@ -17,7 +17,6 @@ their parameters, e.g. a Cholesky factorisation of ``corr`` with a host sync).
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 
@@ -26,19 +25,7 @@ import torch
 import torch.nn.functional as F
 import relaxit
 
-
-def median_ci(xs):
-    """Median and a distribution-free ~95% confidence interval (binomial order statistics)."""
-    xs = sorted(xs)
-    n = len(xs)
-    med = statistics.median(xs)
-    if n < 6:
-        return med, xs[0], xs[-1]
-    cdf, j = 0.0, 0
-    while cdf + math.comb(n, j) / 2**n <= 0.025:
-        cdf, j = cdf + math.comb(n, j) / 2**n, j + 1
-    j = max(j, 1)
-    return med, xs[j - 1], xs[n - j]
+from _stats import median_ci  # noqa: E402
 
 
 def cases(batch: int, n: int, device: str):

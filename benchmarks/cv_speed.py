@@ -40,6 +40,8 @@ import torch.nn.functional as F
 
 import relaxit
 
+from _stats import median_ci  # noqa: E402
+
 D_LATENT, D_OUT, EVALS = 200, 784, 3
 
 
@@ -276,23 +278,6 @@ def lib_vimco(est, pb: Problem, k: int):
 
 
 # --------------------------------------------------------------------------- timing
-def median_ci(xs):
-    """Median and a distribution-free ~95% confidence interval (binomial order statistics)."""
-    xs = sorted(xs)
-    n = len(xs)
-    med = statistics.median(xs)
-    if n < 6:
-        return med, xs[0], xs[-1]
-    cdf, j = 0.0, 0
-    while True:  # largest j with P(Bin(n, 1/2) <= j - 1) <= 0.025
-        nxt = cdf + math.comb(n, j) / 2**n
-        if nxt > 0.025:
-            break
-        cdf, j = nxt, j + 1
-    j = max(j, 1)
-    return med, xs[j - 1], xs[n - j]
-
-
 def run_cases(cases, rounds, min_run_time=None):
     """cases: {label: zero-arg callable} -> {label: [seconds, one per round]}.
 

@@ -28,12 +28,13 @@ Usage: ``python benchmarks/startup.py [--rounds 9] [--no-bytecode]``
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import random
 import statistics
 import subprocess
 import sys
+
+from _stats import median_ci  # noqa: E402
 
 BASELINE = "import torch, pyro"
 
@@ -77,19 +78,6 @@ def cpu_time(code: str, env: dict[str, str]) -> tuple[float, bool]:
     if proc.returncode not in (0,):
         raise RuntimeError(f"child failed ({proc.returncode}): {code!r}\n{err.decode(errors='replace')}")
     return usage.ru_utime + usage.ru_stime, b"TORCH=1" in err
-
-
-def median_ci(xs: list[float]) -> tuple[float, float, float]:
-    """Median and a distribution-free ~95% confidence interval (binomial order statistics)."""
-    xs = sorted(xs)
-    n = len(xs)
-    if n < 6:
-        return statistics.median(xs), xs[0], xs[-1]
-    cdf, j = 0.0, 0
-    while cdf + math.comb(n, j) / 2**n <= 0.025:
-        cdf, j = cdf + math.comb(n, j) / 2**n, j + 1
-    j = max(j, 1)
-    return statistics.median(xs), xs[j - 1], xs[n - j]
 
 
 def main(argv: list[str] | None = None) -> None:

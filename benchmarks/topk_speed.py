@@ -24,6 +24,8 @@ import torch
 
 import relaxit
 
+from _stats import median_ci  # noqa: E402
+
 
 def loop_over_k(logits: torch.Tensor, k: int, tau: float) -> torch.Tensor:
     """The loop formulation: k successive softmaxes, masking the mass already taken."""
@@ -81,19 +83,6 @@ def hand_gumbel(logits: torch.Tensor) -> torch.Tensor:
 def hand_topk(logits: torch.Tensor, k: int, tau: float, steps: int = 6) -> torch.Tensor:
     """The same relaxation as ``gumbel_topk``, written out: ``σ((logits + g)/τ - ν)``."""
     return _HandThreshold.apply((logits + hand_gumbel(logits)) / tau, k, steps)
-
-
-def median_ci(xs):
-    """Median and a distribution-free ~95% confidence interval (binomial order statistics)."""
-    xs = sorted(xs)
-    n = len(xs)
-    if n < 6:
-        return statistics.median(xs), xs[0], xs[-1]
-    cdf, j = 0.0, 0
-    while cdf + math.comb(n, j) / 2**n <= 0.025:
-        cdf, j = cdf + math.comb(n, j) / 2**n, j + 1
-    j = max(j, 1)
-    return statistics.median(xs), xs[j - 1], xs[n - j]
 
 
 def against_hand(args, logits) -> None:

@@ -53,8 +53,14 @@ def test_sigint_keeps_finished_runs_writes_partial_report_exits_130(tmp_path, wo
     out = tmp_path / "out"
     cfg = tmp_path / "run.json"
     cfg.write_text(json.dumps(_config(out, long=True, workers=workers)))
-    proc = subprocess.Popen([sys.executable, "-m", "relaxit", "bench", "--config", str(cfg)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # started with SIGINT blocked, as a child of a thread that blocks it inherits it (an
+    # xdist worker once did): the command must unblock it to see Ctrl-C
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "relaxit", "bench", "--config", str(cfg)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     try:
         deadline = time.monotonic() + 120
         want = 3 if workers == 2 else 0  # serially the long run starts first (longest first)
@@ -375,8 +381,13 @@ def test_an_interrupt_python_drops_in_a_finalizer_still_stops_the_pool():
             time.sleep(0.01)
 
     assert threading.current_thread() is threading.main_thread()
-    with pytest.raises(KeyboardInterrupt):
-        with _InterruptRecord().watch() as interrupts:
-            loop(interrupts.check)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # watch() unblocks it
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _InterruptRecord().watch() as interrupts:
+                loop(interrupts.check)
+        assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the mask restored
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     assert len(loops) == 4  # raised again by the first check after the dropped one
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -21,27 +21,18 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/_stats.py
+from _stats import median_ci  # noqa: E402
+
 D, D_OUT, EVALS = 200, 784, 3
-
-
-def median_ci(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    if n < 6:
-        return statistics.median(xs), xs[0], xs[-1]
-    cdf, j = 0.0, 0
-    while cdf + math.comb(n, j) / 2**n <= 0.025:
-        cdf, j = cdf + math.comb(n, j) / 2**n, j + 1
-    j = max(j, 1)
-    return statistics.median(xs), xs[j - 1], xs[n - j]
 
 
 def run(cases, rounds):

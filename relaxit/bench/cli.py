@@ -164,6 +164,9 @@ def _one_line(exc: BaseException) -> str:
 def _run(args: argparse.Namespace) -> int:
     """``relaxit bench``: exit 0 (done), 1 (some runs failed), 2 (a user error, one line on
     stderr, checked before any work), 130 (interrupted: finished runs kept, partial report)."""
+    from relaxit.bench.runner import unblock_sigint
+
+    unblock_sigint()  # Ctrl-C must reach this command, even if it started with SIGINT blocked
     try:
         return _bench(args)
     except KeyboardInterrupt:

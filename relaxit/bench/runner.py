@@ -175,6 +175,25 @@ def _ray_run(run: dict[str, Any], queue) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------- backends
+def unblock_sigint() -> frozenset | None:
+    """Unblock SIGINT in this thread when it has Python's default handler but arrives blocked,
+    and return the previous mask to restore (``None``: nothing changed).
+
+    A blocked signal mask is inherited across ``exec``: a process started by a thread that
+    happened to block SIGINT (the standard library's ``multiprocessing.resource_tracker``
+    blocks it around its spawn, for one) would hold Ctrl-C pending for ever and run the
+    whole bench.  An ignored SIGINT (``nohup``) or a handler of the user's is left alone."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    if signal.SIGINT not in old:
+        return None
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    return frozenset(old)
+
+
 class _InterruptRecord:
     """Ctrl-C while the runs are spread over a pool.
 
@@ -206,6 +225,7 @@ class _InterruptRecord:
         def scope():
             own = (threading.current_thread() is threading.main_thread()
                    and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+            mask = unblock_sigint() if own else None
             if own:
                 signal.signal(signal.SIGINT, self._handler)
             try:
@@ -213,6 +233,8 @@ class _InterruptRecord:
             finally:
                 if own:
                     signal.signal(signal.SIGINT, signal.default_int_handler)
+                if mask is not None:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
         return scope()
 

@@ -1,0 +1,23 @@
+"""Statistics shared by the benchmark scripts (the standard library only, so that the peers'
+venv can use it too)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+
+def median_ci(xs) -> tuple[float, float, float]:
+    """Median of ``xs`` and a distribution-free ~95% confidence interval of it: the order
+    statistics ``x_(j)`` and ``x_(n+1-j)`` with ``j`` the largest index such that
+    ``P(Bin(n, 1/2) <= j - 1) <= 0.025``.  Under 6 values: the range."""
+    xs = sorted(xs)
+    n = len(xs)
+    med = statistics.median(xs)
+    if n < 6:
+        return med, xs[0], xs[-1]
+    cdf, j = 0.0, 0
+    while cdf + math.comb(n, j) / 2**n <= 0.025:
+        cdf, j = cdf + math.comb(n, j) / 2**n, j + 1
+    j = max(j, 1)
+    return med, xs[j - 1], xs[n - j]
