@@ -391,3 +391,49 @@ def test_an_interrupt_python_drops_in_a_finalizer_still_stops_the_pool():
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     assert len(loops) == 4  # raised again by the first check after the dropped one
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _children(pid: int) -> set[int]:
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_pool_workers_end_when_the_bench_is_killed(tmp_path):
+    """SIGKILL leaves the bench no time to stop its pool: the workers notice the parent is
+    gone and end, rather than run an hours-long run for nobody."""
+    out = tmp_path / "out"
+    cfg = tmp_path / "run.json"
+    cfg.write_text(json.dumps(_config(out, long=True, workers=2)))
+    proc = subprocess.Popen([sys.executable, "-m", "relaxit", "bench", "--config", str(cfg)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (len(_lines(out)) >= 3 and proc.poll() is None):
+            time.sleep(0.2)
+        workers = {p for p in _children(proc.pid) if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")}
+        assert workers, "no pool workers found"
+    finally:
+        proc.kill()
+        proc.wait()
+
+    def running(p: int) -> bool:  # a zombie (ended, not yet reaped by its new parent) counts as ended
+        try:
+            return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(running(p) for p in workers):
+        time.sleep(0.2)
+    alive = [p for p in workers if running(p)]
+    for p in alive:  # do not leave them running if the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not alive

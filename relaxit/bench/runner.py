@@ -6,6 +6,7 @@ do not depend on the backend, the number of workers or the order of execution.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -143,6 +144,21 @@ def _init_worker(queue) -> None:
     import warnings
 
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    _exit_with_parent(os.getppid())
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    """End this worker when its parent is gone (killed with SIGKILL, say, which leaves it no
+    time to stop the pool): a daemon thread polls the parent id, and the worker would
+    otherwise run its (possibly hours-long) run for nobody."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="relaxit-bench-parent-watch", daemon=True).start()
 
 
 def _throttled(send: Callable[[str, int], None], every: float = 0.1) -> Callable[[str, int], None]:
