@@ -53,14 +53,18 @@ def test_sigint_keeps_finished_runs_writes_partial_report_exits_130(tmp_path, wo
     out = tmp_path / "out"
     cfg = tmp_path / "run.json"
     cfg.write_text(json.dumps(_config(out, long=True, workers=workers)))
-    # started with SIGINT blocked, as a child of a thread that blocks it inherits it (an
-    # xdist worker once did): the command must unblock it to see Ctrl-C
+    # The command as a terminal starts it: SIGINT not ignored (a test run started in the
+    # background of a non-interactive shell, or under nohup, ignores it, and an ignored SIGINT
+    # is inherited across exec: the command then rightly keeps ignoring it), but blocked, as a
+    # child of a thread that blocks it inherits it: the command must unblock it.
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # reset to the default at exec
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         proc = subprocess.Popen([sys.executable, "-m", "relaxit", "bench", "--config", str(cfg)], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        signal.signal(signal.SIGINT, old_handler)
     try:
         deadline = time.monotonic() + 120
         want = 3 if workers == 2 else 0  # serially the long run starts first (longest first)
@@ -381,16 +385,20 @@ def test_an_interrupt_python_drops_in_a_finalizer_still_stops_the_pool():
             time.sleep(0.01)
 
     assert threading.current_thread() is threading.main_thread()
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # watch() unblocks it
+    # Python's default handler (a run in the background of a shell starts with SIGINT ignored,
+    # which watch() leaves alone), and SIGINT blocked, which watch() undoes while it watches
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         with pytest.raises(KeyboardInterrupt):
             with _InterruptRecord().watch() as interrupts:
                 loop(interrupts.check)
         assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the mask restored
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        signal.signal(signal.SIGINT, old_handler)
     assert len(loops) == 4  # raised again by the first check after the dropped one
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def _children(pid: int) -> set[int]:

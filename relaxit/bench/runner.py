@@ -197,8 +197,9 @@ def unblock_sigint() -> frozenset | None:
 
     A blocked signal mask is inherited across ``exec``: a process started by a thread that
     happened to block SIGINT (the standard library's ``multiprocessing.resource_tracker``
-    blocks it around its spawn, for one) would hold Ctrl-C pending for ever and run the
-    whole bench.  An ignored SIGINT (``nohup``) or a handler of the user's is left alone."""
+    blocks it around its spawn, for one) would hold Ctrl-C pending until something unblocks
+    it.  An ignored SIGINT (``nohup``, or a background job of a non-interactive shell) or a
+    handler of the user's is left alone."""
     if not hasattr(signal, "pthread_sigmask"):
         return None
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
