@@ -21,3 +21,23 @@ def median_ci(xs) -> tuple[float, float, float]:
         cdf, j = cdf + math.comb(n, j) / 2**n, j + 1
     j = max(j, 1)
     return med, xs[j - 1], xs[n - j]
+
+
+def paired_times(first, second, rounds: int) -> tuple[list[float], list[float]]:
+    """Call ``first()`` then ``second()`` once each per round, ``rounds`` times, after one
+    warm-up call of each, timing every call by the CPU time of the calling thread (so that
+    other processes' time slices on a loaded machine do not count): the two lists of
+    seconds, paired by round (take ratios round by round)."""
+    import time
+
+    first(), second()
+    t_first, t_second = [], []
+    for _ in range(rounds):
+        t0 = time.thread_time()
+        first()
+        t1 = time.thread_time()
+        second()
+        t2 = time.thread_time()
+        t_first.append(t1 - t0)
+        t_second.append(t2 - t1)
+    return t_first, t_second

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import pyro  # noqa: F401  (imported first: importing pyro switches validation on)
 import torch
 import torch.nn.functional as F
 import relaxit
 
-from _stats import median_ci  # noqa: E402
+from _stats import median_ci, paired_times  # noqa: E402
 
 
 def cases(batch: int, n: int, device: str):
@@ -100,17 +99,8 @@ def main(argv=None):
             continue
         est = relaxit.get(name, **config)
         ours = lambda est=est, params=params: est.distribution(**params).rsample()  # noqa: E731
-        ours(), plain()  # warm-up
-        t_ours, t_plain, ratios = [], [], []
-        for _ in range(rounds):
-            t0 = time.thread_time()
-            ours()
-            t1 = time.thread_time()
-            plain()
-            t2 = time.thread_time()
-            t_ours.append(t1 - t0)
-            t_plain.append(t2 - t1)
-            ratios.append((t1 - t0) / (t2 - t1))
+        t_ours, t_plain = paired_times(ours, plain, rounds)
+        ratios = [a / b for a, b in zip(t_ours, t_plain)]
         rows.append((name, statistics.median(t_ours), statistics.median(t_plain), *median_ci(ratios)))
 
     print(f"rsample at batch {args.batch} x {args.n} on {args.device}, {torch.get_num_threads()} threads, "

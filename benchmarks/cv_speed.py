@@ -90,12 +90,18 @@ def rlooo_b(pb: Problem, k: int = EVALS):
     """(b): the fastest honest RLOO with ``k`` evaluations."""
     l = pb.logits
     p = torch.sigmoid(l.detach())
-    z = (torch.rand((k,) + l.shape) < p).to(l.dtype)
+    _rloo_step(pb, p, (torch.rand((k,) + l.shape) < p).to(l.dtype))
+
+
+def _rloo_step(pb: Problem, p: torch.Tensor, z: torch.Tensor):
+    """RLOO from the samples ``z`` ``[k, *logits.shape]`` of ``Bernoulli(p)``: the estimate
+    ``ĝ = mean_s w_s (z_s - σ(l))`` formed by one product and sum, handed to ``backward``."""
+    k = z.shape[0]
     f = pb.objective(z)
     fd = f.detach()
     w = fd - (fd.sum(0) - fd) / (k - 1)  # leave-one-out baseline
     g = (w.unsqueeze(-1) * (z - p)).sum(0) / k  # mean_s w_s (z_s - σ(l))
-    _backward(f.mean(0).sum(), l, g)
+    _backward(f.mean(0).sum(), pb.logits, g)
 
 
 def rlooo_b_in_place(pb: Problem, k: int = EVALS):
@@ -104,12 +110,7 @@ def rlooo_b_in_place(pb: Problem, k: int = EVALS):
     so that the library's own saving on the draw is not mistaken for a smaller fixed cost."""
     l = pb.logits
     p = torch.sigmoid(l.detach())
-    z = torch.rand((k,) + l.shape).lt_(p)
-    f = pb.objective(z)
-    fd = f.detach()
-    w = fd - (fd.sum(0) - fd) / (k - 1)  # leave-one-out baseline
-    g = (w.unsqueeze(-1) * (z - p)).sum(0) / k  # mean_s w_s (z_s - σ(l))
-    _backward(f.mean(0).sum(), l, g)
+    _rloo_step(pb, p, torch.rand((k,) + l.shape).lt_(p))
 
 
 # --------------------------------------------------------------------------- (a) hand-written

@@ -18,13 +18,12 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import time
 
 import torch
 
 import relaxit
 
-from _stats import median_ci  # noqa: E402
+from _stats import median_ci, paired_times  # noqa: E402
 
 
 def loop_over_k(logits: torch.Tensor, k: int, tau: float) -> torch.Tensor:
@@ -101,18 +100,8 @@ def against_hand(args, logits) -> None:
             (hand_topk(leaf, k, args.tau) * w).sum().backward()
             leaf.grad = None
 
-        ours(), hand()
-        t_o, t_h, r = [], [], []
-        for _ in range(args.rounds):
-            t0 = time.thread_time()
-            ours()
-            t1 = time.thread_time()
-            hand()
-            t2 = time.thread_time()
-            t_o.append(t1 - t0)
-            t_h.append(t2 - t1)
-            r.append((t1 - t0) / (t2 - t1))
-        m, lo, hi = median_ci(r)
+        t_o, t_h = paired_times(ours, hand, args.rounds)
+        m, lo, hi = median_ci([a / b for a, b in zip(t_o, t_h)])
         print(f"| {k} | {1e3 * statistics.median(t_o):.3f} | {1e3 * statistics.median(t_h):.3f} | {m:.3f} [{lo:.3f}, {hi:.3f}] |")
 
 
@@ -147,18 +136,8 @@ def main(argv=None) -> None:
         law = relaxit.get("gumbel_topk", k=k, tau=args.tau, hard=args.hard).distribution(logits=logits)
         ours = law.rsample
         ref = lambda k=k: loop_over_k(logits, k, args.tau)  # noqa: E731
-        ours(), ref()
-        t_ours, t_ref, ratios = [], [], []
-        for _ in range(args.rounds):  # interleaved call by call, thread CPU time
-            t0 = time.thread_time()
-            ours()
-            t1 = time.thread_time()
-            ref()
-            t2 = time.thread_time()
-            t_ours.append(t1 - t0)
-            t_ref.append(t2 - t1)
-            ratios.append((t2 - t1) / (t1 - t0))
-        m, lo, hi = median_ci(ratios)
+        t_ours, t_ref = paired_times(ours, ref, args.rounds)  # interleaved call by call, thread CPU time
+        m, lo, hi = median_ci([b / a for a, b in zip(t_ours, t_ref)])
         print(f"| {k} | {1e3 * statistics.median(t_ours):.2f} | {1e3 * statistics.median(t_ref):.2f} "
               f"| {m:.1f}x [{lo:.1f}, {hi:.1f}] |")
 
