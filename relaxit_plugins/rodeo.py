@@ -33,6 +33,10 @@ from relaxit_plugins._multisample import (
 __all__ = ["RodeoEstimator"]
 
 
+_WAYS = 4
+"""Copies of the bins that neighbouring columns add into (see :func:`_bin_sums`)."""
+
+
 def _count_below(kink: torch.Tensor, t: torch.Tensor, ways: int = 1) -> torch.Tensor:
     """``searchsorted(kink, t)`` (left), int64: per row of the sorted ``kink [M, H]``, the number
     ``j`` of kinks strictly below each ``t [M, N]``; with ``ways > 1``, ``j + (n mod ways) (H + 1)``
@@ -41,10 +45,11 @@ def _count_below(kink: torch.Tensor, t: torch.Tensor, ways: int = 1) -> torch.Te
     Comparisons with every 4th kink on ``[M, ⌈H/4⌉, N]``, then two steps of a binary search
     inside the block found (a gather and a comparison each), on ``kink`` padded with ``+inf``
     (never below any ``t``).  The comparisons write float32 and the count is kept in float32
-    (exact), converted through int32 (on CPU, bool outputs, int64 arithmetic and float to
-    int64 conversions are several times slower than float32 and int32 ones).  The count of
-    the full ``[M, H, N]`` comparison (kinks sorted, NaN last), about 3x faster on CPU than
-    it at ``H = 16``, ``N = 200``, and 5x faster than torch's batched binary search.
+    (exact), turned into the index through int32 (on CPU, bool outputs, int64 arithmetic and
+    float to int64 conversions are several times slower than float32 and int32 ones); the
+    conversions and the gathered kinks reuse three buffers.  The count of the full
+    ``[M, H, N]`` comparison (kinks sorted, NaN last), about 3x faster on CPU than it at
+    ``H = 16``, ``N = 200``, and 5x faster than torch's batched binary search.
     """
     m, h = kink.shape
     blocks = -(-h // 4)
@@ -53,22 +58,47 @@ def _count_below(kink: torch.Tensor, t: torch.Tensor, ways: int = 1) -> torch.Te
     count = torch.lt(kink[:, 3:4], t, out=torch.empty_like(step))
     for j in range(7, 4 * blocks, 4):  # ⌈H/4⌉ - 1 more comparisons on [M, N]
         count.add_(torch.lt(kink[:, j : j + 1], t, out=step))
-    count.mul_(4)
-    count.add_(torch.lt(kink.gather(1, count.int().add_(1).long()), t, out=step), alpha=2)
-    count.add_(torch.lt(kink.gather(1, count.int().long()), t, out=step))
+    count.mul_(4)  # 4 b: the first kink of the block
+    as_int = torch.empty(t.shape, dtype=torch.int32, device=t.device)
+    idx = torch.empty(t.shape, dtype=torch.int64, device=t.device)
+    near = step if kink.dtype == step.dtype else torch.empty(t.shape, dtype=kink.dtype, device=t.device)
+    # kink 4b + 1, then 4b or 4b + 2 (the gathered kink is compared in place)
+    torch.gather(kink[:, 1:], 1, idx.copy_(as_int.copy_(count)), out=near)
+    count.add_(torch.lt(near, t, out=step), alpha=2)
+    torch.gather(kink, 1, idx.copy_(as_int.copy_(count)), out=near)
+    count.add_(torch.lt(near, t, out=step))
     if ways > 1:
-        count.add_((torch.arange(t.shape[-1], device=t.device, dtype=torch.float32) % ways).mul_(h + 1))
-    return count.int().long()
+        count.add_(torch.arange(t.shape[-1], device=t.device, dtype=torch.float32).remainder_(ways).mul_(h + 1))
+    return idx.copy_(as_int.copy_(count))
 
 
-def _bin_sums(idx: torch.Tensor, src: torch.Tensor, bins: int, ways: int = 4) -> torch.Tensor:
+def _bin_sums(idx: torch.Tensor, src: torch.Tensor, bins: int, ways: int = _WAYS) -> torch.Tensor:
     """``[..., M, bins]``: per row, the sums of ``src [..., M, N]`` over the columns in each bin,
     with ``idx [M, N]`` from ``_count_below(..., ways=ways)``.  Neighbouring columns add into
-    different copies of the bins, summed at the end: about 3x faster on CPU than adding each
-    into the same bin one after another (a chain of dependent additions)."""
+    different copies of the bins, summed at the end (by slices: a reduction over the copies'
+    dimension is slower on CPU): about 3x faster on CPU than adding each into the same bin one
+    after another (a chain of dependent additions)."""
     lead = src.shape[:-1]
     out = src.new_zeros(lead + (ways * bins,)).scatter_add_(-1, idx.expand(lead + idx.shape[-1:]), src)
-    return out.view(lead + (ways, bins)).sum(-2)
+    if ways == 1:
+        return out
+    total = out[..., :bins] + out[..., bins : 2 * bins]
+    for w in range(2, ways):
+        total += out[..., w * bins : (w + 1) * bins]
+    return total
+
+
+def _eval_pieces(c: torch.Tensor, s: torch.Tensor, idx: torch.Tensor, t: torch.Tensor, ways: int = 1) -> torch.Tensor:
+    """``c[j] + s[j] t`` at each ``t [M, N]``, with the piece ``j`` from ``idx`` (``_count_below(...,
+    ways=ways)``) and ``c``, ``s`` of shape ``[M, bins]``: one gather of the pair as a complex number
+    (float32, float64), from ``ways`` copies of the pairs (a concatenation of ``[M, bins]``)."""
+    if c.dtype in (torch.float32, torch.float64):
+        pair = torch.complex(c, s)
+        cs = torch.view_as_real((torch.cat((pair,) * ways, -1) if ways > 1 else pair).gather(1, idx))
+        return torch.addcmul(cs[..., 0], t, cs[..., 1])
+    if ways > 1:
+        c, s = torch.cat((c,) * ways, -1), torch.cat((s,) * ways, -1)
+    return torch.addcmul(c.gather(1, idx), t, s.gather(1, idx))
 
 
 class _Affine:
@@ -227,34 +257,32 @@ class _SteinNet(torch.nn.Module):
             dtype = table.dtype
             m, bins = kink.shape[0], kink.shape[1] + 1
             t_x, t_nb = t_x.to(dtype).reshape(-1, 1), t_nb.to(dtype)
-            idx = _count_below(kink, t_nb, ways=4)  # piece j of neighbour n at j + (n mod 4)(H + 1)
+            idx = _count_below(kink, t_nb, ways=_WAYS)  # piece j of neighbour n at j + (n mod ways)(H + 1)
             idx_x = (kink < t_x).sum(-1, keepdim=True)
             src = torch.empty((2,) + t_nb.shape, dtype=dtype, device=t_nb.device)
-            w = torch.abs(score, out=src[0]) if score.dtype == dtype else src[0].copy_(score.abs())
+            w = torch.abs(score, out=src[0]) if score.dtype == dtype else src[0].copy_(score).abs_()
             torch.mul(w, t_nb, out=src[1])  # Σ w and Σ w t per piece
-            w_x = src[0].sum(-1, keepdim=True).neg_()
+            w_x = w.sum(-1, keepdim=True).neg_()
             weights = _bin_sums(idx, src, bins)  # [2, M, H + 1]
             weights.scatter_add_(2, idx_x.expand(2, -1, -1), torch.stack((w_x, w_x * t_x)))
             sums = (table.view(2, 2, m, bins) * weights).sum((1, 3))  # [2, M]
-            pair = table[2:].repeat(1, 1, 4)  # (c_1, s_1) per piece, in each of the 4 copies
-            if dtype in (torch.float32, torch.float64):  # one gather of the pair as a complex number
-                cs = torch.view_as_real(torch.view_as_complex(torch.stack((pair[0], pair[1]), -1)).gather(1, idx))
-                h1_nb = torch.addcmul(cs[..., 0], t_nb, cs[..., 1])
-            else:
-                h1_nb = torch.addcmul(pair[0].gather(1, idx), t_nb, pair[1].gather(1, idx))
+            h1_nb = _eval_pieces(table[2], table[3], idx, t_nb, _WAYS)
         return sums, h1_nb, (state, idx, t_nb, weights)
 
     def sums_backward(self, saved, d_sums: torch.Tensor, d_h1: torch.Tensor, scale=1.0):
         """The weights' gradients (as :meth:`weight_gradients`) of ``Σ sums ⊙ d_sums +
-        scale Σ h1_nb ⊙ d_h1`` for the outputs of :meth:`stein_sums` (``scale`` a number or a
-        0-dim tensor)."""
+        Σ h1_nb ⊙ (d_h1 ⊙ scale)`` for the outputs of :meth:`stein_sums`: ``d_h1`` has ``M D``
+        elements (viewed as ``[M, D]`` once multiplied) and ``scale`` broadcasts against it (a
+        number, a 0-dim tensor, or e.g. a ``[*B, D]`` factor shared by the samples), so the
+        product is formed in one pass, in the bins' buffer."""
         state, idx, t_nb, weights = saved
         dtype = weights.dtype
         bins = weights.shape[-1]
         src = torch.empty((2,) + t_nb.shape, dtype=dtype, device=t_nb.device)
-        torch.mul(src[0].copy_(d_h1), t_nb, out=src[1])
+        torch.mul(d_h1, scale, out=src[0].view(d_h1.shape))
+        torch.mul(src[0], t_nb, out=src[1])
         d_table = d_sums.to(dtype).unsqueeze(1).unsqueeze(-1) * weights  # [2, 2, M, H + 1]
-        d_table[1] += _bin_sums(idx, src, bins) * scale
+        d_table[1] += _bin_sums(idx, src, bins)
         return self.weight_gradients(state, d_table)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -399,32 +427,39 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         lin_x = (torch.linalg.vecdot(g_sum, xf) - torch.linalg.vecdot(gf, xf).sum(0)) / (k - 1)  # [K, *B]
         # (1 - 2 x_kd) = -sign(x_kd - p_d) wherever p_d is not 0 or 1; where it is, the neighbour has
         # Gibbs weight q(y_d) = 0 and score_d = 0, and its value is multiplied by 0 everywhere
-        lin_nb = torch.addcmul(lin_x.unsqueeze(-1), g_sum - gf, score.sign(), value=-1 / (k - 1))
+        lin_nb = torch.sub(g_sum, gf)
+        lin_nb = torch.addcmul(lin_x.unsqueeze(-1), lin_nb, score.sign(), value=-1 / (k - 1), out=lin_nb)
         # Gibbs kernel: to neighbour d with probability q(y_d) / D, q(y_d) = |x_d - p_d| (the flipped value's)
         sums, h1_nb, saved = self.control.stein_sums(
             loo_mean(fd), lin_x.reshape(m), lin_nb.reshape(m, d), score.reshape(m, d)
         )
-        sums, h1_nb = sums.to(fd.dtype), h1_nb.to(fd.dtype)
+        sums = sums.to(fd.dtype)
         alpha, beta = self.alpha.detach().to(fd.dtype), self.beta.detach().to(fd.dtype)
         # (A h0)(x_k) = sums_0 / D; (A H)(x_k) = (score / D) ⊙ (sums_1 - h1(y^(d))): the score of
         # y^(d) is x_k's but for -score_d at d, and q(y_d) (1 - 2 x_d) = -score_d
         a_h0 = (sums[0] / dd).reshape(fd.shape)
         signal = fd - loo_mean(fd + alpha * a_h0)  # [K, *B]
         bd = beta / dd
-        weight = torch.addcmul((signal.reshape(m) + bd * sums[1]).unsqueeze(-1), h1_nb, -bd)
-        g_hat = (score * weight.reshape(score.shape)).mean(0)  # [*B, D]: the logits' gradient
+        # ĝ = mean_k score ⊙ (signal + bd sums_1 - bd h1(y^(d))); h1 enters only through
+        # sh1 = Σ_k score ⊙ h1(y^(d)) [*B, D] (here and in the backward pass)
+        h1_nb = h1_nb.view(score.shape)
+        if h1_nb.dtype == torch.promote_types(score.dtype, fd.dtype):  # h1_nb is our own buffer
+            sh1 = torch.mul(score, h1_nb, out=h1_nb).sum(0)
+        else:
+            sh1 = (score * h1_nb.to(fd.dtype)).sum(0)
+        weight = (signal.reshape(m) + bd * sums[1]).reshape(fd.shape + (1,) * (score.dim() - fd.dim()))
+        g_hat = torch.addcmul((score * weight).sum(0), sh1, bd, value=-1).div_(k)  # [*B, D]: the logits' gradient
         value = f.mean(0)
         learned = [self.alpha, self.beta, self.control.weight]
 
         def backward(c):  # ∇ Σ_b c_b Σ_d ĝ_bd² in (α, β, network), in closed form
+            # with weight_kd = signal_k + bd sums_1k - bd h1_kd, ∂/∂weight = score ⊙ gamma
             gamma = g_hat * (2 / k * c.to(fd.dtype)).unsqueeze(-1)  # [*B, D]
-            d_weight = (score * gamma).reshape(m, d).to(fd.dtype)  # ∂/∂weight (weight has f's dtype)
-            d_signal = d_weight.sum(-1)  # [M]
-            d_beta = (torch.dot(d_signal, sums[1]) - torch.dot(d_weight.reshape(-1), h1_nb.reshape(-1))) / dd
-            d_signal = d_signal.reshape(fd.shape)
+            d_signal = torch.linalg.vecdot(score.to(gamma.dtype), gamma).to(fd.dtype)  # [K, *B]
+            d_beta = ((d_signal * sums[1].reshape(fd.shape)).sum() - (gamma * sh1).sum()) / dd
             d_alpha = -(d_signal * loo_mean(a_h0)).sum()
             d_sums = torch.stack((-alpha / dd * loo_mean(d_signal).reshape(m), bd * d_signal.reshape(m)))
-            net = self.control.sums_backward(saved, d_sums, d_weight, -bd)
+            net = self.control.sums_backward(saved, d_sums, score, gamma * -bd)
             return d_alpha.to(self.alpha.dtype), d_beta.to(self.beta.dtype), net
 
         logits = dist.logits
