@@ -95,17 +95,18 @@ def _bin_sums(idx: torch.Tensor, src: torch.Tensor, bins: int, ways: int = _WAYS
     return total
 
 
-def _eval_pieces(c: torch.Tensor, s: torch.Tensor, idx: torch.Tensor, t: torch.Tensor, ways: int = 1) -> torch.Tensor:
+def _eval_pieces(c: torch.Tensor, s: torch.Tensor, idx: torch.Tensor, t: torch.Tensor, ways: int = 1, out=None) -> torch.Tensor:
     """``c[j] + s[j] t`` at each ``t [M, N]``, with the piece ``j`` from ``idx`` (``_count_below(...,
     ways=ways)``) and ``c``, ``s`` of shape ``[M, bins]``: one gather of the pair as a complex number
-    (float32, float64), from ``ways`` copies of the pairs (a concatenation of ``[M, bins]``)."""
+    (float32, float64), from ``ways`` copies of the pairs (a concatenation of ``[M, bins]``); written
+    into ``out`` if given (a buffer of ``t``'s shape and dtype)."""
     if c.dtype in (torch.float32, torch.float64):
         pair = torch.complex(c, s)
         cs = torch.view_as_real((torch.cat((pair,) * ways, -1) if ways > 1 else pair).gather(1, idx))
-        return torch.addcmul(cs[..., 0], t, cs[..., 1])
+        return torch.addcmul(cs[..., 0], t, cs[..., 1], out=out)
     if ways > 1:
         c, s = torch.cat((c,) * ways, -1), torch.cat((s,) * ways, -1)
-    return torch.addcmul(c.gather(1, idx), t, s.gather(1, idx))
+    return torch.addcmul(c.gather(1, idx), t, s.gather(1, idx), out=out)
 
 
 class _Affine:
@@ -273,7 +274,7 @@ class _SteinNet(torch.nn.Module):
             weights = _bin_sums(idx, src, bins)  # [2, M, H + 1]
             weights.scatter_add_(2, idx_x.expand(2, -1, -1), torch.stack((w_x, w_x * t_x)))
             sums = (table.view(2, 2, m, bins) * weights).sum((1, 3))  # [2, M]
-            h1_nb = _eval_pieces(table[2], table[3], idx, t_nb, _WAYS)
+            h1_nb = _eval_pieces(table[2], table[3], idx, t_nb, _WAYS, out=src[1])  # w t is binned: reuse
         return sums, h1_nb, (state, idx, t_nb, weights)
 
     def sums_backward(self, saved, d_sums: torch.Tensor, d_h1: torch.Tensor, scale=1.0):
@@ -450,12 +451,11 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         # ĝ = mean_k score ⊙ (signal + bd sums_1 - bd h1(y^(d))); h1 enters only through
         # sh1 = Σ_k score ⊙ h1(y^(d)) [*B, D] (here and in the backward pass)
         h1_nb = h1_nb.view(score.shape)
-        if h1_nb.dtype == torch.promote_types(score.dtype, fd.dtype):  # h1_nb is our own buffer
-            sh1 = torch.mul(score, h1_nb, out=h1_nb).sum(0)
-        else:
-            sh1 = (score * h1_nb.to(fd.dtype)).sum(0)
+        own = h1_nb.dtype == torch.promote_types(score.dtype, fd.dtype)  # h1_nb: a buffer of our own
+        sh1 = (torch.mul(score, h1_nb, out=h1_nb) if own else score * h1_nb.to(fd.dtype)).sum(0)
         weight = (signal.reshape(m) + bd * sums[1]).reshape(fd.shape + (1,) * (score.dim() - fd.dim()))
-        g_hat = torch.addcmul((score * weight).sum(0), sh1, bd, value=-1).div_(k)  # [*B, D]: the logits' gradient
+        rloo = torch.mul(score, weight, out=h1_nb) if own and weight.dtype == h1_nb.dtype else score * weight
+        g_hat = torch.addcmul(rloo.sum(0), sh1, bd, value=-1).div_(k)  # [*B, D]: the logits' gradient
         value = f.mean(0)
         learned = [self.alpha, self.beta, self.control.weight]
 
