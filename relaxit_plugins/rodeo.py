@@ -33,28 +33,23 @@ from relaxit_plugins._multisample import (
 __all__ = ["RodeoEstimator"]
 
 
-_INT32_INDEX = tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 8)
-"""Whether ``gather`` and ``scatter_add_`` take int32 indices (torch >= 2.8): half the bytes of int64."""
-
 _WAYS = 4
 """Copies of the bins that neighbouring columns add into (see :func:`_bin_sums`)."""
 
 
 def _count_below(kink: torch.Tensor, t: torch.Tensor, ways: int = 1) -> torch.Tensor:
-    """``searchsorted(kink, t)`` (left) as an index tensor (int32 where ``gather`` and
-    ``scatter_add_`` take it, torch >= 2.8, else int64): per row of the sorted ``kink [M, H]``, the
-    number ``j`` of kinks strictly below each ``t [M, N]``; with ``ways > 1``,
-    ``j + (n mod ways) (H + 1)`` for column ``n`` (bins spread over ``ways`` copies, see
-    :func:`_bin_sums`).
+    """``searchsorted(kink, t)`` (left), int64: per row of the sorted ``kink [M, H]``, the number
+    ``j`` of kinks strictly below each ``t [M, N]``; with ``ways > 1``, ``j + (n mod ways) (H + 1)``
+    for column ``n`` (bins spread over ``ways`` copies, see :func:`_bin_sums`).
 
     Comparisons with every 4th kink on ``[M, ⌈H/4⌉, N]``, then two steps of a binary search
     inside the block found (a gather and a comparison each), on ``kink`` padded with ``+inf``
     (never below any ``t``).  The comparisons write float32 and the count is kept in float32
     (exact), turned into the index through int32 (on CPU, bool outputs, int64 arithmetic and
     float to int64 conversions are several times slower than float32 and int32 ones); the
-    conversions and the gathered kinks reuse three buffers, and an int32 index halves the bytes
-    that the gathers and the scatters of :func:`_bin_sums` read (about 10% of RODEO's time on
-    CPU).  The count of the full ``[M, H, N]`` comparison (kinks sorted, NaN last), about 3x
+    conversions and the gathered kinks reuse three buffers.  An int32 index (accepted by
+    ``gather`` and ``scatter_add_`` since torch 2.8) halves the index's bytes but made RODEO about
+    5% slower on CPU (torch 2.13: the int32 kernels are slower).  The count of the full ``[M, H, N]`` comparison (kinks sorted, NaN last), about 3x
     faster on CPU than it at ``H = 16``, ``N = 200``, and 5x faster than torch's batched binary
     search.
     """
@@ -67,7 +62,7 @@ def _count_below(kink: torch.Tensor, t: torch.Tensor, ways: int = 1) -> torch.Te
         count.add_(torch.lt(kink[:, j : j + 1], t, out=step))
     count.mul_(4)  # 4 b: the first kink of the block
     as_int = torch.empty(t.shape, dtype=torch.int32, device=t.device)
-    idx = as_int if _INT32_INDEX else torch.empty(t.shape, dtype=torch.int64, device=t.device)
+    idx = torch.empty(t.shape, dtype=torch.int64, device=t.device)
     near = step if kink.dtype == step.dtype else torch.empty(t.shape, dtype=kink.dtype, device=t.device)
     # kink 4b + 1, then 4b or 4b + 2 (the gathered kink is compared in place)
     torch.gather(kink[:, 1:], 1, idx.copy_(as_int.copy_(count)), out=near)
