@@ -21,6 +21,7 @@ from pydantic import Field
 
 import relaxit_core
 from relaxit_core import Capability as C
+from relaxit_core.limits import is_compiling
 from relaxit_plugins._multisample import (
     LAWS,
     bernoulli_draw,
@@ -102,6 +103,82 @@ def _eval_pieces(c: torch.Tensor, s: torch.Tensor, idx: torch.Tensor, t: torch.T
     if ways > 1:
         c, s = torch.cat((c,) * ways, -1), torch.cat((s,) * ways, -1)
     return torch.addcmul(c.gather(1, idx), t, s.gather(1, idx), out=out)
+
+
+_WINDOW_MAX = 4
+"""Widest window (kinks inside one row's range of ``t``) that :func:`_window` takes."""
+
+
+def _window(kink: torch.Tensor, t: torch.Tensor, widest: int | None = None):
+    """The kinks that fall inside each row's range of ``t [M, N]``, when they are few: ``(lo,
+    masks)`` with ``lo [M]`` the number of kinks below the row's smallest ``t`` and ``masks
+    [R, M, N]`` (``t``'s dtype) the comparisons ``kink[lo + r] < t``, ``r < R``, ``R`` the most
+    kinks inside any row's range; ``None`` where ``R > widest`` (default :data:`_WINDOW_MAX`), a
+    row holds NaN, or on another
+    device than the CPU or under ``torch.compile`` (the width is read with ``.item()``, free on
+    the CPU but a synchronisation elsewhere and a graph break when compiled).
+
+    Exact: in a row, every ``t`` lies between the row's smallest and largest, so the kinks
+    ``lo .. hi - 1`` (``hi`` the number below the largest) are the only ones whose comparison
+    varies, the count below ``t`` is ``lo + Σ_r masks[r]``, and ``masks[r]`` are nested
+    (``masks[r + 1] <= masks[r]``: the kinks are sorted).  The pieces' sums and values then
+    cost ``O(R)`` passes over ``[M, N]`` (:func:`_window_bins`, :func:`_window_eval`) instead
+    of the count, the scatters and the gather of the general path.  A fresh network and the
+    surrogate's values typically leave 0-3 kinks in a row's range (the kinks lie where
+    ``-a_h / w_h``, spread over the weights' scale); a network whose kinks crowd the range
+    takes the general path.
+    """
+    m, h = kink.shape
+    widest = _WINDOW_MAX if widest is None else widest
+    if t.device.type != "cpu" or is_compiling() or t.numel() == 0 or h == 0 or widest < 0:
+        return None
+    lo_t, hi_t = t.amin(-1, keepdim=True), t.amax(-1, keepdim=True)
+    lo = (kink < lo_t).sum(-1)
+    width = (kink < hi_t).sum(-1) - lo
+    width = width.masked_fill_(torch.isnan(lo_t[:, 0]), torch.iinfo(width.dtype).max)  # amin, amax propagate NaN
+    r = int(width.max())
+    if r > widest:
+        return None
+    masks = torch.empty((r,) + t.shape, dtype=t.dtype, device=t.device)
+    if r:
+        at = torch.cat((kink, kink.new_full((m, r), torch.inf)), 1).gather(
+            1, lo.unsqueeze(-1) + torch.arange(r, device=t.device))
+        for j in range(r):
+            torch.lt(at[:, j : j + 1], t, out=masks[j])
+    return lo, masks
+
+
+def _window_bins(window, src: torch.Tensor, bins: int) -> torch.Tensor:
+    """:func:`_bin_sums` for the pieces from :func:`_window`: ``[..., M, bins]``, the sums of
+    ``src [..., M, N]`` over the columns in each piece, from the sums over the columns above
+    each kink of the window (one dot product per kink) and the row totals."""
+    lo, masks = window
+    r = masks.shape[0]
+    above = [src.sum(-1)] + [torch.linalg.vecdot(masks[j], src) for j in range(r)]  # above lo + j - 1
+    above.append(torch.zeros_like(above[0]))
+    above = torch.stack(above, -1)  # [..., M, R + 2]
+    inside = above[..., :-1] - above[..., 1:]  # piece lo + j, j = 0 .. R
+    at = (lo.unsqueeze(-1) + torch.arange(r + 1, device=lo.device)).clamp_max_(bins - 1)
+    out = src.new_zeros(src.shape[:-1] + (bins,))
+    # past the last piece (rows with fewer kinks inside than R), inside is 0: clamping adds 0
+    return out.scatter_add_(-1, at.expand(inside.shape), inside)
+
+
+def _window_eval(c: torch.Tensor, s: torch.Tensor, window, t: torch.Tensor, out=None) -> torch.Tensor:
+    """``c[j] + s[j] t`` at each ``t [M, N]`` (as :func:`_eval_pieces`) for the pieces from
+    :func:`_window`: the piece ``lo``'s line, plus each kink's change of line where ``t`` is above
+    it (two passes per kink)."""
+    lo, masks = window
+    r = masks.shape[0]
+    at = (lo.unsqueeze(-1) + torch.arange(r + 1, device=lo.device)).clamp_max_(c.shape[-1] - 1)
+    cw, sw = c.gather(1, at), s.gather(1, at)  # [M, R + 1]
+    val = torch.mul(t, sw[:, :1], out=out).add_(cw[:, :1])
+    if r:
+        dc, ds = cw[:, 1:] - cw[:, :-1], sw[:, 1:] - sw[:, :-1]
+        step = torch.empty_like(val)
+        for j in range(r):
+            val.addcmul_(masks[j], torch.mul(t, ds[:, j : j + 1], out=step).add_(dc[:, j : j + 1]))
+    return val
 
 
 class _Affine:
@@ -260,16 +337,21 @@ class _SteinNet(torch.nn.Module):
             dtype = table.dtype
             m, bins = kink.shape[0], kink.shape[1] + 1
             t_x, t_nb = t_x.to(dtype).reshape(-1, 1), t_nb.to(dtype)
-            idx = _count_below(kink, t_nb, ways=_WAYS)  # piece j of neighbour n at j + (n mod ways)(H + 1)
+            window = _window(kink, t_nb)
+            # general path: piece j of neighbour n at j + (n mod ways)(H + 1)
+            idx = _count_below(kink, t_nb, ways=_WAYS) if window is None else window
             idx_x = (kink < t_x).sum(-1, keepdim=True)
             src = torch.empty((2,) + t_nb.shape, dtype=dtype, device=t_nb.device)
             w = torch.abs(score, out=src[0]) if score.dtype == dtype else src[0].copy_(score).abs_()
             torch.mul(w, t_nb, out=src[1])  # Σ w and Σ w t per piece
             w_x = w.sum(-1, keepdim=True).neg_()
-            weights = _bin_sums(idx, src, bins)  # [2, M, H + 1]
+            weights = _bin_sums(idx, src, bins) if window is None else _window_bins(window, src, bins)  # [2, M, H + 1]
             weights.scatter_add_(2, idx_x.expand(2, -1, -1), torch.stack((w_x, w_x * t_x)))
             sums = (table.view(2, 2, m, bins) * weights).sum((1, 3))  # [2, M]
-            h1_nb = _eval_pieces(table[2], table[3], idx, t_nb, _WAYS, out=src[1])  # w t is binned: reuse
+            if window is None:  # into the buffer of w t (binned already)
+                h1_nb = _eval_pieces(table[2], table[3], idx, t_nb, _WAYS, out=src[1])
+            else:
+                h1_nb = _window_eval(table[2], table[3], window, t_nb, out=src[1])
         return sums, h1_nb, (state, idx, t_nb, weights)
 
     def sums_backward(self, saved, d_sums: torch.Tensor, d_h1: torch.Tensor, scale=1.0):
@@ -285,7 +367,7 @@ class _SteinNet(torch.nn.Module):
         torch.mul(d_h1, scale, out=src[0].view(d_h1.shape))
         torch.mul(src[0], t_nb, out=src[1])
         d_table = d_sums.to(dtype).unsqueeze(1).unsqueeze(-1) * weights  # [2, 2, M, H + 1]
-        d_table[1] += _bin_sums(idx, src, bins)
+        d_table[1] += _bin_sums(idx, src, bins) if isinstance(idx, torch.Tensor) else _window_bins(idx, src, bins)
         return self.weight_gradients(state, d_table)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
