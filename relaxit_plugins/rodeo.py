@@ -263,9 +263,11 @@ class _SteinNet(torch.nn.Module):
         return linear(torch.nn.functional.leaky_relu(pre, self.slope), *self._layer(2)).to(t.dtype)
 
     def _weights(self):
-        """``(w_x, w_z, b_1, W2, b_2)``, input weights as vectors ``[H]``."""
-        (wx, bx), (wz, bz), (v, b2) = self._layer(0), self._layer(1), self._layer(2)
-        return wx[:, 0], wz[:, 0], bx + bz, v, b2
+        """``(w_x, w_z, b_1, W2, b_2)``, input weights as vectors ``[H]`` (views of :attr:`weight`
+        by one ``split``)."""
+        h = self.hidden
+        wx, bx, wz, bz, v, b2 = self.weight.split((h, h, h, h, 2 * h, 2))
+        return wx, wz, bx + bz, v.view(2, h), b2
 
     def pieces(self, z: torch.Tensor):
         """The affine pieces of ``t -> h(t, z)`` for each ``z`` (flattened to ``[M]``): the sorted
@@ -274,37 +276,38 @@ class _SteinNet(torch.nn.Module):
         :meth:`weight_gradients` needs.  Differentiable in the weights (autograd) unless called
         under ``torch.no_grad()``.
 
-        Below every kink the units with ``w_h < 0`` are active (``w_h = 0``: a kink at ``-inf``
+        Below every kink the units with ``w_h < 0`` are active (``w_h = ±0``: a kink at ``-inf``
         if ``a_h > 0``, always active, else at ``+inf``, never); passing the kink of unit ``h``
         adds ``± 0.7 W2_h (a_h + t w_h)`` (``+`` if ``w_h >= 0``, which switches on).
         """
         wx, wz, b1, v, b2 = self._weights()
-        z = z.to(wx.dtype).reshape(-1)
+        dtype = wx.dtype
+        z = z.to(dtype).reshape(-1)
         m, h = z.shape[0], wx.shape[0]
         a = torch.addcmul(b1, z.unsqueeze(-1), wz)  # [M, H]
         with torch.no_grad():  # the kinks' order is locally constant in the weights
-            kink = (a / wx).neg_().nan_to_num_(nan=torch.inf, posinf=torch.inf, neginf=-torch.inf)
+            # -a_h / w_h with a zero weight read as +0 (-0.0 + 0.0 = +0.0): its unit, a constant
+            # a_h, switches on at -inf where a_h > 0 (IEEE division by -0.0 would flip that)
+            kink = torch.div(a, (wx + 0.0).neg_()).nan_to_num_(nan=torch.inf, posinf=torch.inf, neginf=-torch.inf)
             kink, order = kink.sort(-1)
-            neg = wx < 0
-        dtype = wx.dtype
-        # per unit, ± 0.7 W2_ih: what passing its kink adds to (c_i, s_i) per unit of (a_h, w_h)
-        sign = (1 - self.slope) * (1 - 2 * neg.to(dtype))  # ± 0.7
+            negf = (wx < 0).to(dtype)
+            # per unit, ± 0.7 W2_ih: what passing its kink adds to (c_i, s_i) per unit of (a_h, w_h)
+            sign = negf.mul(-2 * (1 - self.slope)).add_(1 - self.slope)  # ± 0.7
+            kappa = negf * (1 - self.slope) + self.slope  # weight of each unit below every kink
         step_w = sign * v  # [2, H]
-        kappa = self.slope + (1 - self.slope) * neg.to(dtype)  # weight of each unit below every kink
         unit = torch.stack((step_w, step_w * wx), 1)  # [2, 2, H]
         steps = unit.view(4, h).index_select(1, order.reshape(-1)).view(2, 2, m, h)
         steps[:, 0] *= a.gather(1, order)
         vk = v * kappa  # [2, H]
         first = torch.stack((torch.addmm(b2.unsqueeze(-1), vk, a.T), (vk @ wx).unsqueeze(-1).expand(2, m)), 1)
         table = torch.cat((first.unsqueeze(-1), steps), -1).cumsum(-1).view(4, m, h + 1)
-        state = (z, a, order, unit, vk, kappa, sign)
+        state = (z, a, order, unit, vk, kappa, sign, wx)
         return kink, table, state
 
     def weight_gradients(self, state, d_table: torch.Tensor):
         """The gradient of ``Σ table ⊙ d_table`` in :attr:`weight`, in closed form (:meth:`pieces`'s
         table is a prefix sum of per-unit steps, linear in ``W2``, ``w_x`` and ``a``)."""
-        z, a, order, unit, vk, kappa, sign = state
-        wx = self._layer(0)[0][:, 0]
+        z, a, order, unit, vk, kappa, sign, wx = state
         m, h = a.shape
         d_table = d_table.view(2, 2, m, h + 1)
         d_first = d_table.sum(-1)  # [2, 2, M]

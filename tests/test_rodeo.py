@@ -22,11 +22,13 @@ Z = 5.0
 @pytest.mark.parametrize("hidden", [1, 16, 100])
 def test_piecewise_network_is_the_network(hidden):
     """Values and weight gradients of the kink-table evaluation equal the plain LeakyReLU network,
-    including units with zero input weight and queries beyond every kink."""
+    including units with zero input weight (+0.0 and -0.0: a constant unit, active where its
+    bias is positive) and queries beyond every kink."""
     torch.manual_seed(hidden)
     net = _SteinNet(hidden).double()
     with torch.no_grad():
         net.dense_x.weight[: hidden // 3] = 0.0
+        net.dense_x.weight[hidden // 3 : 2 * hidden // 3] = -0.0
     t = torch.randn(3, 4, 50, dtype=torch.float64) * 3
     t[..., 0] = 1e6
     t[..., 1] = -1e6
