@@ -111,9 +111,9 @@ _WINDOW_MAX = 4
 
 def _window(kink: torch.Tensor, t: torch.Tensor, widest: int | None = None):
     """The kinks that fall inside each row's range of ``t [M, N]``, when they are few: ``(lo,
-    masks)`` with ``lo [M]`` the number of kinks below the row's smallest ``t`` and ``masks
+    masks, at)`` with ``lo [M]`` the number of kinks below the row's smallest ``t``, ``masks
     [R, M, N]`` (``t``'s dtype) the comparisons ``kink[lo + r] < t``, ``r < R``, ``R`` the most
-    kinks inside any row's range; ``None`` where ``R > widest`` (default :data:`_WINDOW_MAX`), a
+    kinks inside any row's range, and ``at [M, R + 1]`` the pieces ``lo + r`` (at most ``H``); ``None`` where ``R > widest`` (default :data:`_WINDOW_MAX`), a
     row holds NaN, or on another
     device than the CPU or under ``torch.compile`` (the width is read with ``.item()``, free on
     the CPU but a synchronisation elsewhere and a graph break when compiled).
@@ -132,45 +132,44 @@ def _window(kink: torch.Tensor, t: torch.Tensor, widest: int | None = None):
     widest = _WINDOW_MAX if widest is None else widest
     if t.device.type != "cpu" or is_compiling() or t.numel() == 0 or h == 0 or widest < 0:
         return None
-    lo_t, hi_t = t.amin(-1, keepdim=True), t.amax(-1, keepdim=True)
-    lo = (kink < lo_t).sum(-1)
-    width = (kink < hi_t).sum(-1) - lo
-    width = width.masked_fill_(torch.isnan(lo_t[:, 0]), torch.iinfo(width.dtype).max)  # amin, amax propagate NaN
+    ends = torch.cat((t.amin(-1, keepdim=True), t.amax(-1, keepdim=True)), 1)  # [M, 2]
+    below = (kink.unsqueeze(1) < ends.unsqueeze(-1)).sum(-1)  # [M, 2]: kinks below the row's ends
+    lo = below[:, 0]
+    width = (below[:, 1] - lo).masked_fill_(torch.isnan(ends[:, 0]), torch.iinfo(lo.dtype).max)  # NaN propagates
     r = int(width.max())
     if r > widest:
         return None
     masks = torch.empty((r,) + t.shape, dtype=t.dtype, device=t.device)
+    at = lo.unsqueeze(-1) + torch.arange(r + 1, device=t.device)  # pieces lo .. lo + R
     if r:
-        at = torch.cat((kink, kink.new_full((m, r), torch.inf)), 1).gather(
-            1, lo.unsqueeze(-1) + torch.arange(r, device=t.device))
+        edge = torch.cat((kink, kink.new_full((m, r), torch.inf)), 1).gather(1, at[:, :r])
         for j in range(r):
-            torch.lt(at[:, j : j + 1], t, out=masks[j])
-    return lo, masks
+            torch.lt(edge[:, j : j + 1], t, out=masks[j])
+    return lo, masks, at.clamp_max_(h)  # past the last piece (rows with fewer kinks inside): unused
 
 
 def _window_bins(window, src: torch.Tensor, bins: int) -> torch.Tensor:
     """:func:`_bin_sums` for the pieces from :func:`_window`: ``[..., M, bins]``, the sums of
     ``src [..., M, N]`` over the columns in each piece, from the sums over the columns above
     each kink of the window (one dot product per kink) and the row totals."""
-    lo, masks = window
+    _, masks, at = window
     r = masks.shape[0]
-    above = [src.sum(-1)] + [torch.linalg.vecdot(masks[j], src) for j in range(r)]  # above lo + j - 1
-    above.append(torch.zeros_like(above[0]))
-    above = torch.stack(above, -1)  # [..., M, R + 2]
+    above = src.new_empty(src.shape[:-1] + (r + 2,))  # column j: above kink lo + j - 1
+    torch.sum(src, -1, out=above[..., 0])
+    for j in range(r):
+        torch.linalg.vecdot(masks[j], src, out=above[..., j + 1])
+    above[..., r + 1].zero_()
     inside = above[..., :-1] - above[..., 1:]  # piece lo + j, j = 0 .. R
-    at = (lo.unsqueeze(-1) + torch.arange(r + 1, device=lo.device)).clamp_max_(bins - 1)
-    out = src.new_zeros(src.shape[:-1] + (bins,))
-    # past the last piece (rows with fewer kinks inside than R), inside is 0: clamping adds 0
-    return out.scatter_add_(-1, at.expand(inside.shape), inside)
+    # clamped pieces (past the last) get inside = 0
+    return src.new_zeros(src.shape[:-1] + (bins,)).scatter_add_(-1, at.expand(inside.shape), inside)
 
 
 def _window_eval(c: torch.Tensor, s: torch.Tensor, window, t: torch.Tensor, out=None) -> torch.Tensor:
     """``c[j] + s[j] t`` at each ``t [M, N]`` (as :func:`_eval_pieces`) for the pieces from
     :func:`_window`: the piece ``lo``'s line, plus each kink's change of line where ``t`` is above
     it (two passes per kink)."""
-    lo, masks = window
+    _, masks, at = window
     r = masks.shape[0]
-    at = (lo.unsqueeze(-1) + torch.arange(r + 1, device=lo.device)).clamp_max_(c.shape[-1] - 1)
     cw, sw = c.gather(1, at), s.gather(1, at)  # [M, R + 1]
     val = torch.mul(t, sw[:, :1], out=out).add_(cw[:, :1])
     if r:
