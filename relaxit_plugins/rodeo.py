@@ -111,9 +111,11 @@ _WINDOW_MAX = 4
 
 def _window(kink: torch.Tensor, t: torch.Tensor, widest: int | None = None):
     """The kinks that fall inside each row's range of ``t [M, N]``, when they are few: ``(lo,
-    masks, at)`` with ``lo [M]`` the number of kinks below the row's smallest ``t``, ``masks
-    [R, M, N]`` (``t``'s dtype) the comparisons ``kink[lo + r] < t``, ``r < R``, ``R`` the most
-    kinks inside any row's range, and ``at [M, R + 1]`` the pieces ``lo + r`` (at most ``H``); ``None`` where ``R > widest`` (default :data:`_WINDOW_MAX`), a
+    masks, at, low, edge)`` with ``lo [M]`` the number of kinks below the row's smallest ``t``
+    (``low [M, 1]``), ``masks [R, M, N]`` (``t``'s dtype) the comparisons ``kink[lo + r] < t``,
+    ``r < R``, ``R`` the most kinks inside any row's range, ``at [M, R + 1]`` the pieces ``lo + r``
+    (at most ``H``) and ``edge [M, R]`` the kinks ``kink[lo + r]`` (``+inf`` past the last; the
+    kinks of a row sorted or not); ``None`` where ``R > widest`` (default :data:`_WINDOW_MAX`), a
     row holds NaN, or on another
     device than the CPU or under ``torch.compile`` (the width is read with ``.item()``, free on
     the CPU but a synchronisation elsewhere and a graph break when compiled).
@@ -141,36 +143,50 @@ def _window(kink: torch.Tensor, t: torch.Tensor, widest: int | None = None):
         return None
     masks = torch.empty((r,) + t.shape, dtype=t.dtype, device=t.device)
     at = lo.unsqueeze(-1) + torch.arange(r + 1, device=t.device)  # pieces lo .. lo + R
-    if r:
-        edge = torch.cat((kink, kink.new_full((m, r), torch.inf)), 1).gather(1, at[:, :r])
+    edge = kink[:, :0]
+    if r:  # kinks lo .. lo + R - 1: the R smallest not below the row's smallest t (sorted or not)
+        edge = kink.masked_fill(kink < ends[:, :1], torch.inf)
+        edge = edge.amin(-1, keepdim=True) if r == 1 else edge.topk(r, -1, largest=False, sorted=True).values
         for j in range(r):
             torch.lt(edge[:, j : j + 1], t, out=masks[j])
-    return lo, masks, at.clamp_max_(h)  # past the last piece (rows with fewer kinks inside): unused
+    # past the last piece (rows with fewer kinks inside): unused
+    return lo, masks, at.clamp_max_(h), ends[:, :1], edge
 
 
 def _window_bins(window, src: torch.Tensor, bins: int) -> torch.Tensor:
     """:func:`_bin_sums` for the pieces from :func:`_window`: ``[..., M, bins]``, the sums of
     ``src [..., M, N]`` over the columns in each piece, from the sums over the columns above
     each kink of the window (one dot product per kink) and the row totals."""
-    _, masks, at = window
+    inside = _window_inside(window, src)
+    # clamped pieces (past the last) get inside = 0
+    return src.new_zeros(src.shape[:-1] + (bins,)).scatter_add_(-1, window[2].expand(inside.shape), inside)
+
+
+def _window_inside(window, src: torch.Tensor) -> torch.Tensor:
+    """``[..., M, R + 1]``: the sums of ``src [..., M, N]`` over the columns in the pieces
+    ``lo .. lo + R`` of :func:`_window` (see :func:`_window_bins`)."""
+    masks = window[1]
     r = masks.shape[0]
     above = src.new_empty(src.shape[:-1] + (r + 2,))  # column j: above kink lo + j - 1
     torch.sum(src, -1, out=above[..., 0])
     for j in range(r):
         torch.linalg.vecdot(masks[j], src, out=above[..., j + 1])
     above[..., r + 1].zero_()
-    inside = above[..., :-1] - above[..., 1:]  # piece lo + j, j = 0 .. R
-    # clamped pieces (past the last) get inside = 0
-    return src.new_zeros(src.shape[:-1] + (bins,)).scatter_add_(-1, at.expand(inside.shape), inside)
+    return above[..., :-1] - above[..., 1:]  # piece lo + j, j = 0 .. R
 
 
 def _window_eval(c: torch.Tensor, s: torch.Tensor, window, t: torch.Tensor, out=None) -> torch.Tensor:
     """``c[j] + s[j] t`` at each ``t [M, N]`` (as :func:`_eval_pieces`) for the pieces from
     :func:`_window`: the piece ``lo``'s line, plus each kink's change of line where ``t`` is above
     it (two passes per kink)."""
-    _, masks, at = window
+    at = window[2]
+    return _lines_eval(c.gather(1, at), s.gather(1, at), window[1], t, out)  # lines [M, R + 1]
+
+
+def _lines_eval(cw: torch.Tensor, sw: torch.Tensor, masks: torch.Tensor, t: torch.Tensor, out=None) -> torch.Tensor:
+    """``cw[j] + sw[j] t`` at each ``t [M, N]`` in the piece ``lo + j`` of :func:`_window`, from the
+    lines ``(cw, sw) [M, R + 1]`` of the pieces ``lo .. lo + R``."""
     r = masks.shape[0]
-    cw, sw = c.gather(1, at), s.gather(1, at)  # [M, R + 1]
     val = torch.mul(t, sw[:, :1], out=out).add_(cw[:, :1])
     if r:
         dc, ds = cw[:, 1:] - cw[:, :-1], sw[:, 1:] - sw[:, :-1]
@@ -269,26 +285,67 @@ class _SteinNet(torch.nn.Module):
         wx, bx, wz, bz, v, b2 = self.weight.split((h, h, h, h, 2 * h, 2))
         return wx, wz, bx + bz, v.view(2, h), b2
 
-    def pieces(self, z: torch.Tensor):
+    def _kinks(self, z: torch.Tensor):
+        """``(z, a, kink)``: ``z`` flattened to ``[M]``, ``a = W_z z + b_1 [M, H]`` and the units'
+        kinks ``-a_h / w_h [M, H]`` (unsorted, no gradient)."""
+        wx, wz, b1, _, _ = self._weights()
+        z = z.to(wx.dtype).reshape(-1)
+        a = torch.addcmul(b1, z.unsqueeze(-1), wz)  # [M, H]
+        with torch.no_grad():
+            # -a_h / w_h with a zero weight read as +0 (-0.0 + 0.0 = +0.0): its unit, a constant
+            # a_h, switches on at -inf where a_h > 0 (IEEE division by -0.0 would flip that)
+            kink = torch.div(a, (wx + 0.0).neg_()).nan_to_num_(nan=torch.inf, posinf=torch.inf, neginf=-torch.inf)
+        return z, a, kink
+
+    def window_lines(self, z, a, kink, window, t_x):
+        """The lines ``(c, s) [M, R + 2, 2]`` (``h_i = c_i + s_i t``) of the pieces ``lo .. lo + R``
+        of :func:`_window` and of the piece holding ``t_x [M, 1]``, from the units active in each
+        (no sorted table), and what :meth:`line_gradients` needs.  Unit ``h`` has passed its kink
+        in piece ``lo`` if the kink is below the row's smallest ``t``, in piece ``lo + q`` if it is
+        at most the window's ``q``-th kink (ties pass together), and at ``t_x`` if below it; it is
+        active where it has passed its kink and ``w_h >= 0``, or has not and ``w_h < 0``.  No
+        autograd graph."""
+        wx, _, _, v, b2 = self._weights()
+        m, h = a.shape
+        low, edge = window[3], window[4]
+        thr = torch.cat((low, torch.nextafter(edge, edge.new_full((), torch.inf)), t_x), 1)  # [M, P]
+        rho = (kink.unsqueeze(1) < thr.unsqueeze(-1)).ne_(wx < 0).to(a.dtype)  # [M, P, H]: active
+        rho = rho.mul_(1 - self.slope).add_(self.slope)  # leaky_relu's slope: 1 if active, else 0.3
+        rho_a = rho * a.unsqueeze(1)
+        p = thr.shape[1]
+        c = torch.addmm(b2, rho_a.view(-1, h), v.T).view(m, p, 2)
+        s = torch.mm(rho.view(-1, h), (v * wx).T).view(m, p, 2)
+        return c, s, (z, a, rho, rho_a, wx, v)
+
+    def line_gradients(self, state, d_c: torch.Tensor, d_s: torch.Tensor):
+        """The gradient of ``Σ c ⊙ d_c + s ⊙ d_s`` in :attr:`weight` for the lines of
+        :meth:`window_lines` (linear in ``W2``, ``w_x`` and ``a`` at fixed active units)."""
+        z, a, rho, rho_a, wx, v = state
+        h = a.shape[1]
+        dc2, ds2 = d_c.reshape(-1, 2), d_s.reshape(-1, 2)
+        rho2 = rho.view(-1, h)
+        d_v = dc2.T @ rho_a.view(-1, h) + (ds2.T @ rho2) * wx  # [2, H]
+        d_a = (rho * (d_c @ v)).sum(1)  # [M, H]
+        d_wx = ((ds2 @ v) * rho2).sum(0)
+        d_b1 = d_a.sum(0)
+        return torch.cat((d_wx, d_b1, z @ d_a, d_b1, d_v.reshape(-1), dc2.sum(0)))
+
+    def pieces(self, z: torch.Tensor, kinks=None):
         """The affine pieces of ``t -> h(t, z)`` for each ``z`` (flattened to ``[M]``): the sorted
         kinks ``[M, H]`` and a table ``[4, M, H + 1]`` whose planes ``(c_0, s_0, c_1, s_1)`` give
         ``h_i(t) = c_i + s_i t`` between the ``j``-th and ``j+1``-th kink (column ``j``), and what
         :meth:`weight_gradients` needs.  Differentiable in the weights (autograd) unless called
-        under ``torch.no_grad()``.
+        under ``torch.no_grad()``; ``kinks`` is :meth:`_kinks`'s result if at hand.
 
         Below every kink the units with ``w_h < 0`` are active (``w_h = ±0``: a kink at ``-inf``
         if ``a_h > 0``, always active, else at ``+inf``, never); passing the kink of unit ``h``
         adds ``± 0.7 W2_h (a_h + t w_h)`` (``+`` if ``w_h >= 0``, which switches on).
         """
-        wx, wz, b1, v, b2 = self._weights()
+        z, a, kink = self._kinks(z) if kinks is None else kinks
+        wx, _, _, v, b2 = self._weights()
         dtype = wx.dtype
-        z = z.to(dtype).reshape(-1)
-        m, h = z.shape[0], wx.shape[0]
-        a = torch.addcmul(b1, z.unsqueeze(-1), wz)  # [M, H]
+        m, h = a.shape
         with torch.no_grad():  # the kinks' order is locally constant in the weights
-            # -a_h / w_h with a zero weight read as +0 (-0.0 + 0.0 = +0.0): its unit, a constant
-            # a_h, switches on at -inf where a_h > 0 (IEEE division by -0.0 would flip that)
-            kink = torch.div(a, (wx + 0.0).neg_()).nan_to_num_(nan=torch.inf, posinf=torch.inf, neginf=-torch.inf)
             kink, order = kink.sort(-1)
             negf = (wx < 0).to(dtype)
             # per unit, ± 0.7 W2_ih: what passing its kink adds to (c_i, s_i) per unit of (a_h, w_h)
@@ -341,25 +398,32 @@ class _SteinNet(torch.nn.Module):
         :func:`_window_eval`): the same sums and values, about 0.8x the time of the step.
         """
         with torch.no_grad():
-            kink, table, state = self.pieces(z)
-            dtype = table.dtype
+            kinks = self._kinks(z)
+            _, a, kink = kinks
+            dtype = a.dtype
             m, bins = kink.shape[0], kink.shape[1] + 1
             t_x, t_nb = t_x.to(dtype).reshape(-1, 1), t_nb.to(dtype)
-            window = _window(kink, t_nb)
-            # general path: piece j of neighbour n at j + (n mod ways)(H + 1)
-            idx = _count_below(kink, t_nb, ways=_WAYS) if window is None else window
-            idx_x = (kink < t_x).sum(-1, keepdim=True)
+            window = _window(kink, t_nb)  # (the kinks need not be sorted)
             src = torch.empty((2,) + t_nb.shape, dtype=dtype, device=t_nb.device)
             w = torch.abs(score, out=src[0]) if score.dtype == dtype else src[0].copy_(score).abs_()
             torch.mul(w, t_nb, out=src[1])  # Σ w and Σ w t per piece
             w_x = w.sum(-1, keepdim=True).neg_()
-            weights = _bin_sums(idx, src, bins) if window is None else _window_bins(window, src, bins)  # [2, M, H + 1]
+            if window is not None:  # the few pieces inside each row's range, and the state's
+                c, s, state = self.window_lines(*kinks, window, t_x)
+                r1 = window[1].shape[0] + 1
+                inside = _window_inside(window, src)  # [2, M, R + 1]
+                sums = (c[:, :r1] * inside[0].unsqueeze(-1) + s[:, :r1] * inside[1].unsqueeze(-1)).sum(1)
+                sums = sums.addcmul_(w_x, torch.addcmul(c[:, -1], s[:, -1], t_x)).T  # [2, M]
+                h1_nb = _lines_eval(c[:, :r1, 1], s[:, :r1, 1], window[1], t_nb, out=src[1])  # w t is binned
+                return sums, h1_nb, (state, window, t_nb, (inside, w_x, t_x))
+            kink, table, state = self.pieces(z, kinks)
+            # piece j of neighbour n at j + (n mod ways)(H + 1)
+            idx = _count_below(kink, t_nb, ways=_WAYS)
+            idx_x = (kink < t_x).sum(-1, keepdim=True)
+            weights = _bin_sums(idx, src, bins)  # [2, M, H + 1]
             weights.scatter_add_(2, idx_x.expand(2, -1, -1), torch.stack((w_x, w_x * t_x)))
             sums = (table.view(2, 2, m, bins) * weights).sum((1, 3))  # [2, M]
-            if window is None:  # into the buffer of w t (binned already)
-                h1_nb = _eval_pieces(table[2], table[3], idx, t_nb, _WAYS, out=src[1])
-            else:
-                h1_nb = _window_eval(table[2], table[3], window, t_nb, out=src[1])
+            h1_nb = _eval_pieces(table[2], table[3], idx, t_nb, _WAYS, out=src[1])  # w t is binned
         return sums, h1_nb, (state, idx, t_nb, weights)
 
     def sums_backward(self, saved, d_sums: torch.Tensor, d_h1: torch.Tensor, scale=1.0):
@@ -369,13 +433,23 @@ class _SteinNet(torch.nn.Module):
         number, a 0-dim tensor, or e.g. a ``[*B, D]`` factor shared by the samples), so the
         product is formed in one pass, in the bins' buffer."""
         state, idx, t_nb, weights = saved
-        dtype = weights.dtype
-        bins = weights.shape[-1]
+        dtype = t_nb.dtype
         src = torch.empty((2,) + t_nb.shape, dtype=dtype, device=t_nb.device)
         torch.mul(d_h1, scale, out=src[0].view(d_h1.shape))
         torch.mul(src[0], t_nb, out=src[1])
-        d_table = d_sums.to(dtype).unsqueeze(1).unsqueeze(-1) * weights  # [2, 2, M, H + 1]
-        d_table[1] += _bin_sums(idx, src, bins) if isinstance(idx, torch.Tensor) else _window_bins(idx, src, bins)
+        d_sums = d_sums.to(dtype)
+        if not isinstance(idx, torch.Tensor):  # the window path: gradients of the lines
+            inside, w_x, t_x = weights
+            per_row = d_sums.T.unsqueeze(1)  # [M, 1, 2]
+            h1_bins = _window_inside(idx, src)  # [2, M, R + 1]
+            d_c = torch.cat((inside[0].unsqueeze(-1) * per_row, w_x.unsqueeze(-1) * per_row), 1)
+            d_s = torch.cat((inside[1].unsqueeze(-1) * per_row, (w_x * t_x).unsqueeze(-1) * per_row), 1)
+            d_c[:, :-1, 1] += h1_bins[0]
+            d_s[:, :-1, 1] += h1_bins[1]
+            return self.line_gradients(state, d_c, d_s)
+        bins = weights.shape[-1]
+        d_table = d_sums.unsqueeze(1).unsqueeze(-1) * weights  # [2, 2, M, H + 1]
+        d_table[1] += _bin_sums(idx, src, bins)
         return self.weight_gradients(state, d_table)
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
