@@ -392,8 +392,8 @@ class _SteinNet(torch.nn.Module):
         the sums of ``w`` and ``w t`` over the points in piece ``j`` (one ``scatter_add``).
         ``h1`` is needed at each neighbour (one gather of the pair ``(c_1, s_1)``).  On the CPU,
         when every row's range of ``t_nb`` holds at most :data:`_WINDOW_MAX` kinks (:func:`_window`:
-        0-3 on ``benchmarks/cv_speed.py``, at every step of 300 Adam steps of training the network
-        there), the count, the scatters and the gather give way to one comparison and two passes
+        0-1 on ``benchmarks/cv_speed.py`` with a fresh network, 0-4 at 599 of 600 Adam steps
+        training it there), the count, the scatters and the gather give way to one comparison and two passes
         per kink inside the range and per-row dot products (:func:`_window_bins`,
         :func:`_window_eval`): the same sums and values, about 0.8x the time of the step.
         """
@@ -490,11 +490,14 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
     evaluated exactly as a piecewise-linear function of its scalar input, with no
     ``[K, B, D, H]`` hidden layer (see ``_SteinNet``), so its width costs little, and the
     gradient of ``Σ ĝ²`` in ``α``, ``β`` and the network is formed in closed form in one
-    autograd node.  The default ``hidden=16`` keeps one call at about 1.8x RLOO's time on
-    the Table-1 VAE (``benchmarks/newest_cost.py``, one CPU thread, K = 2, 3; the authors'
-    width 100 about 2.1x), and at about 6x / 2.3x a hand-written RLOO with the same 3
-    evaluations on ``benchmarks/cv_speed.py`` (D = 200, batch 256, cheap objective / 200→784
-    decoder; 0.3x / 0.5x the authors' dense network written in plain torch).  For ``K > 2`` the surrogate is the mean of the other samples'
+    autograd node; on the CPU, where each row's range of the surrogate holds at most 4 of the
+    network's kinks (the usual case at D = 200, fresh or trained), only those are compared with.
+    The default ``hidden=16`` keeps one call at about 1.8x / 1.7x RLOO's time on the Table-1
+    VAE (``benchmarks/newest_cost.py``, one CPU thread, K = 2 / 3), and at about 5x / 2.2x a
+    hand-written RLOO with the same 3 evaluations on ``benchmarks/cv_speed.py`` (D = 200, batch
+    256, cheap objective / 200→784 decoder, one thread, on a shared 2-core machine: 4.9-5.8x
+    over repeated runs on the cheap objective; 0.22x / 0.45x the authors' dense network written
+    in plain torch).  For ``K > 2`` the surrogate is the mean of the other samples'
     expansions (the authors' ``discrete_stein_avg``; their ``K > 2`` runs averaged the
     network over the expansions instead, ``discrete_stein_output_avg``).
     Family ``"bernoulli"`` only: the authors' code (``thjashin/rodeo``, ``networks.py``)
