@@ -414,8 +414,13 @@ class _SteinNet(torch.nn.Module):
                 inside = _window_inside(window, src)  # [2, M, R + 1]
                 sums = (c[:, :r1] * inside[0].unsqueeze(-1) + s[:, :r1] * inside[1].unsqueeze(-1)).sum(1)
                 sums = sums.addcmul_(w_x, torch.addcmul(c[:, -1], s[:, -1], t_x)).T  # [2, M]
-                h1_nb = _lines_eval(c[:, :r1, 1], s[:, :r1, 1], window[1], t_nb, out=src[1])  # w t is binned
-                return sums, h1_nb, (state, window, t_nb, (inside, w_x, t_x))
+                c1, s1 = c[:, :r1, 1], s[:, :r1, 1]
+
+                def h1_at(shift, scale):
+                    cw, sw = torch.addcmul(shift.unsqueeze(-1), c1.to(shift.dtype), scale), s1.to(shift.dtype) * scale
+                    return _lines_eval(cw, sw, window[1], t_nb, out=src[1] if cw.dtype == dtype else None)
+
+                return sums, h1_at, (state, window, t_nb, (inside, w_x, t_x, c1, s1))
             kink, table, state = self.pieces(z, kinks)
             # piece j of neighbour n at j + (n mod ways)(H + 1)
             idx = _count_below(kink, t_nb, ways=_WAYS)
@@ -423,34 +428,48 @@ class _SteinNet(torch.nn.Module):
             weights = _bin_sums(idx, src, bins)  # [2, M, H + 1]
             weights.scatter_add_(2, idx_x.expand(2, -1, -1), torch.stack((w_x, w_x * t_x)))
             sums = (table.view(2, 2, m, bins) * weights).sum((1, 3))  # [2, M]
-            h1_nb = _eval_pieces(table[2], table[3], idx, t_nb, _WAYS, out=src[1])  # w t is binned
-        return sums, h1_nb, (state, idx, t_nb, weights)
+        c1, s1 = table[2], table[3]
 
-    def sums_backward(self, saved, d_sums: torch.Tensor, d_h1: torch.Tensor, scale=1.0):
-        """The weights' gradients (as :meth:`weight_gradients`) of ``Σ sums ⊙ d_sums +
-        Σ h1_nb ⊙ (d_h1 ⊙ scale)`` for the outputs of :meth:`stein_sums`: ``d_h1`` has ``M D``
-        elements (viewed as ``[M, D]`` once multiplied) and ``scale`` broadcasts against it (a
-        number, a 0-dim tensor, or e.g. a ``[*B, D]`` factor shared by the samples), so the
-        product is formed in one pass, in the bins' buffer."""
-        state, idx, t_nb, weights = saved
+        def h1_at(shift, scale):
+            with torch.no_grad():
+                cw, sw = torch.addcmul(shift.unsqueeze(-1), c1.to(shift.dtype), scale), s1.to(shift.dtype) * scale
+                return _eval_pieces(cw, sw, idx, t_nb, _WAYS, out=src[1] if cw.dtype == dtype else None)
+
+        return sums, h1_at, (state, idx, t_nb, (weights, c1, s1))
+
+    def sums_backward(self, saved, d_sums: torch.Tensor, d_h1: torch.Tensor, scale=1.0, h1_scale=1.0):
+        """The weights' gradients (as :meth:`weight_gradients`) of ``Σ sums ⊙ d_sums + h1_scale Σ
+        h1_nb ⊙ u`` for the outputs of :meth:`stein_sums` (``h1_nb`` the values of ``h1`` at the
+        neighbours), with ``u = d_h1 ⊙ scale``: ``d_h1`` has ``M D`` elements (viewed as ``[M, D]``
+        once multiplied) and ``scale`` broadcasts against it (a number, a 0-dim tensor, or e.g. a
+        ``[*B, D]`` factor shared by the samples), so the product is formed in one pass, in the
+        bins' buffer; and ``Σ h1_nb ⊙ u`` itself, read from the bins of ``u`` and ``u t`` (``h1``
+        is affine in each piece), so that ``h1_nb`` need not be kept.  Returns ``(gradient of
+        the weights, Σ h1_nb ⊙ u)``."""
+        state, idx, t_nb, extra = saved
         dtype = t_nb.dtype
         src = torch.empty((2,) + t_nb.shape, dtype=dtype, device=t_nb.device)
         torch.mul(d_h1, scale, out=src[0].view(d_h1.shape))
         torch.mul(src[0], t_nb, out=src[1])
         d_sums = d_sums.to(dtype)
         if not isinstance(idx, torch.Tensor):  # the window path: gradients of the lines
-            inside, w_x, t_x = weights
+            inside, w_x, t_x, c1, s1 = extra
             per_row = d_sums.T.unsqueeze(1)  # [M, 1, 2]
             h1_bins = _window_inside(idx, src)  # [2, M, R + 1]
+            h1_dot = (h1_bins[0] * c1).sum() + (h1_bins[1] * s1).sum()
+            h1_bins = h1_bins * h1_scale
             d_c = torch.cat((inside[0].unsqueeze(-1) * per_row, w_x.unsqueeze(-1) * per_row), 1)
             d_s = torch.cat((inside[1].unsqueeze(-1) * per_row, (w_x * t_x).unsqueeze(-1) * per_row), 1)
             d_c[:, :-1, 1] += h1_bins[0]
             d_s[:, :-1, 1] += h1_bins[1]
-            return self.line_gradients(state, d_c, d_s)
+            return self.line_gradients(state, d_c, d_s), h1_dot
+        weights, c1, s1 = extra
         bins = weights.shape[-1]
+        h1_bins = _bin_sums(idx, src, bins)  # [2, M, H + 1]
+        h1_dot = (h1_bins[0] * c1).sum() + (h1_bins[1] * s1).sum()
         d_table = d_sums.unsqueeze(1).unsqueeze(-1) * weights  # [2, 2, M, H + 1]
-        d_table[1] += _bin_sums(idx, src, bins)
-        return self.weight_gradients(state, d_table)
+        d_table[1] += h1_bins * h1_scale
+        return self.weight_gradients(state, d_table), h1_dot
 
     def forward(self, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``t`` of shape ``[..., N]``, ``z`` of shape ``[...]`` shared along ``N`` -> ``[..., N, 2]``."""
@@ -600,7 +619,7 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         lin_nb = torch.sub(g_sum, gf)
         lin_nb = torch.addcmul(lin_x.unsqueeze(-1), lin_nb, score.sign(), value=-1 / (k - 1), out=lin_nb)
         # Gibbs kernel: to neighbour d with probability q(y_d) / D, q(y_d) = |x_d - p_d| (the flipped value's)
-        sums, h1_nb, saved = self.control.stein_sums(
+        sums, h1_at, saved = self.control.stein_sums(
             loo_mean(fd), lin_x.reshape(m), lin_nb.reshape(m, d), score.reshape(m, d)
         )
         sums = sums.to(fd.dtype)
@@ -610,26 +629,23 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
         a_h0 = (sums[0] / dd).reshape(fd.shape)
         signal = fd - loo_mean(fd + alpha * a_h0)  # [K, *B]
         bd = beta / dd
-        # ĝ = mean_k score ⊙ (signal + bd sums_1 - bd h1(y^(d))); h1 enters only through
-        # sh1 = Σ_k score ⊙ h1(y^(d)) [*B, D] (here and in the backward pass)
-        h1_nb = h1_nb.view(score.shape)
-        own = h1_nb.dtype == torch.promote_types(score.dtype, fd.dtype)  # h1_nb: a buffer of our own
-        sh1 = (torch.mul(score, h1_nb, out=h1_nb) if own else score * h1_nb.to(fd.dtype)).sum(0)
-        weight = (signal.reshape(m) + bd * sums[1]).reshape(fd.shape + (1,) * (score.dim() - fd.dim()))
-        rloo = torch.mul(score, weight, out=h1_nb) if own and weight.dtype == h1_nb.dtype else score * weight
-        g_hat = torch.addcmul(rloo.sum(0), sh1, bd, value=-1).div_(k)  # [*B, D]: the logits' gradient
+        # ĝ = mean_k score ⊙ weight, weight_kd = signal_k + bd sums_1k - bd h1(y^(d)_k): h1's
+        # pieces shifted and scaled row by row before they are evaluated (one buffer, in f's dtype)
+        weight = h1_at(signal.reshape(m) + bd * sums[1], -bd).view(score.shape)
+        own = weight.dtype == torch.promote_types(score.dtype, weight.dtype)
+        g_hat = (torch.mul(score, weight, out=weight) if own else score * weight).sum(0).div_(k)  # [*B, D]
         value = f.mean(0)
         learned = [self.alpha, self.beta, self.control.weight]
 
         def backward(c):  # ∇ Σ_b c_b Σ_d ĝ_bd² in (α, β, network), in closed form
-            # with weight_kd = signal_k + bd sums_1k - bd h1_kd, ∂/∂weight = score ⊙ gamma
+            # ∂/∂weight = score ⊙ gamma; weight enters through signal, bd sums_1 and -bd h1
             gamma = g_hat * (2 / k * c.to(fd.dtype)).unsqueeze(-1)  # [*B, D]
             d_signal = torch.linalg.vecdot(score.to(gamma.dtype), gamma).to(fd.dtype)  # [K, *B]
-            d_beta = (torch.dot(d_signal.reshape(-1), sums[1]) - torch.dot(gamma.reshape(-1), sh1.reshape(-1))) / dd
             d_loo = loo_mean(d_signal).reshape(m)  # Σ d_signal ⊙ loo(a_h0) = Σ loo(d_signal) ⊙ a_h0
             d_alpha = -torch.dot(d_loo, a_h0.reshape(-1))
             d_sums = torch.stack((d_loo * (-alpha / dd), d_signal.reshape(m) * bd))
-            net = self.control.sums_backward(saved, d_sums, score, gamma * -bd)
+            net, h1_dot = self.control.sums_backward(saved, d_sums, score, gamma, -bd)  # h1_dot = Σ score γ h1
+            d_beta = (torch.dot(d_signal.reshape(-1), sums[1]) - h1_dot.to(fd.dtype)) / dd
             return d_alpha.to(self.alpha.dtype), d_beta.to(self.beta.dtype), net
 
         logits = dist.logits
