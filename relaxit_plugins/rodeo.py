@@ -135,7 +135,8 @@ def _window(kink: torch.Tensor, t: torch.Tensor, widest: int | None = None):
     if t.device.type != "cpu" or is_compiling() or t.numel() == 0 or h == 0 or widest < 0:
         return None
     ends = torch.cat((t.amin(-1, keepdim=True), t.amax(-1, keepdim=True)), 1)  # [M, 2]
-    below = (kink.unsqueeze(1) < ends.unsqueeze(-1)).sum(-1)  # [M, 2]: kinks below the row's ends
+    under = kink.unsqueeze(1) < ends.unsqueeze(-1)  # [M, 2, H]
+    below = under.sum(-1)  # kinks below the row's ends
     lo = below[:, 0]
     width = (below[:, 1] - lo).masked_fill_(torch.isnan(ends[:, 0]), torch.iinfo(lo.dtype).max)  # NaN propagates
     r = int(width.max())
@@ -145,7 +146,7 @@ def _window(kink: torch.Tensor, t: torch.Tensor, widest: int | None = None):
     at = lo.unsqueeze(-1) + torch.arange(r + 1, device=t.device)  # pieces lo .. lo + R
     edge = kink[:, :0]
     if r:  # kinks lo .. lo + R - 1: the R smallest not below the row's smallest t (sorted or not)
-        edge = kink.masked_fill(kink < ends[:, :1], torch.inf)
+        edge = kink.masked_fill(under[:, 0], torch.inf)
         edge = edge.amin(-1, keepdim=True) if r == 1 else edge.topk(r, -1, largest=False, sorted=True).values
         for j in range(r):
             torch.lt(edge[:, j : j + 1], t, out=masks[j])
