@@ -412,16 +412,16 @@ class _SteinNet(torch.nn.Module):
             if window is not None:  # the few pieces inside each row's range, and the state's
                 c, s, state = self.window_lines(*kinks, window, t_x)
                 r1 = window[1].shape[0] + 1
-                inside = _window_inside(window, src)  # [2, M, R + 1]
-                sums = (c[:, :r1] * inside[0].unsqueeze(-1) + s[:, :r1] * inside[1].unsqueeze(-1)).sum(1)
-                sums = sums.addcmul_(w_x, torch.addcmul(c[:, -1], s[:, -1], t_x)).T  # [2, M]
+                # (Σ w, Σ w t) over the neighbours in each piece of the window, and -(W, W t_x) at the state
+                occ = torch.cat((_window_inside(window, src), torch.stack((w_x, w_x * t_x))), -1).unsqueeze(-1)
+                sums = (c * occ[0] + s * occ[1]).sum(1).T  # [2, M]
                 c1, s1 = c[:, :r1, 1], s[:, :r1, 1]
 
                 def h1_at(shift, scale):
                     cw, sw = torch.addcmul(shift.unsqueeze(-1), c1.to(shift.dtype), scale), s1.to(shift.dtype) * scale
                     return _lines_eval(cw, sw, window[1], t_nb, out=src[1] if cw.dtype == dtype else None)
 
-                return sums, h1_at, (state, window, t_nb, (inside, w_x, t_x, c1, s1))
+                return sums, h1_at, (state, window, t_nb, (occ, c1, s1))
             kink, table, state = self.pieces(z, kinks)
             # piece j of neighbour n at j + (n mod ways)(H + 1)
             idx = _count_below(kink, t_nb, ways=_WAYS)
@@ -454,16 +454,12 @@ class _SteinNet(torch.nn.Module):
         torch.mul(src[0], t_nb, out=src[1])
         d_sums = d_sums.to(dtype)
         if not isinstance(idx, torch.Tensor):  # the window path: gradients of the lines
-            inside, w_x, t_x, c1, s1 = extra
-            per_row = d_sums.T.unsqueeze(1)  # [M, 1, 2]
+            occ, c1, s1 = extra
             h1_bins = _window_inside(idx, src)  # [2, M, R + 1]
             h1_dot = (h1_bins[0] * c1).sum() + (h1_bins[1] * s1).sum()
-            h1_bins = h1_bins * h1_scale
-            d_c = torch.cat((inside[0].unsqueeze(-1) * per_row, w_x.unsqueeze(-1) * per_row), 1)
-            d_s = torch.cat((inside[1].unsqueeze(-1) * per_row, (w_x * t_x).unsqueeze(-1) * per_row), 1)
-            d_c[:, :-1, 1] += h1_bins[0]
-            d_s[:, :-1, 1] += h1_bins[1]
-            return self.line_gradients(state, d_c, d_s), h1_dot
+            d_cs = occ * d_sums.T.unsqueeze(1)  # [2, M, R + 2, 2]: d_c, d_s
+            d_cs[:, :, :-1, 1] += h1_bins * h1_scale
+            return self.line_gradients(state, d_cs[0], d_cs[1]), h1_dot
         weights, c1, s1 = extra
         bins = weights.shape[-1]
         h1_bins = _bin_sums(idx, src, bins)  # [2, M, H + 1]
