@@ -124,7 +124,7 @@ def _window(kink: torch.Tensor, t: torch.Tensor, widest: int | None = None):
     ``lo .. hi - 1`` (``hi`` the number below the largest) are the only ones whose comparison
     varies, the count below ``t`` is ``lo + Σ_r masks[r]``, and ``masks[r]`` are nested
     (``masks[r + 1] <= masks[r]``: the kinks are sorted).  The pieces' sums and values then
-    cost ``O(R)`` passes over ``[M, N]`` (:func:`_window_bins`, :func:`_window_eval`) instead
+    cost ``O(R)`` passes over ``[M, N]`` (:func:`_window_inside`, :func:`_lines_eval`) instead
     of the count, the scatters and the gather of the general path.  A fresh network and the
     surrogate's values typically leave 0-3 kinks in a row's range (the kinks lie where
     ``-a_h / w_h``, spread over the weights' scale); a network whose kinks crowd the range
@@ -154,18 +154,11 @@ def _window(kink: torch.Tensor, t: torch.Tensor, widest: int | None = None):
     return lo, masks, at.clamp_max_(h), ends[:, :1], edge
 
 
-def _window_bins(window, src: torch.Tensor, bins: int) -> torch.Tensor:
-    """:func:`_bin_sums` for the pieces from :func:`_window`: ``[..., M, bins]``, the sums of
-    ``src [..., M, N]`` over the columns in each piece, from the sums over the columns above
-    each kink of the window (one dot product per kink) and the row totals."""
-    inside = _window_inside(window, src)
-    # clamped pieces (past the last) get inside = 0
-    return src.new_zeros(src.shape[:-1] + (bins,)).scatter_add_(-1, window[2].expand(inside.shape), inside)
-
-
 def _window_inside(window, src: torch.Tensor) -> torch.Tensor:
     """``[..., M, R + 1]``: the sums of ``src [..., M, N]`` over the columns in the pieces
-    ``lo .. lo + R`` of :func:`_window` (see :func:`_window_bins`)."""
+    ``lo .. lo + R`` of :func:`_window` (0 past a row's last piece), from the sums over the
+    columns above each kink of the window (one dot product per kink) and the row totals: the
+    pieces' part of :func:`_bin_sums`."""
     masks = window[1]
     r = masks.shape[0]
     above = src.new_empty(src.shape[:-1] + (r + 2,))  # column j: above kink lo + j - 1
@@ -174,14 +167,6 @@ def _window_inside(window, src: torch.Tensor) -> torch.Tensor:
         torch.linalg.vecdot(masks[j], src, out=above[..., j + 1])
     above[..., r + 1].zero_()
     return above[..., :-1] - above[..., 1:]  # piece lo + j, j = 0 .. R
-
-
-def _window_eval(c: torch.Tensor, s: torch.Tensor, window, t: torch.Tensor, out=None) -> torch.Tensor:
-    """``c[j] + s[j] t`` at each ``t [M, N]`` (as :func:`_eval_pieces`) for the pieces from
-    :func:`_window`: the piece ``lo``'s line, plus each kink's change of line where ``t`` is above
-    it (two passes per kink)."""
-    at = window[2]
-    return _lines_eval(c.gather(1, at), s.gather(1, at), window[1], t, out)  # lines [M, R + 1]
 
 
 def _lines_eval(cw: torch.Tensor, sw: torch.Tensor, masks: torch.Tensor, t: torch.Tensor, out=None) -> torch.Tensor:
@@ -395,8 +380,10 @@ class _SteinNet(torch.nn.Module):
         when every row's range of ``t_nb`` holds at most :data:`_WINDOW_MAX` kinks (:func:`_window`:
         0-1 on ``benchmarks/cv_speed.py`` with a fresh network, 0-4 at 599 of 600 Adam steps
         training it there), the count, the scatters and the gather give way to one comparison and two passes
-        per kink inside the range and per-row dot products (:func:`_window_bins`,
-        :func:`_window_eval`): the same sums and values, about 0.8x the time of the step.
+        per kink inside the range and per-row dot products (:func:`_window_inside`,
+        :func:`_lines_eval`), and the few pieces' lines from the units active in each
+        (:meth:`window_lines`, no sorted table): the same sums and values, about 0.8x the time
+        of the step.
         """
         with torch.no_grad():
             kinks = self._kinks(z)

@@ -186,8 +186,8 @@ def _spread_kinks(rows, hidden, dtype, seed):
 @pytest.mark.parametrize("spread", [0.0, 0.3, 3.0])
 def test_window_is_the_count_and_the_pieces(hidden, dtype, spread):
     """The window path (the few kinks inside each row's range of t) gives the count of
-    searchsorted, the same bin sums as the scatter and the same values as the gather; t equal
-    to a kink counts it as not below; a range holding more kinks than allowed gives None."""
+    searchsorted, the same sums per piece as the scatter and the same values as the gather; t
+    equal to a kink counts it as not below; a range holding more kinks than allowed gives None."""
     kink, g = _spread_kinks(6, hidden, dtype, hidden)
     t = torch.randn(6, 1, generator=g, dtype=dtype) + spread * torch.randn(6, 37, generator=g, dtype=dtype)
     t[3, :2] = kink[3, hidden // 2]  # ties with a kink
@@ -201,10 +201,14 @@ def test_window_is_the_count_and_the_pieces(hidden, dtype, spread):
     if width > 0:
         assert rodeo._window(kink, t, widest=width - 1) is None
     src = torch.randn(2, 6, 37, generator=g, dtype=dtype)
-    torch.testing.assert_close(rodeo._window_bins(window, src, hidden + 1),
-                               rodeo._bin_sums(want, src, hidden + 1, ways=1))
+    pieces = lo.unsqueeze(-1) + torch.arange(width + 1)  # lo .. lo + R, past H: nothing there
+    dense = rodeo._bin_sums(want, src, hidden + 1, ways=1)
+    expected = torch.where(pieces <= hidden, dense.gather(-1, pieces.clamp_max(hidden).expand(2, -1, -1)), 0.0)
+    torch.testing.assert_close(rodeo._window_inside(window, src), expected)
     c, s = torch.randn(2, 6, hidden + 1, generator=g, dtype=dtype)
-    torch.testing.assert_close(rodeo._window_eval(c, s, window, t), rodeo._eval_pieces(c, s, want, t))
+    at = window[2]
+    torch.testing.assert_close(rodeo._lines_eval(c.gather(1, at), s.gather(1, at), masks, t),
+                               rodeo._eval_pieces(c, s, want, t))
 
 
 def test_window_refuses_nan_and_empty_rows():
