@@ -41,3 +41,40 @@ def paired_times(first, second, rounds: int) -> tuple[list[float], list[float]]:
         t_first.append(t1 - t0)
         t_second.append(t2 - t1)
     return t_first, t_second
+
+
+def interleaved_times(cases, rounds: int, seed: int = 0) -> dict:
+    """``cases``: ``{label: zero-arg callable}`` -> ``{label: [seconds, one per round]}``.
+
+    Each round calls every case once, in an order shuffled anew each round (``seed`` fixes
+    the shuffles), after two warm-up calls of each; each call is timed by the CPU time of the
+    calling thread (torch on one thread), so that other processes' time slices on a loaded
+    machine do not count; garbage collection off while timing.  Take ratios round by round.
+    The shuffle spreads over every case what running after another costs: a case that
+    follows one with large buffers finds the caches cold and the allocator's pages elsewhere
+    (in a fixed order, RODEO in ``cv_speed.py`` measured 10-20% slower right after its dense
+    hand-written version).
+    """
+    import gc
+    import random
+    import time
+
+    times = {label: [] for label in cases}
+    for fn in cases.values():
+        fn()
+        fn()
+    order = list(cases.items())
+    rng = random.Random(seed)
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            rng.shuffle(order)
+            for label, fn in order:
+                t0 = time.thread_time()
+                fn()
+                times[label].append(time.thread_time() - t0)
+    finally:
+        if gc_was:
+            gc.enable()
+    return times

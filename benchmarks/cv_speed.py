@@ -23,7 +23,7 @@ whose backward hands ``g`` to the logits; the caller runs ``.sum().backward()``,
 estimator object): the share of the fixed cost that an ``estimate()`` interface adds at
 small batches, whoever writes it.
 
-Timing: each round calls every case once, in a fixed interleaved order, each call timed on its
+Timing: each round calls every case once, in an interleaved order shuffled anew each round, each call timed on its
 own by the CPU time of the (single) thread that runs it, so that other processes' time slices
 on a loaded machine do not count; the ratio of a case to its reference is taken within a round, and the table gives the
 median over rounds with a distribution-free 95% confidence interval of that median (order
@@ -46,7 +46,7 @@ import torch.nn.functional as F
 
 import relaxit
 
-from _stats import median_ci  # noqa: E402
+from _stats import interleaved_times, median_ci  # noqa: E402
 
 D_LATENT, D_OUT, EVALS = 200, 784, 3
 
@@ -315,33 +315,10 @@ def lib_vimco(est, pb: Problem, k: int):
 
 
 # --------------------------------------------------------------------------- timing
-def run_cases(cases, rounds, min_run_time=None):
-    """cases: {label: zero-arg callable} -> {label: [seconds, one per round]}.
-
-    Interleaved call by call: each round calls every case once, in order, timing each call
-    by the CPU time of this thread (``time.thread_time``; torch runs on this one thread), so
-    that time slices taken by other processes on a loaded machine are not counted; garbage
-    collection off.  Ratios are taken within a round.
-    """
-    import gc
-    import time
-
-    times = {label: [] for label in cases}
-    for fn in cases.values():  # warm-up
-        fn()
-        fn()
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            for label, fn in cases.items():
-                t0 = time.thread_time()
-                fn()
-                times[label].append(time.thread_time() - t0)
-    finally:
-        if gc_was:
-            gc.enable()
-    return times
+def run_cases(cases, rounds):
+    """``{label: [seconds, one per round]}``: :func:`_stats.interleaved_times` (each round in a
+    freshly shuffled order, thread CPU time per call, ratios taken within a round)."""
+    return interleaved_times(cases, rounds)
 
 
 def build_cases(pb: Problem, only):

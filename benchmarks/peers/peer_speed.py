@@ -20,36 +20,22 @@ validation off, median ratio with a distribution-free 95% confidence interval.
 from __future__ import annotations
 
 import argparse
-import gc
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/_stats.py
-from _stats import median_ci  # noqa: E402
+from _stats import interleaved_times, median_ci  # noqa: E402
 
 D, D_OUT, EVALS = 200, 784, 3
 
 
 def run(cases, rounds):
-    times = {k: [] for k in cases}
-    for fn in cases.values():
-        fn()
-        fn()
-    gc.disable()
-    try:
-        for _ in range(rounds):
-            for k, fn in cases.items():
-                t0 = time.thread_time()
-                fn()
-                times[k].append(time.thread_time() - t0)
-    finally:
-        gc.enable()
-    return times
+    """As ``cv_speed.py``: :func:`_stats.interleaved_times` (a shuffled order each round)."""
+    return interleaved_times(cases, rounds)
 
 
 def problem(kind, batch, seed=0):
