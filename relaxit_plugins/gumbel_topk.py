@@ -134,13 +134,41 @@ def hard_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(scores).scatter_(-1, index, 1.0)
 
 
+_ORDER_INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
+              torch.bfloat16: torch.int16}
+
+
+def _order_keys(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Keys with the order of ``x`` for ``topk``: on CPU the integers whose order is that of the
+    floats (their bits, with the low 31 (63, 15) bits of negative numbers flipped), written into
+    ``out``'s storage; elsewhere ``x`` itself.
+
+    ``torch.topk`` on CPU compares floats with a NaN-aware comparator; on these integers it is
+    1.5x faster (n = 1000, k = 100) and selects the same values (``-0.0`` ranks below ``+0.0``,
+    a tie either way for the floats)."""
+    itype = _ORDER_INT.get(x.dtype)
+    if itype is None or x.device.type != "cpu":
+        return x
+    info = torch.iinfo(itype)
+    bits, keys = x.view(itype), out.view(itype)
+    torch.bitwise_right_shift(bits, info.bits - 1, out=keys)  # -1 on negative floats, 0 elsewhere
+    return keys.bitwise_and_(info.max).bitwise_xor_(bits)
+
+
 def _solve_threshold(x: torch.Tensor, k: int, steps: int):
     """Solve ``Σ_i σ(x_i - ν) = k`` for ``ν`` (``x`` detached, ``1 <= k < n``).
 
-    Returns ``ν`` (shape ``x.shape[:-1] + (1,)``), ``sgn`` (``-1`` on the top ``k`` entries
-    of ``x``, ``+1`` elsewhere), ``sx = sgn * x`` and a scratch tensor shaped like ``x``.  The residual is evaluated as
-    ``Σ_rest σ(z_i) - Σ_top σ(-z_i)``, ``z = x - ν``, so that saturated entries add small
-    terms with full relative precision instead of ones and zeros.
+    Works on the side of the top ``k`` with at most ``n / 2`` entries: on ``x`` itself when
+    ``2k <= n``, else on ``-x`` with ``n - k`` (``Σ σ(ν - x_i) = n - k``, ``ν -> -ν``; the same
+    bracket, start and steps by symmetry).  Returns ``(ν, index, flip, rest, top, buf)``:
+    ``ν`` (shape ``x.shape[:-1] + (1,)``), ``index`` the ``m`` (``= k``, or ``n - k`` when
+    ``flip``) entries of the top ``m`` of ``w = ±x``, ``rest`` a fresh copy of ``w`` with
+    ``-inf`` there, ``top = w[index]`` and a scratch tensor shaped like ``x``.
+
+    The residual is evaluated as ``Σ_rest σ(z_i) - Σ_top σ(-z_i)``, ``z = w - ν``, so that
+    saturated entries add small terms with full relative precision instead of ones and zeros:
+    one pass over ``rest`` (where the top entries add ``σ(-inf) = 0``) and one over the
+    ``m``-column ``top``; no sign tensor.
 
     Method: a bracket ``[lo, hi]`` that always holds the root, a closed-form start, and
     safeguarded Newton steps (a fixed number, no host sync).  Each
@@ -151,17 +179,17 @@ def _solve_threshold(x: torch.Tensor, k: int, steps: int):
     bracket, which shrinks at every step.
     """
     n = x.shape[-1]
-    if k < 32:
-        vals, idx = x.topk(k + 1, dim=-1)  # sorted, largest first
-        xk, xk1 = vals[..., k - 1: k], vals[..., k: k + 1]
-        sgn = torch.ones_like(x).scatter_(-1, idx[..., :k], -1.0)
-    else:  # unsorted: up to 2.5x cheaper on CPU at large k
-        vals, idx = x.topk(k + 1, dim=-1, sorted=False)
-        low, pos = vals.topk(2, dim=-1, largest=False)  # x_(k+1), then x_(k)
-        xk1, xk = low[..., :1], low[..., 1:]
-        last = idx.gather(-1, pos[..., :1])
-        sgn = torch.ones_like(x).scatter_(-1, idx, -1.0).scatter_(-1, last, 1.0)
-    sx = sgn * x
+    flip = 2 * k > n
+    if flip:
+        k = n - k
+        rest = torch.neg(x)
+    else:
+        rest = x.clone()
+    buf = torch.empty_like(x)  # one scratch tensor for every pass: fresh blocks cost page faults on CPU
+    index = _order_keys(rest, buf).topk(k, dim=-1, sorted=False).indices
+    top = rest.gather(-1, index)
+    rest.scatter_(-1, index, -math.inf)
+    xk, xk1 = top.amin(-1, keepdim=True), rest.amax(-1, keepdim=True)  # x_(k), x_(k+1)
     # Bracket, by counting: at ν = x_(k+1) - log k the k + 1 largest entries have σ >= k/(k+1),
     # so Σσ >= k; at ν = x_(k) + log(n-k) the n - k + 1 smallest have σ <= 1/(n-k+1), so Σσ <= k.
     lo = xk1 - math.log(k)
@@ -169,44 +197,50 @@ def _solve_threshold(x: torch.Tensor, k: int, steps: int):
     # Closed-form start, exact when the top k are far above ν and the rest far below:
     # Σ_rest e^{x_i - ν} = Σ_top e^{ν - x_i}  =>  ν = (x_(k) + x_(k+1) + log S_rest - log S_top) / 2
     # with S_top = Σ_top e^{x_(k) - x_i} and S_rest = Σ_rest e^{x_i - x_(k+1)}, every term <= 1,
-    # both sums >= 1 (x_(k) and x_(k+1) add 1 each): one exp pass, e_i = e^{sgn_i (x_i - h) - m}
-    # with h = (x_(k) + x_(k+1)) / 2 and m = (x_(k+1) - x_(k)) / 2 <= 0.
-    h, m = 0.5 * (xk + xk1), 0.5 * (xk1 - xk)
-    # Two scratch tensors for every pass below (e, then each step's σ; the products summed):
-    # fresh large blocks cost page faults on CPU, and linalg.vecdot allocates its product.
-    buf, prod = torch.empty_like(x), torch.empty_like(x)
-    e = torch.addcmul(sx, sgn, h, value=-1.0, out=buf).sub_(m).exp_()
-    e_all, e_sgn = e.sum(-1, keepdim=True), torch.mul(e, sgn, out=prod).sum(-1, keepdim=True)  # S_rest ± S_top
-    s_rest, s_top = (0.5 * (e_all + e_sgn)).clamp_min(1.0), (0.5 * (e_all - e_sgn)).clamp_min(1.0)
-    nu = torch.minimum(torch.maximum(h + 0.5 * (s_rest.log() - s_top.log()), lo), hi)
+    # both sums >= 1 (x_(k) and x_(k+1) add 1 each): one exp pass over the rest.
+    s_rest = torch.sub(rest, xk1, out=buf).exp_().sum(-1, keepdim=True).clamp_min_(1.0)
+    s_top = torch.sub(xk, top).exp_().sum(-1, keepdim=True).clamp_min_(1.0)
+    nu = torch.clamp(0.5 * (xk + xk1 + s_rest.log_() - s_top.log_()), lo, hi)
     tiny = torch.finfo(x.dtype).tiny
+    weights = torch.tensor([float(k), float(n - k)], dtype=x.dtype, device=x.device)
     for _ in range(steps):  # a fixed count: no data-dependent host sync
-        a = torch.addcmul(sx, sgn, nu, value=-1.0, out=buf).sigmoid_()  # σ(z) off the top, σ(-z) on it
-        f = torch.mul(sgn, a, out=prod).sum(-1, keepdim=True)  # Σ_i σ(z_i) - k; f > 0: ν below the root
-        slope = (a.sum(-1, keepdim=True) - torch.mul(a, a, out=prod).sum(-1, keepdim=True)).clamp_min_(tiny)  # -df/dν
-        up = f > 0
+        a = torch.sub(rest, nu, out=buf).sigmoid_()  # σ(z) off the top (0 on it)
+        at = torch.sub(nu, top).sigmoid_()  # σ(-z) on the top
+        sum_r, sum_t = a.sum(-1, keepdim=True), at.sum(-1, keepdim=True)
+        f = sum_r - sum_t  # Σ_i σ(z_i) - k; f > 0: ν below the root
+        # -df/dν = Σ σ'(z) = Σ a - Σ a² on both sides (norms: no product tensor)
+        sq = torch.linalg.vector_norm(a, dim=-1, keepdim=True).square_().add_(
+            torch.linalg.vector_norm(at, dim=-1, keepdim=True).square_())
+        slope = (sum_r + sum_t).sub_(sq).clamp_min_(tiny)
         lo = torch.where(f >= 0, nu, lo)
         hi = torch.where(f <= 0, nu, hi)
         # both steps have the sign of f; |safe| = log1p(|f| / slope) and, with w = k (f > 0) or
         # n - k (f < 0), the log step's length log1p(|f| / w) (w + |f|) / slope
         af = f.abs()
-        w = torch.where(up, float(k), float(n - k)).to(af.dtype)
+        w = torch.where(f > 0, weights[0], weights[1])
         length = torch.maximum((af / w).log1p_().mul_(w + af).div_(slope), (af / slope).log1p_())
-        nu = torch.minimum(torch.maximum(nu + length.copysign_(f), lo), hi)
-    return nu, sgn, sx, buf
+        nu = torch.clamp(nu + length.copysign_(f), lo, hi)
+    return nu, index, flip, rest, top, buf
 
 
 class _RelaxedTopK(torch.autograd.Function):
-    """``y = σ(x - ν(x))`` with the implicit-function gradient ``dν/dx_j = σ'_j / Σ_i σ'_i``."""
+    """``y = σ(x - ν(x))`` with the implicit-function gradient ``dν/dx_j = σ'_j / Σ_i σ'_i``.
+
+    Outputs ``y`` and the index of the side solved on (see :func:`_solve_threshold`): the top
+    ``k`` of ``x``, or its bottom ``n - k`` when ``2k > n``."""
 
     @staticmethod
     def forward(ctx, x, k, steps):
-        nu, sgn, sx, buf = _solve_threshold(x, k, steps)
-        d = torch.addcmul(sx, sgn, nu, value=-1.0, out=buf).sigmoid_()  # σ(sgn z)
-        d.addcmul_(d, d, value=-1.0)  # σ'(z) = σ(sgn z) - σ(sgn z)^2, accurate where saturated
+        nu, index, flip, rest, top, buf = _solve_threshold(x, k, steps)
+        # σ(±z) off the solved side, in rest's storage, and σ' = σ - σ² there (accurate where saturated)
+        a = torch.sub(rest, nu, out=rest).sigmoid_()
+        d = torch.addcmul(a, a, a, value=-1.0, out=buf)
+        at = torch.sub(nu, top).sigmoid_()  # σ(∓z) on the solved side
+        d.scatter_(-1, index, at.addcmul(at, at, value=-1.0))
         ctx.save_for_backward(d, d.sum(-1, keepdim=True).clamp_min_(torch.finfo(d.dtype).tiny))
-        ctx.mark_non_differentiable(sgn)
-        return (x - nu).sigmoid_(), sgn
+        ctx.mark_non_differentiable(index)
+        y = a.neg_().add_(1.0) if flip else a  # σ(z) off the top k
+        return y.scatter_(-1, index, at if flip else at.neg_().add_(1.0)), index
 
     @staticmethod
     @once_differentiable
@@ -217,8 +251,18 @@ class _RelaxedTopK(torch.autograd.Function):
         return gd.addcmul_(d, gd.sum(-1, keepdim=True) / total, value=-1.0), None, None
 
 
-def _relaxed_topk(scores: torch.Tensor, k: int, tau: float, steps: int = NEWTON_STEPS, *, own: bool = False):
-    """``(soft, sgn)``: the soft k-hot of :func:`relaxed_topk` and ``sgn``, ``-1`` on the hard top k and ``+1`` elsewhere (no gradient).
+def _k_hot(like: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-hot vector of the top ``k`` from :class:`_RelaxedTopK`'s index (of the top ``k``,
+    or of the bottom ``n - k`` when ``2k > n``)."""
+    if 2 * k > like.shape[-1]:
+        return torch.ones_like(like).scatter_(-1, index, 0.0)
+    return torch.zeros_like(like).scatter_(-1, index, 1.0)
+
+
+def _relaxed_topk(scores: torch.Tensor, k: int, tau: float, steps: int = NEWTON_STEPS, *, own: bool = False,
+                  hot: bool = False):
+    """``(soft, k_hot)``: the soft k-hot of :func:`relaxed_topk` and, with ``hot=True``, the
+    exact k-hot of the top ``k`` (no gradient; else ``None``).
 
     ``own=True``: ``scores`` is a fresh tensor of the caller's, divided by a number ``tau`` in place."""
     n = scores.shape[-1]
@@ -226,8 +270,9 @@ def _relaxed_topk(scores: torch.Tensor, k: int, tau: float, steps: int = NEWTON_
         raise ValueError(f"relaxed_topk: need 1 <= k <= n, got k={k}, n={n}")
     x = scores.div_(tau) if own and not isinstance(tau, torch.Tensor) else scores / tau
     if k == n:
-        return torch.ones_like(x) + 0 * x, -torch.ones_like(x)
-    return _RelaxedTopK.apply(x, k, steps)
+        return torch.ones_like(x) + 0 * x, (torch.ones_like(x) if hot else None)
+    soft, index = _RelaxedTopK.apply(x, k, steps)
+    return soft, (_k_hot(soft, index, k) if hot else None)
 
 
 def relaxed_topk(scores: torch.Tensor, k: int, tau: float = 1.0, *, steps: int = NEWTON_STEPS) -> torch.Tensor:
@@ -424,8 +469,8 @@ class StraightThroughGumbelTopK(GumbelTopK):
         return self.k <= MAX_LOG_PROB_K
 
     def rsample(self, sample_shape=torch.Size()):
-        soft, sgn = _relaxed_topk(self._scores(sample_shape), self.k, self._tau(), own=True)
-        return straight_through((sgn < 0).to(soft.dtype), soft)
+        soft, hot = _relaxed_topk(self._scores(sample_shape), self.k, self._tau(), own=True, hot=True)
+        return straight_through(hot, soft)
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():

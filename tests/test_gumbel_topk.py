@@ -120,20 +120,26 @@ def test_relaxed_sample_lies_in_the_k_hypersimplex(k, tau):
 
 
 def test_threshold_solver_reaches_rounding_level():
-    """Σ σ(x - ν) = k to the rounding level of the sum and of ``x - ν``, over n, k and scales."""
+    """Σ σ(x - ν) = k to the rounding level of the sum and of ``x - ν``, over n, k and scales.
+
+    For ``2k > n`` the solver works on ``w = -x`` with ``n - k`` (its bottom ``n - k``): the
+    same check on ``w``."""
     torch.manual_seed(4)
-    for n, k in [(2, 1), (5, 2), (10, 9), (50, 7), (300, 30), (300, 299)]:
+    for n, k in [(2, 1), (5, 2), (10, 9), (50, 7), (300, 30), (300, 299), (9, 5)]:
         for scale in [1e-3, 0.1, 1.0, 3.0, 30.0, 1e3]:
             for dtype in (torch.float32, torch.float64):
-                x = torch.randn(256, n, dtype=dtype) * scale
-                nu, sgn, _, _ = _solve_threshold(x, k, 6)
+                x0 = torch.randn(256, n, dtype=dtype) * scale
+                nu, index, flip, _, _, _ = _solve_threshold(x0, k, 6)
+                assert flip == (2 * k > n)
+                x, k_side = (-x0, n - k) if flip else (x0, k)
+                sgn = torch.ones_like(x).scatter_(-1, index, -1.0)
                 hot = (sgn < 0).to(dtype)
                 a = torch.sigmoid(sgn * (x - nu))
                 resid = (sgn * a).sum(-1).abs()
                 eps = torch.finfo(dtype).eps
                 tol = eps * (8 * math.log2(n + 1) * (a.sum(-1) + 1) + 4 * ((x.abs() + nu.abs()) * (a - a * a)).sum(-1))
                 assert bool((resid <= tol).all()), (n, k, scale, dtype, resid.max().item())
-                assert bool((hot.sum(-1) == k).all()) and bool(((hot == 0) | (hot == 1)).all())
+                assert bool((hot.sum(-1) == k_side).all()) and bool(((hot == 0) | (hot == 1)).all())
                 top_min = x.masked_fill(hot == 0, float("inf")).amin(-1)
                 rest_max = x.masked_fill(hot == 1, float("-inf")).amax(-1)
                 assert bool((top_min >= rest_max).all())  # the k largest (ties either way)
