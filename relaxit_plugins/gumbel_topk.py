@@ -134,6 +134,7 @@ def hard_topk(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(scores).scatter_(-1, index, 1.0)
 
 
+_LOG2E = 1.0 / math.log(2.0)
 _ORDER_INT = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
               torch.bfloat16: torch.int16}
 
@@ -197,9 +198,11 @@ def _solve_threshold(x: torch.Tensor, k: int, steps: int):
     # Closed-form start, exact when the top k are far above ν and the rest far below:
     # Σ_rest e^{x_i - ν} = Σ_top e^{ν - x_i}  =>  ν = (x_(k) + x_(k+1) + log S_rest - log S_top) / 2
     # with S_top = Σ_top e^{x_(k) - x_i} and S_rest = Σ_rest e^{x_i - x_(k+1)}, every term <= 1,
-    # both sums >= 1 (x_(k) and x_(k+1) add 1 each): one exp pass over the rest.
-    s_rest = torch.sub(rest, xk1, out=buf).exp_().sum(-1, keepdim=True).clamp_min_(1.0)
-    s_top = torch.sub(xk, top).exp_().sum(-1, keepdim=True).clamp_min_(1.0)
+    # both sums >= 1 (x_(k) and x_(k+1) add 1 each): one pass over the rest, as 2^{(x_i - x_(k+1)) log2 e}
+    # (exp2 is 2-3x faster than exp on CPU and has no slow path where e^u underflows; the
+    # start needs no last-ulp accuracy: the steps below converge from it).
+    s_rest = torch.sub(rest, xk1, out=buf).mul_(_LOG2E).exp2_().sum(-1, keepdim=True).clamp_min_(1.0)
+    s_top = torch.sub(xk, top).mul_(_LOG2E).exp2_().sum(-1, keepdim=True).clamp_min_(1.0)
     nu = torch.clamp(0.5 * (xk + xk1 + s_rest.log_() - s_top.log_()), lo, hi)
     tiny = torch.finfo(x.dtype).tiny
     weights = torch.tensor([float(k), float(n - k)], dtype=x.dtype, device=x.device)
@@ -214,11 +217,13 @@ def _solve_threshold(x: torch.Tensor, k: int, steps: int):
         slope = (sum_r + sum_t).sub_(sq).clamp_min_(tiny)
         lo = torch.where(f >= 0, nu, lo)
         hi = torch.where(f <= 0, nu, hi)
-        # both steps have the sign of f; |safe| = log1p(|f| / slope) and, with w = k (f > 0) or
-        # n - k (f < 0), the log step's length log1p(|f| / w) (w + |f|) / slope
+        # both steps have the sign of f: |safe| = log1p(|f| / slope) and, with w = k (f > 0) or
+        # n - k (f < 0), the log step's length log1p(|f| / w) (w + |f|) / slope, which is never
+        # the shorter: with q = |f| / w, (1 + q) log1p(q) >= q gives it >= |f| / slope >= |safe|
+        # (in floating point too, up to steps below 1e-38): the longer is the log step.
         af = f.abs()
         w = torch.where(f > 0, weights[0], weights[1])
-        length = torch.maximum((af / w).log1p_().mul_(w + af).div_(slope), (af / slope).log1p_())
+        length = (af / w).log1p_().mul_(w + af).div_(slope)
         nu = torch.clamp(nu + length.copysign_(f), lo, hi)
     return nu, index, flip, rest, top, buf
 
