@@ -75,13 +75,20 @@ __all__ = [
 MAX_LOG_PROB_K = 7
 """The largest ``k`` for which the hard law claims ``log_prob``: it sums ``k!`` orderings."""
 
-NEWTON_STEPS = 6
-"""Safeguarded Newton steps of the threshold solver (tested to reach the rounding level of
-the dtype from the closed-form start over temperatures, k and n; see the tests).  Measured
-(n from 2 to 3000, every k, scales 1e-4 to 1e4): Gaussian, Gumbel-perturbed, Cauchy and
-outlier rows reach the residual tolerance of the tests in at most 4 steps in float32 and 5
-in float64; rows of a few repeated values (heavy ties) or two tight clusters need up to 7
-(float32) and 8 (float64), so there six steps stop a little short of the rounding level."""
+NEWTON_STEPS = 4
+"""Newton steps of the threshold solver for float32 and narrower dtypes (float64:
+:data:`NEWTON_STEPS_FLOAT64`).  Measured from the closed-form start (n from 2 to 3000, k from
+1 to n - 1, scales 1e-3 to 1e3; Gaussian, Gumbel-perturbed, Cauchy, outlier rows, rows of two
+or three repeated values, two tight clusters, constant rows): every row is within the
+tolerance of the tests (the float64 bisection root, to the rounding level of the dtype) after
+at most 3 steps in float32 and 4 in float64; one step more for margin."""
+
+NEWTON_STEPS_FLOAT64 = 5
+"""Newton steps of the threshold solver in float64 (see :data:`NEWTON_STEPS`)."""
+
+
+def _default_steps(dtype: torch.dtype) -> int:
+    return NEWTON_STEPS_FLOAT64 if dtype == torch.float64 else NEWTON_STEPS
 
 
 # ----------------------------------------------------------------------------- constraints
@@ -174,12 +181,13 @@ def _solve_threshold(x: torch.Tensor, k: int, steps: int):
     ``m``-column ``top``; no sign tensor.
 
     Method: a bracket ``[lo, hi]`` that always holds the root, a closed-form start, and
-    safeguarded Newton steps (a fixed number, no host sync).  Each
-    step takes the longer of two steps that both point to the root: Newton on the convex
-    ``Σ_i e^{x_i}/(e^{x_i}+t) - k`` in ``t = e^{±ν}`` (monotone, never past the root) and
-    Newton on ``log Σ_i σ(z_i) = log k`` (resp. on the complement ``log Σ_i σ(-z_i) =
-    log(n - k)``), exact where the sum is a single exponential; the result is clamped to the
-    bracket, which shrinks at every step.
+    Newton steps (a fixed number, no host sync) on ``φ(ν) = log R(ν) - log T(ν)``, with
+    ``R = Σ_rest σ(z_i)`` and ``T = Σ_top σ(-z_i)``: strictly decreasing with the same root as ``R - T = Σ σ(z_i) - k`` and the same sign, and
+    linear in ``ν`` (so exact in one step) where each side is a single exponential (the
+    saturated rows: ``R ∝ e^{-ν}``, ``T ∝ e^{ν}``) or each side a multiple of the sigmoid of
+    one tie cluster straddling ``ν`` (``R = a σ(u)``, ``T = b σ(-u)``: ``φ = log(a/b) + u``),
+    the rows where Newton on ``R - T`` or on ``log Σ σ(z_i)`` needed 7-8 steps.  Each step
+    is clamped to the bracket, which shrinks at every step by the sign of ``φ``.
     """
     n = x.shape[-1]
     flip = 2 * k > n
@@ -209,26 +217,21 @@ def _solve_threshold(x: torch.Tensor, k: int, steps: int):
     s_rest = torch.sub(rest, xk1, out=buf).mul_(_LOG2E).exp2_().sum(-1, keepdim=True).clamp_min_(1.0)
     s_top = torch.sub(xk, top).mul_(_LOG2E).exp2_().sum(-1, keepdim=True).clamp_min_(1.0)
     nu = torch.clamp(0.5 * (xk + xk1 + s_rest.log_() - s_top.log_()), lo, hi)
-    tiny = torch.finfo(x.dtype).tiny
-    w_up, w_down = x.new_tensor(float(k)), x.new_tensor(-float(n - k))
+    finfo = torch.finfo(x.dtype)
+    tiny, least = finfo.tiny, finfo.tiny * finfo.eps  # least: the smallest subnormal, R = 0 or T = 0 only by underflow
     for _ in range(steps):  # a fixed count: no data-dependent host sync
         a = torch.sub(rest, nu, out=buf).sigmoid_()  # σ(z) off the top (0 on it)
         at = torch.sub(nu, top).sigmoid_()  # σ(-z) on the top
-        sum_r, sum_t = a.sum(-1, keepdim=True), at.sum(-1, keepdim=True)
-        f = sum_r - sum_t  # Σ_i σ(z_i) - k; f > 0: ν below the root
-        # -df/dν = Σ σ'(z) = Σ a - Σ a² on both sides (norms: no product tensor)
-        q = torch.hypot(torch.linalg.vector_norm(a, dim=-1, keepdim=True),
-                        torch.linalg.vector_norm(at, dim=-1, keepdim=True))
-        slope = torch.addcmul(sum_r + sum_t, q, q, value=-1.0).clamp_min_(tiny)
-        up = f > 0  # at f = 0, ν is the root: hi = ν, and the step below is 0
+        r, t = a.sum(-1, keepdim=True), at.sum(-1, keepdim=True)
+        up = r > t  # ν below the root; at R = T, ν is the root: hi = ν, and the step below is 0
         lo = torch.where(up, nu, lo)
         hi = torch.where(up, hi, nu)
-        # Both steps have the sign of f: the convex one log1p(|f| / slope) and the log step
-        # (w + f) log1p(f / w) / slope, w = k for f > 0 and -(n - k) otherwise.  With q = f / w
-        # (> 0), (1 + q) log1p(q) >= q makes the log step never the shorter (in floating point
-        # too, up to steps below 1e-38): the longer is the log step.
-        w = torch.where(up, w_up, w_down)
-        nu = torch.clamp(nu + (f / w).log1p_().mul_(w + f).div_(slope), lo, hi)
+        # -φ' = Σ_rest σ'(z)/R + Σ_top σ'(-z)/T, with Σ σ' = Σ a - Σ a² on each side (norms: no product tensor)
+        qr = torch.linalg.vector_norm(a, dim=-1, keepdim=True)
+        qt = torch.linalg.vector_norm(at, dim=-1, keepdim=True)
+        r, t = r.clamp_min_(least), t.clamp_min_(least)
+        slope = torch.addcmul(r, qr, qr, value=-1.0).div_(r).add_(torch.addcmul(t, qt, qt, value=-1.0).div_(t))
+        nu = torch.clamp(nu + (r.log_() - t.log_()).div_(slope.clamp_min_(tiny)), lo, hi)
     return nu, index, flip, rest, top, buf
 
 
@@ -268,7 +271,7 @@ def _k_hot(like: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(like).scatter_(-1, index, 1.0)
 
 
-def _relaxed_topk(scores: torch.Tensor, k: int, tau: float, steps: int = NEWTON_STEPS, *, own: bool = False,
+def _relaxed_topk(scores: torch.Tensor, k: int, tau: float, steps: int | None = None, *, own: bool = False,
                   hot: bool = False):
     """``(soft, k_hot)``: the soft k-hot of :func:`relaxed_topk` and, with ``hot=True``, the
     exact k-hot of the top ``k`` (no gradient; else ``None``).
@@ -284,15 +287,17 @@ def _relaxed_topk(scores: torch.Tensor, k: int, tau: float, steps: int = NEWTON_
         x = scores.div_(tau) if own and not isinstance(tau, torch.Tensor) else scores / tau
     if k == n:
         return torch.ones_like(x) + 0 * x, (torch.ones_like(x) if hot else None)
-    soft, index = _RelaxedTopK.apply(x, k, steps)
+    soft, index = _RelaxedTopK.apply(x, k, _default_steps(x.dtype) if steps is None else steps)
     return soft, (_k_hot(soft, index, k) if hot else None)
 
 
-def relaxed_topk(scores: torch.Tensor, k: int, tau: float = 1.0, *, steps: int = NEWTON_STEPS) -> torch.Tensor:
+def relaxed_topk(scores: torch.Tensor, k: int, tau: float = 1.0, *, steps: int | None = None) -> torch.Tensor:
     r"""The soft k-hot vector ``y_i = σ(s_i/τ - ν)`` with ``Σ_i y_i = k`` (see the module docstring).
 
     Differentiable in ``scores``: the gradient of ``ν`` is that of the exact root (implicit
     function theorem), so ``dy_i/ds_j = σ'_i (δ_ij - σ'_j / Σ_l σ'_l) / τ`` (first order only).
+    ``steps``: Newton steps of the threshold solve (default :data:`NEWTON_STEPS`, and
+    :data:`NEWTON_STEPS_FLOAT64` for float64 scores).
 
     Example:
         >>> y = relaxed_topk(torch.tensor([3.0, 1.0, 0.0, -2.0]), k=2, tau=0.5)
