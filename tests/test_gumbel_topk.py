@@ -267,7 +267,7 @@ def test_solve_on_minus_x_is_the_complement():
         torch.manual_seed(24)
         x = StraightThroughGumbelTopK(logits=logits, k=k, temperature=0.5).rsample((3,))
         torch.manual_seed(24)
-        scores = StraightThroughGumbelTopK(logits=logits, k=k, temperature=0.5)._scaled_scores((3,))
+        scores = StraightThroughGumbelTopK(logits=logits, k=k, temperature=0.5)._scaled_scores((3,))[0]
         assert torch.equal(x.detach(), hard_topk(scores, k)), k
 
 
@@ -275,13 +275,25 @@ def test_scaled_scores_are_the_gumbel_scores_bit_for_bit():
     """rsample's in-place float32 noise, (ln E - logits) / (-τ), equals (logits + _gumbel) / τ
     for the same draw, bit for bit, with sample dimensions and a batch."""
     logits = torch.randn(3, 50)
-    for tau in (0.5, 0.37, 3.0):
+    for tau, shape in [(0.5, (2, 5)), (0.37, (437, 1)), (3.0, (450, 1))]:  # 2^16 entries and more: the fast path
         law = GumbelTopK(logits=logits, k=4, temperature=tau)
         torch.manual_seed(25)
-        fast = law._scaled_scores((2, 5))
+        fast, scratch = law._scaled_scores(shape)
         torch.manual_seed(25)
-        plain = (_gumbel((2, 5, 3, 50), law.logits) + law.logits) / tau
-        assert fast.shape == (2, 5, 3, 50) and torch.equal(fast, plain), tau
+        plain = (_gumbel(shape + (3, 50), law.logits) + law.logits) / tau
+        assert fast.shape == shape + (3, 50) and torch.equal(fast, plain), tau
+        assert (scratch is None) == (fast.numel() < 2**16)
+        if scratch is not None:  # rsample on its own scores and scratch is the solve on copies, gradient too
+            leaf, ref_leaf, w = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True), torch.randn(50)
+            torch.manual_seed(25)
+            y = GumbelTopK(logits=leaf, k=4, temperature=tau).rsample(shape)
+            ref_law = GumbelTopK(logits=ref_leaf, k=4, temperature=tau)
+            torch.manual_seed(25)
+            y_ref = relaxed_topk(_gumbel(shape + (3, 50), ref_law.logits) + ref_law.logits, 4, tau)
+            assert torch.equal(y.detach(), y_ref.detach()), tau
+            (y * w).sum().backward()
+            (y_ref * w).sum().backward()
+            assert torch.allclose(leaf.grad, ref_leaf.grad, atol=1e-6, rtol=0), tau
 
 
 def test_gumbel_noise_is_the_wide_noise_rounded():
