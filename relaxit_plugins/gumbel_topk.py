@@ -81,14 +81,14 @@ MAX_LOG_PROB_K = 7
 
 NEWTON_STEPS = 4
 """Newton steps of the threshold solver for float32 and narrower dtypes (float64:
-:data:`NEWTON_STEPS_FLOAT64`).  Measured from the closed-form start (n from 2 to 3000, k from
+``NEWTON_STEPS_FLOAT64``).  Measured from the closed-form start (n from 2 to 3000, k from
 1 to n - 1, scales 1e-3 to 1e3; Gaussian, Gumbel-perturbed, Cauchy, outlier rows, rows of two
 or three repeated values, two tight clusters, constant rows): every row is within the
 tolerance of the tests (the float64 bisection root, to the rounding level of the dtype) after
 at most 3 steps in float32 and 4 in float64; one step more for margin."""
 
 NEWTON_STEPS_FLOAT64 = 5
-"""Newton steps of the threshold solver in float64 (see :data:`NEWTON_STEPS`)."""
+"""Newton steps of the threshold solver in float64 (see ``NEWTON_STEPS``)."""
 
 
 def _default_steps(dtype: torch.dtype) -> int:
@@ -309,8 +309,8 @@ def relaxed_topk(scores: torch.Tensor, k: int, tau: float = 1.0, *, steps: int |
 
     Differentiable in ``scores``: the gradient of ``ν`` is that of the exact root (implicit
     function theorem), so ``dy_i/ds_j = σ'_i (δ_ij - σ'_j / Σ_l σ'_l) / τ`` (first order only).
-    ``steps``: Newton steps of the threshold solve (default :data:`NEWTON_STEPS`, and
-    :data:`NEWTON_STEPS_FLOAT64` for float64 scores).
+    ``steps``: Newton steps of the threshold solve (default ``NEWTON_STEPS``, 4, and
+    ``NEWTON_STEPS_FLOAT64``, 5, for float64 scores).
 
     Example:
         >>> y = relaxed_topk(torch.tensor([3.0, 1.0, 0.0, -2.0]), k=2, tau=0.5)
