@@ -17,6 +17,12 @@ References, each a plain function in this file:
     ``b - σ(l)`` (finite at ``l = ±inf``), the estimate ``ĝ = mean_s w_s (b_s - σ(l))`` formed by one product and sum (faster here than ``einsum``)
     and handed to ``backward`` beside the Monte Carlo loss.
 
+The reinforce batch sweep also reports two variants of (b): drawing in place
+(``rand(...).lt_(p)``, as the library draws), and returning a surrogate (one autograd node
+whose backward hands ``g`` to the logits; the caller runs ``.sum().backward()``, as with any
+estimator object): the share of the fixed cost that an ``estimate()`` interface adds at
+small batches, whoever writes it.
+
 Timing: each round calls every case once, in a fixed interleaved order, each call timed on its
 own by the CPU time of the (single) thread that runs it, so that other processes' time slices
 on a loaded machine do not count; the ratio of a case to its reference is taken within a round, and the table gives the
@@ -111,6 +117,36 @@ def rlooo_b_in_place(pb: Problem, k: int = EVALS):
     l = pb.logits
     p = torch.sigmoid(l.detach())
     _rloo_step(pb, p, torch.rand((k,) + l.shape).lt_(p))
+
+
+class _Surrogate(torch.autograd.Function):
+    """``value`` unchanged; its backward also hands ``logits`` the gradient ``g`` times the
+    incoming one: the cheapest surrogate found for an interface that returns one (the custom
+    node costs less than ``value + ((l - l.detach()) * g).sum(-1)``'s three built-in nodes)."""
+
+    @staticmethod
+    def forward(ctx, value, logits, g):
+        ctx.g = g
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad.unsqueeze(-1) * ctx.g, None
+
+
+def rlooo_b_surrogate(pb: Problem, k: int = EVALS):
+    """(b) behind an ``estimate()`` interface: the same RLOO, but it returns a surrogate (one
+    autograd node, :class:`_Surrogate`) and the caller runs ``surrogate.sum().backward()``, as
+    with any estimator object, instead of handing ``g`` to the logits directly.  Reported
+    beside (b) in the batch sweep: the part of the fixed cost that the interface itself adds."""
+    l = pb.logits
+    p = torch.sigmoid(l.detach())
+    z = (torch.rand((k,) + l.shape) < p).to(l.dtype)
+    f = pb.objective(z)
+    fd = f.detach()
+    w = fd - (fd.sum(0) - fd) / (k - 1)
+    g = (w.unsqueeze(-1) * (z - p)).sum(0) / k
+    _Surrogate.apply(f.mean(0), l, g).sum().backward()
 
 
 # --------------------------------------------------------------------------- (a) hand-written
@@ -397,19 +433,21 @@ def main(argv=None):
     if args.sweep and (not args.only or "reinforce" in args.only):
         for kind in args.objectives:
             print(f"\n### reinforce (RLOO) / (b), {kind} objective, batch sweep\n")
-            print("| batch | (b) ms | reinforce ms | ratio [95% CI] | / (b) drawing in place [95% CI] |\n"
-                  "|---:|---:|---:|---:|---:|")
+            print("| batch | (b) ms | reinforce ms | ratio [95% CI] | / (b) drawing in place [95% CI] "
+                  "| / (b) returning a surrogate [95% CI] | (b) returning a surrogate / (b) [95% CI] |\n"
+                  "|---:|---:|---:|---:|---:|---:|---:|")
             for batch in args.sweep:
                 pb = Problem(kind, batch)
                 est = relaxit.get("reinforce", family="bernoulli", baseline="leave_one_out")
                 cases = {"b": lambda: (rlooo_b(pb), pb.zero()),
                          "r": lambda: (lib_step(est, pb, EVALS), pb.zero()),
-                         "b2": lambda: (rlooo_b_in_place(pb), pb.zero())}
+                         "b2": lambda: (rlooo_b_in_place(pb), pb.zero()),
+                         "bs": lambda: (rlooo_b_surrogate(pb), pb.zero())}
                 t = run_cases(cases, 3 * args.rounds)
-                r = median_ci([x / y for x, y in zip(t["r"], t["b"])])
-                r2 = median_ci([x / y for x, y in zip(t["r"], t["b2"])])
+                r, r2, r3, r4 = (median_ci([x / y for x, y in zip(t[a], t[b])])
+                                 for a, b in (("r", "b"), ("r", "b2"), ("r", "bs"), ("bs", "b")))
                 print(f"| {batch} | {statistics.median(t['b']) * 1e3:.3f} | {statistics.median(t['r']) * 1e3:.3f} "
-                      f"| {r[0]:.2f} [{r[1]:.2f}, {r[2]:.2f}] | {r2[0]:.2f} [{r2[1]:.2f}, {r2[2]:.2f}] |")
+                      + "".join(f"| {x[0]:.2f} [{x[1]:.2f}, {x[2]:.2f}] " for x in (r, r2, r3, r4)) + "|")
                 sys.stdout.flush()
 
 

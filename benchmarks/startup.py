@@ -16,13 +16,21 @@ anything whose configs are pydantic models, interpreter exit included); ``relaxi
 and ``relaxit list`` (the console script's own code, ``relaxit.cli:main``), which should
 not import torch at all; each row also says whether the child imported torch.
 
+A second table measures the same cases that import torch *after* ``import torch, pyro`` in
+one process (``--same-process``, default 21 children per case): the CPU time added by the
+case's own statement, read with ``time.process_time`` around it, and the ratio ``(torch and
+pyro's import + the addition) / torch and pyro's import`` of that same child.  Both terms come
+from one process, so the variance of torch's own import (several percent between fresh
+interpreters, as wide as the target's margin) cancels; the interpreter's start is left out of
+both, which makes this ratio slightly larger than the first table's (conservative).
+
 Byte code: ``pip install`` compiles every module to byte code, and torch and Pyro are read
 from theirs.  So that relaxit is not the only package compiled from source at every run
 (as it would be with ``PYTHONDONTWRITEBYTECODE=1`` in the environment), the children run
 without that variable and one warm-up round, not counted, writes relaxit's byte code
 (``__pycache__``, ignored by git); ``--no-bytecode`` keeps the variable as it is.
 
-Usage: ``python benchmarks/startup.py [--rounds 9] [--no-bytecode]``
+Usage: ``python benchmarks/startup.py [--rounds 9] [--same-process 21] [--no-bytecode]``
 """
 
 from __future__ import annotations
@@ -67,6 +75,30 @@ CASES = {
 }
 
 
+# the statement of each case that imports torch, for the same-process table
+SAME_PROCESS = {
+    "import relaxit; relaxit.get('gumbel_softmax')": "import relaxit; relaxit.get('gumbel_softmax')",
+    "import relaxit; relaxit.available()": "import relaxit; relaxit.available()",
+    "pydantic: one model": "from pydantic import BaseModel\nclass M(BaseModel):\n    x: int = 1\nM()",
+}
+_TIMED = (
+    "import time\n"
+    "t0 = time.process_time()\n"
+    "import torch, pyro\n"
+    "t1 = time.process_time()\n"
+    "{stmt}\n"
+    "t2 = time.process_time()\n"
+    "print(t1 - t0, t2 - t1)\n"
+)
+
+
+def same_process(stmt: str, env: dict[str, str]) -> tuple[float, float]:
+    """CPU seconds of ``import torch, pyro`` and of ``stmt`` run after it, in one child."""
+    out = subprocess.run([sys.executable, "-c", _TIMED.format(stmt=stmt)], env=env,
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[-2]), float(out[-1])
+
+
 def cpu_time(code: str, env: dict[str, str]) -> tuple[float, bool]:
     """User + system CPU seconds of a child running ``code``, and whether it imported torch."""
     proc = subprocess.Popen([sys.executable, "-c", code], env=env,
@@ -85,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (default 9)")
     ap.add_argument("--no-bytecode", action="store_true",
                     help="keep PYTHONDONTWRITEBYTECODE as it is in the environment")
+    ap.add_argument("--same-process", type=int, default=21, metavar="N",
+                    help="children per case of the same-process table (default 21; 0: none)")
     ap.add_argument("--cases", nargs="*", help="only these cases (the baseline always runs)")
     args = ap.parse_args(argv)
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -125,6 +159,25 @@ def main(argv: list[str] | None = None) -> None:
         d, dlo, dhi = median_ci([(t - b) * 1e3 for t, b in zip(times[name], pairs[name])])
         print(f"| `{name}` | {m:.3f} | {r:.3f} [{lo:.3f}, {hi:.3f}] | {d:+.0f} [{dlo:+.0f}, {dhi:+.0f}] | "
               f"{'yes' if torch_seen[name] else 'no'} |")
+    timed = [k for k in SAME_PROCESS if k in cases]
+    if args.same_process <= 0 or not timed:
+        return
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in timed}
+    for _ in range(args.same_process):
+        rng.shuffle(timed)
+        for name in timed:
+            runs[name].append(same_process(SAME_PROCESS[name], env))
+    print(f"\nSame process: the statement's CPU time after `{BASELINE}` in one child ({args.same_process} "
+          "children per case); ratio: (import + statement) / import of that child, median [~95% CI]")
+    print(f"| case | `{BASELINE}` s | added (ms) | ratio |")
+    print("|---|---:|---:|---:|")
+    for name in SAME_PROCESS:
+        if name not in runs:
+            continue
+        base = statistics.median(b for b, _ in runs[name])
+        d, dlo, dhi = median_ci([a * 1e3 for _, a in runs[name]])
+        r, lo, hi = median_ci([(b + a) / b for b, a in runs[name]])
+        print(f"| `{name}` | {base:.3f} | {d:.0f} [{dlo:.0f}, {dhi:.0f}] | {r:.3f} [{lo:.3f}, {hi:.3f}] |")
 
 if __name__ == "__main__":
     main()

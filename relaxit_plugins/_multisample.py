@@ -19,6 +19,7 @@ from relaxit_core.limits import is_compiling
 __all__ = [
     "LAWS",
     "Bernoulli",
+    "OneHotCategorical",
     "bernoulli_probs",
     "bernoulli_draw",
     "with_score",
@@ -47,7 +48,31 @@ class Bernoulli(pdist.Bernoulli):
         return bernoulli_draw(bernoulli_probs(self), sample_shape)
 
 
-LAWS = {"bernoulli": Bernoulli, "categorical": pdist.OneHotCategorical}
+class OneHotCategorical(pdist.OneHotCategorical):
+    """Pyro's ``OneHotCategorical``, whose argument check reads only the argument given.
+
+    torch checks ``probs`` even when the law is built from ``logits`` (its ``probs`` is a
+    plain property, computed for the check): ``softmax`` of half-precision logits misses the
+    simplex's ``1e-6`` tolerance on the sum by rounding, and valid float16/bfloat16 logits
+    were refused about once in thirty draws.  Here ``probs`` is computed on first use, as in
+    ``Categorical``, and checked only when it is the argument given."""
+
+    def __init__(self, probs=None, logits=None, validate_args=None):
+        super().__init__(probs=probs, logits=logits, validate_args=validate_args)
+        if probs is not None and self._validate_args:
+            value = self.probs
+            if not bool(torch.distributions.constraints.simplex.check(value).all()):
+                raise ValueError(
+                    f"Expected parameter probs (Tensor of shape {tuple(value.shape)}) of distribution "
+                    f"{self!r} to satisfy the constraint Simplex(), but found invalid values:\n{value}"
+                )
+
+    @torch.distributions.utils.lazy_property
+    def probs(self):
+        return self._categorical.probs
+
+
+LAWS = {"bernoulli": Bernoulli, "categorical": OneHotCategorical}
 """The plain discrete laws the score-function estimators sample from."""
 
 

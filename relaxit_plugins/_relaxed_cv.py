@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from relaxit_core import Estimate
 from relaxit_core.distributions import gumbel_like, logistic_like, uniform_like
 from relaxit_core.estimator import call_objective
-from relaxit_plugins._multisample import with_parameter_gradients, with_score
+from relaxit_plugins._multisample import OneHotCategorical, with_parameter_gradients, with_score
 
 __all__ = ["relaxed_pair", "soft_relaxation", "score", "law", "relaxed_cv_estimate"]
 
@@ -33,7 +33,7 @@ def law(family: str, logits: torch.Tensor):
     """The discrete law of the hard samples: ``Bernoulli(logits)`` or ``OneHotCategorical(logits)``."""
     if family == "bernoulli":
         return pdist.Bernoulli(logits=logits)
-    return pdist.OneHotCategorical(logits=logits)
+    return OneHotCategorical(logits=logits)
 
 
 def relaxed_pair(family: str, logits: torch.Tensor, num_samples: int):

@@ -23,7 +23,6 @@ import math
 import threading
 from typing import Annotated, ClassVar, Literal
 
-import pyro.distributions as pdist
 import torch
 import torch.nn.functional as F
 from pydantic import Field, Strict, model_validator
@@ -34,6 +33,7 @@ from relaxit_core.limits import is_compiling
 from relaxit_core.surrogate import leave_one_out_baseline
 from relaxit_plugins._multisample import (
     Bernoulli,
+    OneHotCategorical,
     bernoulli_draw,
     bernoulli_score_gradient,
     call_objective,
@@ -57,7 +57,7 @@ def group_advantage(f: torch.Tensor, normalize: bool, *, ddof: int = 1, eps: flo
     std = f.std(0, correction=ddof, keepdim=True)
     return centred / (std + eps)
 
-_LAWS = {"bernoulli": Bernoulli, "categorical": pdist.OneHotCategorical}
+_LAWS = {"bernoulli": Bernoulli, "categorical": OneHotCategorical}
 
 
 class ReinforceEstimator(relaxit_core.EstimatorBase):

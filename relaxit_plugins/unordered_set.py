@@ -81,6 +81,11 @@ def stochastic_beam_search(log_p: torch.Tensor, first: torch.Tensor, k: int):
     return idx, valid, lp
 
 
+Q_COVERED = 1e-12
+"""Below this mass outside a set (``q = 1 - Σ_s p_s``), :func:`leave_one_out_ratios` gives the
+exhaustive limit ``R = 1``."""
+
+
 def leave_one_out_ratios(log_p: torch.Tensor, num_points: int = 500):
     """``R(S, s) = p^{D\\s}(S\\{s}) / p(S)`` and ``R2[s, s'] = p^{D\\{s,s'}}(S\\{s,s'}) / p^{D\\s}(S\\{s})``
     (``R2[s, s] = 1``) for sets of ``k`` distinct elements with joint log-probabilities
@@ -94,11 +99,21 @@ def leave_one_out_ratios(log_p: torch.Tensor, num_points: int = 500):
     ``[min(0, -log max c) - 30, log 50]`` (truncation below ``e^{-30}`` relative).  (Kool et
     al. use the substitution ``u^{1/q} = v^{e^5}`` on ``(0, 1)``, which loses accuracy when
     ``p(S)`` is small or ``q`` is small.)
+
+    A set that holds all the mass but ``q < 1e-12`` (``Σ_s p_s`` is 1 to rounding, and ``q``
+    itself is not resolved) gets the exhaustive limit ``R = R2 = 1``: as ``q -> 0`` every
+    ratio of an element with ``p_s >> q`` tends to 1, and an element with ``p_s`` of the
+    order of ``q`` (which only enters ``S`` once every element of larger mass is in it) has a
+    weight ``p_s R(S, s) <= q``, so each weight ``p_s R(S, s)`` is off by ``O(q)`` at most.
+    (Left to the integral, such an element made ``0 * inf = NaN``.)
     """
     lp = log_p.detach().to(torch.float64)
     n, k = lp.shape
     eye = torch.eye(k, dtype=torch.bool, device=lp.device)
     phi_s = lp.logsumexp(-1)  # log Σ p_s
+    covered = phi_s >= math.log1p(-Q_COVERED)  # q < 1e-12: the exhaustive limit
+    phi_s = torch.where(covered, torch.full_like(phi_s, math.log(0.5)), phi_s)  # any q > 0: overwritten
+    lp = torch.where(covered.unsqueeze(-1), phi_s.unsqueeze(-1) - math.log(k), lp)
     log_q = torch.log(-torch.expm1(phi_s.clamp_max(-1e-300)))  # log q
     log_c = lp - log_q.unsqueeze(-1)  # [N, k]
     lo = torch.minimum(-log_c.max(-1).values, torch.zeros_like(log_q)) - 30.0
@@ -118,6 +133,8 @@ def leave_one_out_ratios(log_p: torch.Tensor, num_points: int = 500):
     q_s2 = torch.einsum("nm,nsm,ntm->nst", scaled, inv, inv)
     r1 = q_s1 / q_s.unsqueeze(-1)
     r2 = q_s2 / q_s1.unsqueeze(-1)
+    r1 = r1.masked_fill(covered.unsqueeze(-1), 1.0)
+    r2 = r2.masked_fill(covered.view(n, 1, 1), 1.0)
     return r1, r2.masked_fill(eye, 1.0)
 
 

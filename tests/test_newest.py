@@ -243,6 +243,41 @@ def test_leave_one_out_ratios_against_brute_force(scale):
             assert math.isclose(r2[0, i, j].item(), want, rel_tol=1e-9)
 
 
+@pytest.mark.parametrize("tail", [0.0, 1e-300, 1e-14])
+def test_leave_one_out_ratios_of_a_set_holding_all_the_mass(tail):
+    """A set whose mass is 1 to rounding (``q < 1e-12``; here with an element of mass ~0, which
+    enters a set only once every heavier element is in it) gets the exhaustive limit
+    ``R = R2 = 1``, finite (the integral made 0 * inf = NaN); just above the threshold the
+    integral still runs and agrees with the sums over orderings."""
+    lp = torch.tensor([[0.2, 0.3, 0.5 - tail, tail]], dtype=torch.float64).log()
+    r1, r2 = leave_one_out_ratios(lp)
+    assert torch.equal(r1, torch.ones_like(r1)) and torch.equal(r2, torch.ones_like(r2))
+    q = 1e-9  # above the threshold: the integral, checked against the orderings
+    p = [0.2, 0.3, 0.5 - 2 * q, q, q]
+    s_set, dom = [0, 1, 2, 3], list(range(5))
+    r1, _ = leave_one_out_ratios(torch.tensor(p, dtype=torch.float64)[s_set].log()[None])
+    ps = _set_prob(p, s_set, dom)
+    for i in s_set:
+        want = _set_prob(p, [y for y in s_set if y != i], [x for x in dom if x != i]) / ps
+        assert math.isclose(r1[0, i].item(), want, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("big", [40.0, 1e4, 1e30])
+def test_unordered_set_with_a_saturated_variable_is_exact(big):
+    """Three binary variables, one of them saturated (a finite logit ``big``: its other value
+    has mass ~0), and ``k = 5`` samples: the set holds the 4 configurations of positive mass
+    and one of mass ~0, so the estimate is the exact gradient (by enumeration), finite, at
+    every draw (the hypothesis property test found NaN here)."""
+    logits = torch.tensor([[big, -0.3], [-2.2, 0.6], [-1.1, -1.4]], dtype=torch.float64)
+    f = lambda z: (z - 0.3).pow(2).flatten(-2).sum(-1)  # noqa: E731  [S, 3, 2] -> [S]
+    exact = exact_gradient(f, {"logits": logits}, "categorical")["logits"]
+    est = relaxit.get("unordered_set")
+    torch.manual_seed(0)
+    grads = gradient_samples(est, f, {"logits": logits}, 5, num_samples=5, vectorize=False)["logits"]
+    assert bool(torch.isfinite(grads).all())
+    assert torch.allclose(grads, exact.expand_as(grads), atol=1e-12)
+
+
 def test_unordered_set_exhaustive_is_exact():
     """k at least the domain size: every configuration is drawn and the gradient is exact."""
     est = relaxit.get("unordered_set")

@@ -364,56 +364,86 @@ def _encoder_grad_variance(model: DiscreteVAE, x: torch.Tensor, draws: int) -> f
 _VAE_METRICS = ("test_neg_elbo", "test_neg_iwae", "grad_var", "train_loss")
 
 
-def run_vae(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    from relaxit.bench.data import load_dataset
+class _VAETraining:
+    """What the two VAE tasks share: the data, the model (``DiscreteVAE`` with the run's
+    estimator), Adam, the minibatch generator, the timer, the checkpoints and the curves,
+    with :meth:`record` (test bounds and the encoder's gradient variance at a checkpoint)
+    and :meth:`batches`.  Built in the order the tasks always used, so that a run draws the
+    same random numbers (its results are reproducible across versions)."""
 
-    task, device = run["task"], torch.device(run["device"])
-    train_np, test_np = load_dataset(task["data"])
-    train = torch.as_tensor(train_np, device=device)
-    test = torch.as_tensor(test_np, device=device)
-    if task.get("test_size"):
-        test = test[: task["test_size"]]
-    categories = task["categories"] if task["name"] == "vae-categorical" else None
-    est = _build(run["estimator"], device)
-    model = DiscreteVAE(
-        est,
-        x_dim=train.shape[1],
-        latents=task["latents"],
-        categories=categories,
-        encoder=tuple(task["encoder"]),
-        decoder=tuple(task["decoder"]),
-        activation=task["activation"],
-        num_samples=run["num_samples"],
-        reduce=run["reduce"],
-        train_mean=train.mean(0),
-    ).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=task["lr"])
-    gen = torch.Generator(device="cpu").manual_seed(run["seed"])
-    bs = min(task["batch_size"], len(train))
-    probe_x = train[:bs]
-    timer = _Timer(device)
-    checkpoints = set(_checkpoints(task["steps"], task["checkpoints"]))
-    curves: dict[str, list[float]] = {
-        "step": [], "time": [], "test_neg_elbo": [], "test_neg_iwae": [], "grad_var": [], "train_loss": []
-    }
-    segment: list[torch.Tensor] = []
+    def __init__(self, run: dict[str, Any], *, categorical: bool, reduce: bool):
+        from relaxit.bench.data import load_dataset
 
-    def record(step: int) -> None:
-        with _fork_rng(device):
-            neg_elbo, neg_iwae = model.evaluate(test, task["eval_samples"])
-            var = _encoder_grad_variance(model, probe_x, task["variance_draws"])
+        task, device = run["task"], torch.device(run["device"])
+        train_np, test_np = load_dataset(task["data"])
+        self.task, self.device = task, device
+        self.train = torch.as_tensor(train_np, device=device)
+        test = torch.as_tensor(test_np, device=device)
+        self.test = test[: task["test_size"]] if task.get("test_size") else test
+        self.estimator = _build(run["estimator"], device)
+        extra = {"reduce": run["reduce"]} if reduce else {}
+        self.model = DiscreteVAE(
+            self.estimator,
+            x_dim=self.train.shape[1],
+            latents=task["latents"],
+            categories=task["categories"] if categorical else None,
+            encoder=tuple(task["encoder"]),
+            decoder=tuple(task["decoder"]),
+            activation=task["activation"],
+            num_samples=run["num_samples"],
+            train_mean=self.train.mean(0),
+            **extra,
+        ).to(device)
+
+    def start(self, run: dict[str, Any]) -> None:
+        """Adam, the minibatch generator, the probe batch, the timer and empty curves."""
+        task = self.task
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=task["lr"])
+        self.gen = torch.Generator(device="cpu").manual_seed(run["seed"])
+        self.bs = min(task["batch_size"], len(self.train))
+        self.probe_x = self.train[: self.bs]
+        self.timer = _Timer(self.device)
+        self.checkpoints = set(_checkpoints(task["steps"], task["checkpoints"]))
+        self.curves: dict[str, list[float]] = {
+            "step": [], "time": [], "test_neg_elbo": [], "test_neg_iwae": [], "grad_var": [], "train_loss": []
+        }
+        self.segment: list[torch.Tensor] = []
+
+    def record(self, step: int, grad_variance: Callable[[], float]) -> None:
+        """The checkpoint at ``step``: test bounds, ``grad_variance()`` and the mean training
+        loss since the last checkpoint, with the global RNG forked (training draws the same)."""
+        curves, segment = self.curves, self.segment
+        with _fork_rng(self.device):
+            neg_elbo, neg_iwae = self.model.evaluate(self.test, self.task["eval_samples"])
+            var = grad_variance()
         curves["step"].append(step)
-        curves["time"].append(timer.total)
+        curves["time"].append(self.timer.total)
         curves["test_neg_elbo"].append(neg_elbo)
         curves["test_neg_iwae"].append(neg_iwae)
         curves["grad_var"].append(var)
         curves["train_loss"].append(float(torch.stack(segment).mean()) if segment else None)
         segment.clear()
 
+    def batches(self):
+        """Minibatches of the training set, epochs of permutations drawn by the run's generator."""
+        return (self.train[i] for i in _minibatches(len(self.train), self.bs, self.gen, self.device))
+
+    def result(self) -> dict[str, Any]:
+        return _result(self.curves, _VAE_METRICS, self.timer)
+
+
+def run_vae(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    vt = _VAETraining(run, categorical=run["task"]["name"] == "vae-categorical", reduce=True)
+    vt.start(run)
+    model, task = vt.model, vt.task
+
+    def record(step: int) -> None:
+        vt.record(step, lambda: _encoder_grad_variance(model, vt.probe_x, task["variance_draws"]))
+
     record(0)
-    batches = (train[i] for i in _minibatches(len(train), bs, gen, device))
-    _train_model(model, batches, opt, (model,), timer, task["steps"], checkpoints, record, segment, progress)
-    return _result(curves, _VAE_METRICS, timer)
+    _train_model(model, vt.batches(), vt.opt, (model,), vt.timer, task["steps"], vt.checkpoints, record,
+                 vt.segment, progress)
+    return vt.result()
 
 
 # ---------------------------------------------------------------------- VAE in Pyro
@@ -452,39 +482,14 @@ def run_vae_pyro(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
     Rao-Blackwellised per-example costs), where ``vae-bernoulli`` adds the KL analytically."""
     import pyro
 
-    from relaxit.bench.data import load_dataset
     from relaxit.pyro import EstimatorELBO
 
-    task, device = run["task"], torch.device(run["device"])
-    train_np, test_np = load_dataset(task["data"])
-    train = torch.as_tensor(train_np, device=device)
-    test = torch.as_tensor(test_np, device=device)
-    if task.get("test_size"):
-        test = test[: task["test_size"]]
-    est = _build(run["estimator"], device)
-    model = DiscreteVAE(
-        est,
-        x_dim=train.shape[1],
-        latents=task["latents"],
-        encoder=tuple(task["encoder"]),
-        decoder=tuple(task["decoder"]),
-        activation=task["activation"],
-        num_samples=run["num_samples"],
-        train_mean=train.mean(0),
-    ).to(device)
+    vt = _VAETraining(run, categorical=False, reduce=False)
+    model, task = vt.model, vt.task
     bound = "iwae" if run["reduce"] == "logmeanexp" else "elbo"
     elbo = EstimatorELBO(num_particles=run["num_samples"], max_plate_nesting=1, bound=bound)
     store = pyro.get_param_store()
-    opt = torch.optim.Adam(model.parameters(), lr=task["lr"])
-    gen = torch.Generator(device="cpu").manual_seed(run["seed"])
-    bs = min(task["batch_size"], len(train))
-    probe_x = train[:bs]
-    timer = _Timer(device)
-    checkpoints = set(_checkpoints(task["steps"], task["checkpoints"]))
-    curves: dict[str, list[float]] = {
-        "step": [], "time": [], "test_neg_elbo": [], "test_neg_iwae": [], "grad_var": [], "train_loss": []
-    }
-    segment: list[torch.Tensor] = []
+    vt.start(run)
 
     def grad_variance() -> float:
         # a copy of the model and of the ELBO (sharing the copied estimator), in a scratch
@@ -494,29 +499,17 @@ def run_vae_pyro(run: dict[str, Any], progress: Progress) -> dict[str, Any]:
         grads = []
         with store.scope():
             for _ in range(task["variance_draws"]):
-                g = torch.autograd.grad(_pyro_loss(probe, probe_elbo, probe_x), params, allow_unused=True)
+                g = torch.autograd.grad(_pyro_loss(probe, probe_elbo, vt.probe_x), params, allow_unused=True)
                 grads.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).flatten()
                                         for gi, p in zip(g, params)]))
         return float(torch.stack(grads).var(0, unbiased=True).mean())
 
-    def record(step: int) -> None:
-        with _fork_rng(device):
-            neg_elbo, neg_iwae = model.evaluate(test, task["eval_samples"])
-            var = grad_variance()
-        curves["step"].append(step)
-        curves["time"].append(timer.total)
-        curves["test_neg_elbo"].append(neg_elbo)
-        curves["test_neg_iwae"].append(neg_iwae)
-        curves["grad_var"].append(var)
-        curves["train_loss"].append(float(torch.stack(segment).mean()) if segment else None)
-        segment.clear()
-
     with store.scope():  # estimators' parameters registered by the ELBO stay out of the global store
-        record(0)
-        batches = (train[i] for i in _minibatches(len(train), bs, gen, device))
-        _train_model(lambda x: _pyro_loss(model, elbo, x), batches, opt, (model, elbo), timer, task["steps"],
-                     checkpoints, record, segment, progress)
-    return _result(curves, _VAE_METRICS, timer)
+        vt.record(0, grad_variance)
+        _train_model(lambda x: _pyro_loss(model, elbo, x), vt.batches(), vt.opt, (model, elbo), vt.timer,
+                     task["steps"], vt.checkpoints, lambda step: vt.record(step, grad_variance), vt.segment,
+                     progress)
+    return vt.result()
 
 
 # ------------------------------------------------------------------------- subset
