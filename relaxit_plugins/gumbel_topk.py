@@ -211,6 +211,12 @@ def _solve_threshold(x: torch.Tensor, k: int, steps: int, scratch: torch.Tensor 
     top = rest.gather(-1, index)
     rest.scatter_(-1, index, -math.inf)
     xk, xk1 = top.amin(-1, keepdim=True), rest.amax(-1, keepdim=True)  # x_(k), x_(k+1)
+    # Rows with exactly k finite entries (x_(k+1) = -inf; on -x, x_(k) = +inf): the root is at
+    # -inf (+inf) and y the k-hot of the finite entries.  A finite stand-in far enough away that
+    # every σ of the finite side saturates (σ(-gap/2) underflows to 0) gives exactly that.
+    gap = -4.0 * math.log(torch.finfo(x.dtype).tiny * torch.finfo(x.dtype).eps)
+    xk1 = torch.where(xk1 == -math.inf, torch.addcmul(xk, xk.abs() + 1.0, xk.new_tensor(-gap)), xk1)
+    xk = torch.where(xk == math.inf, torch.addcmul(xk1, xk1.abs() + 1.0, xk1.new_tensor(gap)), xk)
     # Bracket, by counting: at ν = x_(k+1) - log k the k + 1 largest entries have σ >= k/(k+1),
     # so Σσ >= k; at ν = x_(k) + log(n-k) the n - k + 1 smallest have σ <= 1/(n-k+1), so Σσ <= k.
     lo = xk1 - math.log(k)

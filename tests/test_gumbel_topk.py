@@ -242,6 +242,27 @@ def test_minus_infinite_scores_are_never_chosen():
         assert torch.allclose(y[:, [i for i in range(12) if i % 3]], relaxed_topk(finite, k, 0.5), atol=1e-14, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_rows_with_exactly_k_finite_scores_give_their_k_hot(dtype):
+    """x_(k+1) = -inf (or, solving on -x for 2k > n, x_(k) = +inf): the root is at -inf and y is
+    exactly the k-hot of the finite entries, with a finite (zero) gradient; it was NaN."""
+    torch.manual_seed(27)
+    s = torch.randn(6, 12, dtype=torch.float64) * 3
+    s[0, 5] = 1e4
+    for k, dead in [(3, slice(3, None)), (8, slice(None, 4)), (6, slice(None, None, 2))]:  # 2k < n, 2k > n, 2k = n
+        x = s.clone()
+        x[:, dead] = -math.inf
+        x = x.to(dtype).requires_grad_(True)
+        y = relaxed_topk(x, k, 0.5)
+        assert torch.equal(y.detach(), torch.isfinite(x.detach()).to(dtype)), k
+        (y * torch.arange(12.0, dtype=dtype)).sum().backward()
+        assert bool((x.grad == 0).all()), k
+    logits = torch.tensor([[0.0, -math.inf, 1.0, -math.inf, 2.0]], dtype=dtype if dtype != torch.float16 else torch.float32)
+    for hard in (False, True):
+        z = relaxit.get("gumbel_topk", k=3, tau=0.5, hard=hard).distribution(logits=logits).rsample((4,))
+        assert torch.equal(z, torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0], dtype=z.dtype).expand_as(z)), hard
+
+
 def test_order_keys_sort_like_the_floats():
     """The integer keys that topk runs on (CPU) order like the floats: negatives, ±0, subnormals, ±inf."""
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
