@@ -67,6 +67,10 @@ class OneHotCategorical(pdist.OneHotCategorical):
                     f"{self!r} to satisfy the constraint Simplex(), but found invalid values:\n{value}"
                 )
 
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(OneHotCategorical, _instance)
+        return super().expand(batch_shape, _instance=new)
+
     @torch.distributions.utils.lazy_property
     def probs(self):
         return self._categorical.probs

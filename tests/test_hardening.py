@@ -615,6 +615,9 @@ def test_one_hot_categorical_law_checks_only_the_argument_given():
     law = OneHotCategorical(logits=half, validate_args=True)
     assert torch.equal(law.probs, torch.distributions.Categorical(logits=half).probs)
     assert OneHotCategorical.arg_constraints.keys() == {"probs", "logits"}
+    wide = law.expand((4, 1))  # a subclass with its own __init__ must expand itself (Pyro plates)
+    assert type(wide) is OneHotCategorical and wide.batch_shape == (4, 1)
+    assert torch.equal(wide.probs, law.probs.expand(4, 1, 3))
     with pytest.raises(ValueError, match="probs"):
         OneHotCategorical(probs=torch.tensor([-0.1, 1.1]), validate_args=True)
     with pytest.raises(ValueError):

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import relaxit
+import relaxit_plugins.rodeo as rodeo
 from relaxit_plugins.rodeo import _count_below, _SteinNet
 
 Z = 5.0
@@ -21,11 +22,13 @@ Z = 5.0
 @pytest.mark.parametrize("hidden", [1, 16, 100])
 def test_piecewise_network_is_the_network(hidden):
     """Values and weight gradients of the kink-table evaluation equal the plain LeakyReLU network,
-    including units with zero input weight and queries beyond every kink."""
+    including units with zero input weight (+0.0 and -0.0: a constant unit, active where its
+    bias is positive) and queries beyond every kink."""
     torch.manual_seed(hidden)
     net = _SteinNet(hidden).double()
     with torch.no_grad():
         net.dense_x.weight[: hidden // 3] = 0.0
+        net.dense_x.weight[hidden // 3 : 2 * hidden // 3] = -0.0
     t = torch.randn(3, 4, 50, dtype=torch.float64) * 3
     t[..., 0] = 1e6
     t[..., 1] = -1e6
@@ -53,9 +56,10 @@ def test_count_below_is_searchsorted(hidden, dtype):
     t[:, 0], t[:, 1] = -1e30, 1e30
     t[2, 2 : 2 + min(hidden, 39)] = kink[2, :39]  # ties: a kink is not below itself
     want = torch.searchsorted(kink, t)
-    assert torch.equal(_count_below(kink, t), want)
+    got = _count_below(kink, t)
+    assert got.dtype in (torch.int32, torch.int64) and torch.equal(got.long(), want)
     spread = want + (torch.arange(41) % 4) * (hidden + 1)
-    assert torch.equal(_count_below(kink, t, ways=4), spread)
+    assert torch.equal(_count_below(kink, t, ways=4).long(), spread)
 
 
 _C = torch.tensor([0.2, 0.7, 0.45, 0.9], dtype=torch.float64)
@@ -162,3 +166,81 @@ def test_a_state_dict_with_the_three_layers_still_loads():
         lay = getattr(fresh.control, name)
         assert torch.equal(lay.weight, old[f"control.{name}.weight"])
         assert torch.equal(lay.bias, old[f"control.{name}.bias"])
+
+
+
+def _spread_kinks(rows, hidden, dtype, seed):
+    """Sorted kinks with ±inf entries and ties, and queries ``t`` around them, row by row."""
+    g = torch.Generator().manual_seed(seed)
+    kink = torch.randn(rows, hidden, generator=g, dtype=dtype) * 2
+    kink[0, : hidden // 2] = -torch.inf
+    kink[1, hidden // 2 :] = torch.inf
+    if hidden > 2:
+        kink[2, 1] = kink[2, 2]  # a tie between two kinks
+    kink = kink.sort(-1).values
+    return kink, g
+
+
+@pytest.mark.parametrize("hidden", [1, 3, 16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("spread", [0.0, 0.3, 3.0])
+def test_window_is_the_count_and_the_pieces(hidden, dtype, spread):
+    """The window path (the few kinks inside each row's range of t) gives the count of
+    searchsorted, the same sums per piece as the scatter and the same values as the gather; t
+    equal to a kink counts it as not below; a range holding more kinks than allowed gives None."""
+    kink, g = _spread_kinks(6, hidden, dtype, hidden)
+    t = torch.randn(6, 1, generator=g, dtype=dtype) + spread * torch.randn(6, 37, generator=g, dtype=dtype)
+    t[3, :2] = kink[3, hidden // 2]  # ties with a kink
+    want = torch.searchsorted(kink, t)
+    window = rodeo._window(kink, t, widest=hidden + 1)
+    lo, masks = window[:2]
+    assert torch.equal(lo.unsqueeze(-1) + masks.sum(0).long(), want)
+    assert bool((masks[1:] <= masks[:-1]).all())  # nested
+    width = int((torch.searchsorted(kink, t.amax(-1, keepdim=True)) - lo.unsqueeze(-1)).max())
+    assert masks.shape[0] == width
+    if width > 0:
+        assert rodeo._window(kink, t, widest=width - 1) is None
+    src = torch.randn(2, 6, 37, generator=g, dtype=dtype)
+    pieces = lo.unsqueeze(-1) + torch.arange(width + 1)  # lo .. lo + R, past H: nothing there
+    dense = rodeo._bin_sums(want, src, hidden + 1, ways=1)
+    expected = torch.where(pieces <= hidden, dense.gather(-1, pieces.clamp_max(hidden).expand(2, -1, -1)), 0.0)
+    torch.testing.assert_close(rodeo._window_inside(window, src), expected)
+    c, s = torch.randn(2, 6, hidden + 1, generator=g, dtype=dtype)
+    at = window[2]
+    torch.testing.assert_close(rodeo._lines_eval(c.gather(1, at), s.gather(1, at), masks, t),
+                               rodeo._eval_pieces(c, s, want, t))
+
+
+def test_window_refuses_nan_and_empty_rows():
+    kink = torch.tensor([[-1.0, 0.5], [0.0, 2.0]])
+    t = torch.tensor([[0.0, 0.1], [1.0, torch.nan]])
+    assert rodeo._window(kink, t) is None
+    assert rodeo._window(kink, t[:, :0]) is None
+    assert rodeo._window(kink[:0], t[:0]) is None
+
+
+@pytest.mark.parametrize("k", [2, 3])
+@pytest.mark.parametrize("hidden", [1, 5, 16])
+@pytest.mark.parametrize("shape", [(3, 7), (2, 2, 5), (4, 1)])
+def test_window_path_gives_the_general_paths_estimate(k, hidden, shape, monkeypatch):
+    """Same samples: the estimate and the gradients of α, β and the network are those of the
+    general path (count, scatters and gather) whether every row's range holds 0, a few or more
+    kinks (the network's input weights scaled so that both paths are taken)."""
+
+    def run(widest, scale):
+        monkeypatch.setattr(rodeo, "_WINDOW_MAX", widest)
+        torch.manual_seed(60 + k + hidden)
+        est = relaxit.get("rodeo", alpha_init=0.7, beta_init=-0.6, hidden=hidden).double()
+        with torch.no_grad():
+            est.control.dense_z.weight.mul_(scale)
+            est.control.dense_x.weight[: hidden // 3] = 0.0
+        logits = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        out = est.estimate(objective if shape[-1] == 4 else lambda z: (z - 0.3).pow(3).sum(-1),
+                           num_samples=k, logits=logits)
+        (out.surrogate * torch.linspace(-1, 2, out.surrogate.numel()).reshape(out.surrogate.shape)).sum().backward()
+        return [logits.grad] + [p.grad for p in est.parameters()]
+
+    for scale in (1.0, 0.05):
+        fast, general = run(16, scale), run(-1, scale)
+        for a, b in zip(fast, general):
+            torch.testing.assert_close(a, b)
