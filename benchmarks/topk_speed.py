@@ -3,7 +3,7 @@ upstream relaxit): one relaxed k-hot sample per row, ratio loop / ours in one in
 
 ``--hand`` instead compares ``rsample()`` + ``backward()`` with a hand-written version of the
 *same* relaxation (``hand_topk`` below: Gumbel noise, the threshold ``ν`` with ``Σ σ(x - ν) = k``
-found by the same safeguarded Newton steps from the same bracket and start, and the
+found by the same Newton steps (as many, on the same ``φ``) from the same bracket and start, and the
 implicit-function backward; written plainly, without the library's fused and in-place
 passes), interleaved call by call and timed by the calling thread's CPU time, median ratio
 with a 95% confidence interval (target <= 1.2 at every k).
@@ -22,6 +22,7 @@ import statistics
 import torch
 
 import relaxit
+from relaxit_plugins.gumbel_topk import NEWTON_STEPS, NEWTON_STEPS_FLOAT64
 
 from _stats import median_ci, paired_times  # noqa: E402
 
@@ -41,28 +42,34 @@ def loop_over_k(logits: torch.Tensor, k: int, tau: float) -> torch.Tensor:
 
 
 class _HandThreshold(torch.autograd.Function):
-    """``y = σ(x - ν(x))``, ``Σ y = k``, with ``dν/dx_j = σ'_j / Σ σ'`` (implicit function theorem)."""
+    """``y = σ(x - ν(x))``, ``Σ y = k``, with ``dν/dx_j = σ'_j / Σ σ'`` (implicit function theorem).
+
+    The library's solve written plainly: the top k by ``topk``, the counting bracket, the
+    closed-form start, then Newton steps on ``φ(ν) = log Σ_rest σ(x - ν) - log Σ_top σ(ν - x)``
+    clamped to the bracket."""
 
     @staticmethod
     def forward(ctx, x, k, steps):
         n = x.shape[-1]
         vals, idx = x.topk(k + 1, dim=-1)
-        sgn = torch.ones_like(x).scatter_(-1, idx[..., :k], -1.0)  # -1 on the top k
+        top = torch.zeros_like(x, dtype=torch.bool).scatter_(-1, idx[..., :k], True)
         xk, xk1 = vals[..., k - 1:k], vals[..., k:k + 1]
         lo, hi = xk1 - math.log(k), xk + math.log(n - k)  # counting bracket
-        e = torch.where(sgn < 0, (xk - x).exp(), (x - xk1).exp())  # every term <= 1
-        top = e.masked_fill(sgn > 0, 0.0).sum(-1, keepdim=True)
-        rest = e.masked_fill(sgn < 0, 0.0).sum(-1, keepdim=True)
-        nu = torch.minimum(torch.maximum((xk + xk1 + rest.log() - top.log()) / 2, lo), hi)
+        e = torch.where(top, (xk - x).exp(), (x - xk1).exp())  # every term <= 1
+        s_top = e.masked_fill(~top, 0.0).sum(-1, keepdim=True)
+        s_rest = e.masked_fill(top, 0.0).sum(-1, keepdim=True)
+        nu = torch.minimum(torch.maximum((xk + xk1 + s_rest.log() - s_top.log()) / 2, lo), hi)
+        fi = torch.finfo(x.dtype)
         for _ in range(steps):
-            a = torch.sigmoid(sgn * (x - nu))  # σ(x - ν) off the top k, σ(ν - x) on it
-            f = (sgn * a).sum(-1, keepdim=True)
-            slope = (a - a * a).sum(-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-            lo, hi = torch.where(f >= 0, nu, lo), torch.where(f <= 0, nu, hi)
-            safe = f.sign() * (f.abs() / slope).log1p()
-            logstep = torch.where(f > 0, (f / k).log1p() * (k + f), -(-f / (n - k)).log1p() * (n - k - f)) / slope
-            nu = torch.minimum(torch.maximum(nu + torch.where(logstep.abs() > safe.abs(), logstep, safe), lo), hi)
-        a = torch.sigmoid(sgn * (x - nu))
+            a = torch.sigmoid(torch.where(top, nu - x, x - nu))  # σ(x - ν) off the top k, σ(ν - x) on it
+            d = a - a * a
+            r, t = a.masked_fill(top, 0.0).sum(-1, keepdim=True), a.masked_fill(~top, 0.0).sum(-1, keepdim=True)
+            d_r, d_t = d.masked_fill(top, 0.0).sum(-1, keepdim=True), d.masked_fill(~top, 0.0).sum(-1, keepdim=True)
+            lo, hi = torch.where(r > t, nu, lo), torch.where(r > t, hi, nu)
+            r, t = r.clamp_min(fi.tiny * fi.eps), t.clamp_min(fi.tiny * fi.eps)
+            step = (r.log() - t.log()) / (d_r / r + d_t / t).clamp_min(fi.tiny)
+            nu = torch.minimum(torch.maximum(nu + step, lo), hi)
+        a = torch.sigmoid(torch.where(top, nu - x, x - nu))
         ctx.save_for_backward(a - a * a)
         return torch.sigmoid(x - nu)
 
@@ -79,8 +86,11 @@ def hand_gumbel(logits: torch.Tensor) -> torch.Tensor:
     return -(-u.clamp_min(torch.finfo(torch.float64).tiny).log()).to(logits.dtype).log()
 
 
-def hand_topk(logits: torch.Tensor, k: int, tau: float, steps: int = 6) -> torch.Tensor:
-    """The same relaxation as ``gumbel_topk``, written out: ``σ((logits + g)/τ - ν)``."""
+def hand_topk(logits: torch.Tensor, k: int, tau: float, steps: int | None = None) -> torch.Tensor:
+    """The same relaxation as ``gumbel_topk``, written out: ``σ((logits + g)/τ - ν)``, with the
+    library's number of Newton steps for the dtype."""
+    if steps is None:
+        steps = NEWTON_STEPS_FLOAT64 if logits.dtype == torch.float64 else NEWTON_STEPS
     return _HandThreshold.apply((logits + hand_gumbel(logits)) / tau, k, steps)
 
 
