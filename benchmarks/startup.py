@@ -120,7 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--same-process", type=int, default=21, metavar="N",
                     help="children per case of the same-process table (default 21; 0: none)")
     ap.add_argument("--cases", nargs="*", help="only these cases (the baseline always runs)")
+    ap.add_argument("--quick", action="store_true", help="2 rounds, 3 same-process children: a smoke run")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.rounds, args.same_process = 2, 3
     env = dict(os.environ, OMP_NUM_THREADS="1")
     if not args.no_bytecode:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
