@@ -394,13 +394,15 @@ def main(argv=None):
     ap.add_argument("--objectives", nargs="+", default=["cheap", "decoder"])
     ap.add_argument("--only", nargs="*", default=[], help="estimators to include (default: all)")
     ap.add_argument("--validate", action="store_true", help="keep torch's argument validation on")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="torch's seed before the cases are built (the learned control variates' initial weights)")
     args = ap.parse_args(argv)
     if args.quick:
         args.rounds, args.sweep = 7, [64]
     torch.set_num_threads(1)
     relaxit.available()  # loads every plugin before timing (the loading keeps the validation setting)
     torch.distributions.Distribution.set_default_validate_args(args.validate)
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     print(f"torch {torch.__version__}, 1 thread, validation {'on' if args.validate else 'off'}, "
           f"D = {D_LATENT}, {EVALS} evaluations, {args.rounds} interleaved rounds")
     for kind in args.objectives:
