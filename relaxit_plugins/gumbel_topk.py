@@ -33,11 +33,12 @@ implicit function theorem (Amos et al. 2019, Sec. 3): ``dν/dx_j = σ'_j / Σ_i 
 one ``topk`` (on order-preserving integer keys on CPU; ``argmax`` for k = 1 and n - 1), one
 ``exp2`` pass for the start, a subtraction, a sigmoid and two reductions over the ``n``
 entries per Newton step, and one reduction in the backward, independent of ``k``.  Measured on CPU
-(n = 1000, batch 256, τ = 0.5, one thread, a shared machine; ``benchmarks/topk_speed.py``):
-``rsample`` + backward 0.24–0.50x a hand-written version of the same relaxation; ``rsample``
-1.5x, 2.5x, 11.2x and 44x faster than the loop of ``k`` softmaxes at k = 1, 10, 100 and 500
-with glibc keeping its heap, and 1.6x, 3.0x, 15x and 43x with glibc's default settings
-(where page faults make the loop's time vary by up to 2.5x from run to run).
+(n = 1000, batch 256, τ = 0.5, one thread; ``benchmarks/topk_speed.py``): ``rsample`` +
+backward 0.24–0.42x a hand-written version of the same relaxation; ``rsample`` 1.9x, 4.0x,
+19x and 77x faster than the loop of ``k`` softmaxes at k = 1, 10, 100 and 500 with glibc's
+default settings (where page faults make the loop's time vary by up to 2.5x from run to
+run), 1.4x, 2.5x, 10.9x and 42x with glibc keeping its heap; against the same loop written
+with in-place passes, 11.4x (defaults) and 8.0x (kept heap) at k = 100.
 """
 
 from __future__ import annotations
@@ -607,7 +608,7 @@ class GumbelTopKEstimator(KSubsetEstimatorBase):
         :Gradient: :math:`\nabla_\theta \mathbb{E}[f(y)]`, the gradient of the relaxed objective: biased
             for the discrete one.
         :Cost: :math:`S` objective evaluations; one ``topk`` and a fixed number of elementwise passes
-            (four Newton steps in float32, five in float64), independent of :math:`k`: 11x faster
+            (four Newton steps in float32, five in float64), independent of :math:`k`: 11-19x faster
             than the loop of :math:`k` softmaxes at :math:`k = 100`, :math:`n = 1000` on CPU.
 
     Example:

@@ -496,11 +496,11 @@ class RodeoEstimator(relaxit_core.EstimatorBase):
     autograd node; on the CPU, where each row's range of the surrogate holds at most 4 of the
     network's kinks (the usual case at D = 200, fresh or trained), only those are compared with.
     The default ``hidden=16`` keeps one call at about 1.8x / 1.7x RLOO's time on the Table-1
-    VAE (``benchmarks/newest_cost.py``, one CPU thread, K = 2 / 3), and at about 5x / 2.2x a
+    VAE (``benchmarks/newest_cost.py``, one CPU thread, K = 2 / 3), and at about 4.2x / 2.0x a
     hand-written RLOO with the same 3 evaluations on ``benchmarks/cv_speed.py`` (D = 200, batch
-    256, cheap objective / 200→784 decoder, one thread, on a shared 2-core machine: 4.6-6.5x
-    over repeated runs on the cheap objective; 0.21x / 0.42x the authors' dense network written
-    in plain torch).  For ``K > 2`` the surrogate is the mean of the other samples'
+    256, cheap objective / 200→784 decoder, one thread; 3.9-6.0x on the cheap objective with
+    other initial weights, by the number of kinks inside the surrogate's range; 0.15x / 0.39x
+    the authors' dense network written in plain torch).  For ``K > 2`` the surrogate is the mean of the other samples'
     expansions (the authors' ``discrete_stein_avg``; their ``K > 2`` runs averaged the
     network over the expansions instead, ``discrete_stein_output_avg``).
     Family ``"bernoulli"`` only: the authors' code (``thjashin/rodeo``, ``networks.py``)
