@@ -275,6 +275,18 @@ class CorrelatedRelaxedBernoulli(TorchDistribution):
         t = self.temperature
         return t.to(dtype) if isinstance(t, torch.Tensor) else t
 
+    def _validate_sample(self, value):
+        if isinstance(value, torch.Tensor) and value.numel() == 0:
+            # torch's check of an independent constraint cannot reshape an empty batch (it
+            # raised a RuntimeError): there is no entry to check, only the event shape
+            if tuple(value.shape[value.dim() - len(self.event_shape):]) != tuple(self.event_shape):
+                raise ValueError(
+                    f"The right-most size of value must match event_shape: {tuple(value.shape)} vs "
+                    f"{tuple(self.event_shape)}."
+                )
+            return
+        super()._validate_sample(value)
+
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)

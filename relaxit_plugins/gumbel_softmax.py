@@ -20,7 +20,7 @@ from torch.distributions import constraints, register_kl
 import relaxit_core
 from relaxit_core.schedules import Temperature, log_temperature
 from relaxit_core import Capability as C
-from relaxit_core.distributions import CategoricalLogitsDistribution, categorical_kl, gumbel_like
+from relaxit_core.distributions import CategoricalLogitsDistribution, categorical_kl, gumbel_like, simplex
 from relaxit_core.surrogate import straight_through
 
 __all__ = ["GumbelSoftmax", "StraightThroughGumbelSoftmax", "GumbelSoftmaxEstimator"]
@@ -46,7 +46,7 @@ class GumbelSoftmax(CategoricalLogitsDistribution):
         torch.Size([3, 2, 4])
     """
 
-    support = constraints.simplex
+    support = simplex  # the sum's tolerance follows the dtype
     has_rsample = True
     extra_attrs = ("temperature",)
 

@@ -39,6 +39,7 @@ from torch.distributions import constraints, register_kl
 from torch.distributions.utils import broadcast_all
 
 import relaxit_core
+from relaxit_core.distributions import simplex
 from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
 from relaxit_plugins._special import log_, validating
@@ -85,7 +86,7 @@ class InvertibleGaussian(TorchDistribution):
         "loc": constraints.independent(constraints.real, 1),
         "scale": constraints.independent(constraints.positive, 1),
     }
-    support = constraints.simplex
+    support = simplex  # the sum's tolerance follows the dtype
     has_rsample = True
 
     def __init__(self, loc, scale, *, temperature: float | torch.Tensor = 1.0, delta: float = 1.0, validate_args=None):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch.distributions import constraints
 
+from relaxit_core.distributions import simplex
+
 from relaxit.distributions._adapter import Adapter, as_tensor, built, estimator, scalar_or_tensor
 
 __all__ = ["GeneralizedGumbelSoftmax", "GeneralizedGumbelSoftmaxNP"]
@@ -68,7 +70,7 @@ class GeneralizedGumbelSoftmax(Adapter):
 
     @property
     def support(self):
-        return constraints.one_hot if self.hard else constraints.simplex
+        return constraints.one_hot if self.hard else simplex
 
     @property
     def has_enumerate_support(self) -> bool:  # type: ignore[override]
