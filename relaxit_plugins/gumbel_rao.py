@@ -50,7 +50,9 @@ def conditional_gumbel(logits: torch.Tensor, hard: torch.Tensor, num: int) -> to
     logits = logits.detach()
     logits = logits - logits.logsumexp(-1, keepdim=True)
     hard = hard.detach()
-    return -_log_term(logits, hard, num) - hard * logits
+    # the chosen entry's θ_i through a where, not hard * θ: a masked category (θ_j = -inf) has
+    # hard_j = 0, and 0 * -inf is NaN
+    return -_log_term(logits, hard, num) - torch.where(hard.bool(), logits, torch.zeros_like(logits))
 
 
 class GumbelRaoCategorical(OneHotStraightThrough):
@@ -81,7 +83,8 @@ class GumbelRaoCategorical(OneHotStraightThrough):
         # θ + G_m, see conditional_gumbel (θ unnormalised: X_i = logsumexp θ - log E_i)
         theta = self.raw_logits
         log_p = theta.detach().log_softmax(-1)
-        x = (theta - hard * log_p) - _log_term(log_p, hard, self.num_conditional)
+        # hard * log_p through a where: a masked category (-inf) has hard = 0, and 0 * -inf is NaN
+        x = (theta - torch.where(hard.bool(), log_p, torch.zeros_like(log_p))) - _log_term(log_p, hard, self.num_conditional)
         return (x * (1.0 / self.temperature)).softmax(-1).mean(0)
 
 

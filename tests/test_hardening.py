@@ -683,3 +683,24 @@ def test_correlated_law_log_prob_of_an_empty_batch(batch):
             law.log_prob(torch.zeros((2,) + batch + (4,)))
     finally:
         torch.distributions.Distribution.set_default_validate_args(before)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_gumbel_rao_law_with_masked_categories(dtype):
+    """``est.distribution(logits with -inf).rsample()``: finite, the masked categories never
+    chosen and never weighted, finite gradients (``hard * log p`` was ``0 * -inf = NaN`` at a
+    masked category; found by fuzzing the laws)."""
+    from relaxit_plugins.gumbel_rao import conditional_gumbel
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5, dtype=dtype)
+    logits[0, 0] = logits[1, 2] = -math.inf
+    logits.requires_grad_()
+    law = relaxit.get("gumbel_rao").distribution(logits=logits)
+    y = law.rsample((4,))
+    (y * torch.randn(5, dtype=dtype)).sum().backward()
+    assert bool(torch.isfinite(y).all()) and bool(torch.isfinite(logits.grad).all())
+    assert bool((y[:, 0, 0] == 0).all()) and bool((y[:, 1, 2] == 0).all())
+    assert logits.grad[0, 0] == 0 and logits.grad[1, 2] == 0
+    g = conditional_gumbel(logits, y.detach()[0], 6)
+    assert not bool(torch.isnan(g).any())
