@@ -121,9 +121,20 @@ def _ratio_table(table: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def _oriented(theta: torch.Tensor, k: int):
-    """``(θ', k', flipped)``: the complement when it has fewer ones (``k' = min(k, n - k)``)."""
+    """``(θ', k', flipped)``: the complement when it has fewer ones (``k' = min(k, n - k)``).
+
+    A masked item (``θ = -inf``) is always in the complement, where its weight ``-θ`` would be
+    ``+inf`` (``inf - inf`` in the tables): it enters the complement's problem as a finite
+    weight above its row's other items by the margin at which, back in the law, its inclusion
+    probability underflows to exactly 0 in ``θ``'s dtype (``-log`` of the smallest subnormal,
+    plus ``log n + 1``)."""
     n = theta.shape[-1]
     if 2 * k > n:
+        info = torch.finfo(theta.dtype)
+        margin = -math.log(info.smallest_normal * info.eps) + math.log(n) + 1.0
+        masked = theta == -math.inf
+        lowest = theta.masked_fill(masked, math.inf).amin(-1, keepdim=True)
+        theta = torch.where(masked, lowest - margin, theta)
         return -theta, n - k, True
     return theta, k, False
 
@@ -178,8 +189,8 @@ class _LogPartition(torch.autograd.Function):
     def forward(ctx, t, k):
         t2, k2, flipped = _oriented(t, k)
         mu, log_z = _forward_backward(t2, k2)[:2]
-        if flipped:
-            mu, log_z = 1 - mu, log_z + t.sum(-1)
+        if flipped:  # log e_k(e^θ) = Σθ + log e_{n-k}(e^{-θ}), with θ' = -t2 (masked items' stand-ins)
+            mu, log_z = 1 - mu, log_z - t2.sum(-1)
         ctx.save_for_backward(mu)
         return log_z
 
@@ -198,6 +209,7 @@ class _Marginals(torch.autograd.Function):
         t2, k2, flipped = _oriented(t, k)
         mu, _, fwd, bwd, comb = _forward_backward(t2, k2, fwd)
         ctx.k2 = k2
+        ctx.masked = (t == -math.inf) if flipped else None  # stand-ins in t2: their gradient is 0
         ctx.save_for_backward(t2, mu, fwd, bwd, comb)
         return 1 - mu if flipped else mu
 
@@ -205,7 +217,10 @@ class _Marginals(torch.autograd.Function):
     def backward(ctx, grad):
         t2, mu, fwd, bwd, comb = ctx.saved_tensors
         # the complement has the same covariance: Cov(1 - z) = Cov(z)
-        return _covariance_times(t2, ctx.k2, grad.to(t2.dtype), fwd, bwd, comb, mu), None, None
+        out = _covariance_times(t2, ctx.k2, grad.to(t2.dtype), fwd, bwd, comb, mu)
+        if ctx.masked is not None:
+            out = out.masked_fill(ctx.masked, 0.0)
+        return out, None, None
 
 
 def log_partition(theta: torch.Tensor, k: int) -> torch.Tensor:

@@ -704,3 +704,32 @@ def test_gumbel_rao_law_with_masked_categories(dtype):
     assert logits.grad[0, 0] == 0 and logits.grad[1, 2] == 0
     g = conditional_gumbel(logits, y.detach()[0], 6)
     assert not bool(torch.isnan(g).any())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_k_subset_law_with_masked_items_at_every_k(dtype):
+    """``KSubset`` documents ``-inf`` as a masked item; with more ones than zeros (``2k > n``,
+    where the law is computed on the complement) its ``mean``, ``log_partition`` and
+    SIMPLE's ``rsample`` were NaN (``-θ = +inf`` in the tables).  At every ``k`` the law is the
+    law of the unmasked items, the masked item is never chosen and has gradient 0."""
+    from relaxit_plugins._ksubset import KSubset, inclusion_probs, log_partition
+
+    full = torch.tensor([-0.1, -0.3, -0.2, -2.0, -math.inf, 0.5], dtype=dtype)
+    keep = torch.isfinite(full)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5  # the complement's stand-in costs ~110 eps in float32
+    torch.manual_seed(0)
+    for k in range(1, 6):
+        law, ref = KSubset(full, k), KSubset(full[keep].double(), k)
+        assert law.mean[4] == 0
+        torch.testing.assert_close(law.mean[keep].double(), ref.mean, atol=tol, rtol=0)
+        assert abs(float(law.log_partition) - float(ref.log_partition)) <= tol * 10
+        assert law.sample((500,))[:, 4].sum() == 0
+        lg = full.clone().requires_grad_()
+        (inclusion_probs(lg, k) * torch.arange(6.0, dtype=dtype)).sum().backward()
+        lz = full.clone().requires_grad_()
+        log_partition(lz, k).backward()
+        for g in (lg.grad, lz.grad):
+            assert bool(torch.isfinite(g).all()) and g[4] == 0
+        if k > 1:
+            y = relaxit.get("simple", k=k).distribution(logits=full).rsample((3,))
+            assert bool(torch.isfinite(y).all()) and bool((y[:, 4] == 0).all()) and bool((y.sum(-1) == k).all())
