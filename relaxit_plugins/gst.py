@@ -46,8 +46,11 @@ def gapped_logits(theta: torch.Tensor, hard: torch.Tensor, gap: float | str = 1.
     picked = hard > 0
     t_max = t.max(-1, keepdim=True).values
     if isinstance(gap, str):
-        pi = (t.softmax(-1) * hard).sum(-1, keepdim=True) * _P_SHRINK
-        kappa = -torch.log1p(-pi) / pi
+        # in float32 at least: in float16 or bfloat16, π (1 - 1e-5) rounds to 1 when π = 1 and
+        # the gap was infinite (NaN at a masked category)
+        ct = torch.promote_types(t.dtype, torch.float32)
+        pi = (t.to(ct).softmax(-1) * hard.to(ct)).sum(-1, keepdim=True) * _P_SHRINK
+        kappa = (-torch.log1p(-pi) / pi).to(t.dtype)
     else:
         kappa = gap
     # where() rather than products, so that a logit of -inf (a masked category) gives no NaN

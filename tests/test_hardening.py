@@ -733,3 +733,23 @@ def test_k_subset_law_with_masked_items_at_every_k(dtype):
         if k > 1:
             y = relaxit.get("simple", k=k).distribution(logits=full).rsample((3,))
             assert bool(torch.isfinite(y).all()) and bool((y[:, 4] == 0).all()) and bool((y.sum(-1) == k).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_gst_p_gap_is_finite_in_half_precision(dtype):
+    """GST-p's gap ``κ = -log(1 - π')/π'`` at ``π' = π (1 - 1e-5)``: in float16/bfloat16 ``π'``
+    rounded to 1 where ``π = 1`` (a row with one finite logit, or a saturated one), ``κ`` was
+    infinite and the relaxed surrogate NaN (found by fuzzing the laws).  Now ``κ`` is computed
+    in float32 at least: finite, the same as float32's."""
+    from relaxit_plugins.gst import gapped_logits
+
+    theta = torch.tensor([[-math.inf, 0.3], [20.0, -20.0], [0.1, -0.2]]).to(dtype)
+    hard = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]).to(dtype)
+    m = gapped_logits(theta, hard, "p")
+    assert bool(torch.isfinite(m[:, 1:]).all()) and bool(torch.isfinite(m[1:]).all()) and m[0, 0] == -math.inf
+    ref = gapped_logits(theta.float(), hard.float(), "p")
+    torch.testing.assert_close(m.float(), ref, atol=0, rtol=2 * torch.finfo(dtype).eps, equal_nan=True)
+    law = relaxit.get("gst", gap="p", tau=0.5).distribution(logits=theta.clone().requires_grad_())
+    y = law.rsample((4,))
+    (y * torch.arange(2.0).to(dtype)).sum().backward()
+    assert bool(torch.isfinite(y).all())
