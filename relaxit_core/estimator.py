@@ -253,6 +253,45 @@ def checked_objective(objective: Objective, name: str, limits: Limits | None = N
     return call
 
 
+def attach_limits(law: Any, name: str, stand_in: Any, limits: Limits) -> None:
+    """Give ``law`` (built with arguments at a limit) :class:`LimitLogProb` as its ``log_prob``,
+    and an ``expand`` that gives the expanded law the same (Pyro expands a law in a plate)."""
+    law.log_prob = LimitLogProb(name, law, stand_in, limits)
+    law.expand = LimitExpand(law, name, stand_in, limits)
+    if stand_in is not None and (not law.event_shape or not limits._masks):
+        law.entropy = LimitEntropy(stand_in, limits)
+
+
+class LimitEntropy:
+    """``entropy`` of a discrete law with Bernoulli-type entries at a limit: the stand-in law's,
+    0 at those entries (a certain outcome; torch's ``Bernoulli.entropy`` is ``inf - inf = NaN``
+    at logits ``±inf``).  Masked categories need nothing: their stand-in's probability is 0."""
+
+    def __init__(self, stand_in: Any, limits: Limits):
+        self.stand_in, self.limits = stand_in, limits
+
+    def __call__(self) -> torch.Tensor:
+        h = self.stand_in.entropy()
+        for mask, _ in self.limits._masks:
+            h = torch.where(mask, torch.zeros_like(h), h)
+        return h
+
+
+class LimitExpand:
+    """``expand`` of a law with :class:`LimitLogProb`: the law's own ``expand``, then the
+    expanded law gets ``LimitLogProb`` too (an instance's ``log_prob`` is not copied by torch's
+    ``expand``: the PMF at a limit was NaN once a plate had expanded the law)."""
+
+    def __init__(self, law: Any, name: str, stand_in: Any, limits: Limits):
+        self.law, self.name, self.stand_in, self.limits = law, name, stand_in, limits
+
+    def __call__(self, batch_shape: Any, _instance: Any = None) -> Any:
+        new = type(self.law).expand(self.law, batch_shape, _instance)
+        stand_in = None if self.stand_in is None else self.stand_in.expand(batch_shape)
+        attach_limits(new, self.name, stand_in, self.limits)
+        return new
+
+
 class LimitLogProb:
     """``log_prob`` of a law whose logits hold limits (set by :meth:`EstimatorBase.distribution`).
 
@@ -571,7 +610,7 @@ class EstimatorBase(torch.nn.Module):
         law = self._build(checked)
         if limits is not None and limits.names:
             stand_in = self._build(limits.params) if Capability.HARD in self.capabilities else None
-            law.log_prob = LimitLogProb(self.name, law, stand_in, limits)  # type: ignore[method-assign]
+            attach_limits(law, self.name, stand_in, limits)
         if self._carries_estimator and not is_compiling():
             law = carry_estimator(law, self)  # see relaxit_core.inference
         return law

@@ -753,3 +753,33 @@ def test_gst_p_gap_is_finite_in_half_precision(dtype):
     y = law.rsample((4,))
     (y * torch.arange(2.0).to(dtype)).sum().backward()
     assert bool(torch.isfinite(y).all())
+
+
+def test_limits_survive_expand_in_a_pyro_plate():
+    """A law built with logits at a limit keeps its PMF ``log_prob`` (and a finite entropy)
+    once expanded, as Pyro's plates do: torch's ``expand`` does not copy an instance's
+    ``log_prob``, and the expanded law's was NaN at ``+inf`` (found by the law property test)."""
+    import pickle
+
+    import pyro
+
+    law = relaxit.get("arm").distribution(logits=torch.tensor([math.inf, 0.3, -math.inf]))
+    wide = law.expand((2, 3))
+    x = wide.sample((4,))
+    lp = wide.log_prob(x)
+    assert bool(torch.isfinite(lp).all()) and bool((lp[..., 0] == 0).all()) and bool((lp[..., 2] == 0).all())
+    assert wide.log_prob(torch.tensor([0.0, 1.0, 1.0]))[0, 0] == -math.inf  # the impossible value
+    h = wide.entropy()
+    assert h.shape == (2, 3) and bool((h[:, 0] == 0).all()) and bool((h[:, 2] == 0).all())
+    assert bool(torch.isfinite(h).all())
+    assert pickle.loads(pickle.dumps(law)).log_prob(torch.ones(3))[0] == 0
+
+    def model():
+        with pyro.plate("p", 4):
+            pyro.sample("z", law.to_event(1))
+
+    trace = pyro.poutine.trace(model).get_trace()
+    trace.compute_log_prob()
+    assert bool(torch.isfinite(trace.nodes["z"]["log_prob"]).all())
+    masked = relaxit.get("decoupled_st_gumbel_softmax").distribution(logits=torch.tensor([0.2, -math.inf, 1.0]))
+    assert bool(torch.isfinite(masked.expand((2,)).entropy()).all())
