@@ -253,7 +253,7 @@ class BinaryLogitsDistribution(LogitsDistribution):
 class CategoricalLogitsDistribution(LogitsDistribution):
     """:class:`LogitsDistribution` over ``K`` categories (last dimension of the parameter)."""
 
-    arg_constraints = {"probs": constraints.simplex, "logits": constraints.independent(constraints.real, 1)}
+    arg_constraints = {"probs": simplex, "logits": constraints.independent(constraints.real, 1)}
     param_event_dim = 1
 
 

@@ -58,7 +58,7 @@ from torch.distributions.utils import lazy_property
 import relaxit_core
 from relaxit_core.schedules import Temperature
 from relaxit_core import Capability as C
-from relaxit_core.distributions import as_logits, exponential_like, gumbel_like
+from relaxit_core.distributions import as_logits, exponential_like, gumbel_like, simplex
 from relaxit_core.errors import ParameterError
 from relaxit_core.surrogate import straight_through
 from relaxit_plugins._special import validating
@@ -399,7 +399,7 @@ class GumbelTopK(TorchDistribution):
         (torch.Size([4, 2, 6]), True)
     """
 
-    arg_constraints = {"probs": constraints.simplex, "logits": constraints.independent(constraints.real, 1)}
+    arg_constraints = {"probs": simplex, "logits": constraints.independent(constraints.real, 1)}
     has_rsample = True
 
     def __init__(self, probs=None, logits=None, *, k: int, temperature: float | torch.Tensor = 1.0,
