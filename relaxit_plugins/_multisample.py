@@ -13,7 +13,7 @@ import pyro.distributions as pdist
 import torch
 
 from relaxit_core.distributions import bernoulli_draw
-from relaxit_core.estimator import call_objective, reduce_log_prob
+from relaxit_core.estimator import Estimate, call_objective, reduce_log_prob
 from relaxit_core.limits import is_compiling
 
 __all__ = [
@@ -26,6 +26,9 @@ __all__ = [
     "with_parameter_gradients",
     "with_score_and_lazy_gradients",
     "bernoulli_score_gradient",
+    "bernoulli_evaluate",
+    "bernoulli_mean_estimate",
+    "rloo_weights",
     "call_objective",
     "reduce_log_prob",
     "loo_mean",
@@ -198,6 +201,33 @@ def bernoulli_score_gradient(weight: torch.Tensor, z: torch.Tensor, p: torch.Ten
     if w.requires_grad or score.requires_grad:  # differentiated through: out of place
         return (score * w).sum(0)
     return score.mul_(w).sum(0)
+
+
+def bernoulli_evaluate(objective, logits: torch.Tensor, num_samples: int, name: str):
+    """``(p, z, f)`` for Bernoulli ``logits`` checked by the core's guard (finite, or limits
+    replaced by stand-ins), without building a law: ``p = σ(logits)`` detached, ``num_samples``
+    draws ``z = 1[U < p]`` and their checked objective values ``f`` (``[S, *B]``, ``B`` a prefix
+    of ``logits.shape``, the law's ``batch_shape``)."""
+    p = torch.sigmoid(logits.detach())
+    z = bernoulli_draw(p, (num_samples,))
+    return p, z, call_objective(objective, z, tuple(logits.shape), name)
+
+
+def rloo_weights(fd: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """RLOO's weights ``(f_s - b_s) / S``, ``b_s`` the mean of the other samples' values: that is
+    ``(f_s - mean_j f_j) / (S - 1)`` (``fd`` ``[S, *B]``, ``mean`` its mean over ``S``)."""
+    return (fd - mean) / (fd.shape[0] - 1)
+
+
+def bernoulli_mean_estimate(objective, logits: torch.Tensor, num_samples: int, name: str, weights=rloo_weights):
+    """``mean_s f_s`` with the gradient ``Σ_s w_s (z_s - σ(logits))`` attached to the logits by
+    one autograd node (finite at ``logits = ±inf``), ``w = weights(f detached, its mean)``: the
+    score-function estimate for Bernoulli logits without a law (:func:`bernoulli_evaluate`)."""
+    p, z, f = bernoulli_evaluate(objective, logits, num_samples, name)
+    value = f.mean(0)
+    fd, mean = f.detach(), value.detach()
+    g = bernoulli_score_gradient(weights(fd, mean), z, p)
+    return Estimate(with_score(value, logits, g), mean, z)
 
 
 def loo_mean(x: torch.Tensor) -> torch.Tensor:

@@ -34,10 +34,8 @@ from relaxit_core.surrogate import leave_one_out_baseline
 from relaxit_plugins._multisample import (
     Bernoulli,
     OneHotCategorical,
-    bernoulli_draw,
-    bernoulli_score_gradient,
-    call_objective,
-    with_score,
+    bernoulli_mean_estimate,
+    rloo_weights,
 )
 
 __all__ = ["ReinforceEstimator", "group_advantage"]
@@ -343,18 +341,14 @@ class ReinforceEstimator(relaxit_core.EstimatorBase):
         replaced by finite stand-ins), so no law is built: its ``batch_shape`` is
         ``logits.shape``."""
         s = self._check_num_samples(num_samples)
-        p = torch.sigmoid(logits.detach())
-        z = bernoulli_draw(p, (s,))
-        f = call_objective(objective, z, logits.shape, self.name)
-        value = f.mean(0)
-        fd, mean = f.detach(), value.detach()
-        if self._leave_one_out:
-            # (f_s - b_s) / S with b_s the mean of the others is (f_s - mean_j f_j) / (S - 1)
-            weight = (fd - mean) / (s - 1)
-        else:
-            b = self.baseline(fd)
-            weight = (fd if b is None else fd - b) / s
-        return relaxit_core.Estimate(with_score(value, logits, bernoulli_score_gradient(weight, z, p)), mean, z)
+        weights = rloo_weights if self._leave_one_out else self._baseline_weights
+        return bernoulli_mean_estimate(objective, logits, s, self.name, weights)
+
+    def _baseline_weights(self, fd, mean):
+        """``(f_s - b) / S`` with the configured baseline ``b`` of the current values (none or
+        the moving average, which this call updates)."""
+        b = self.baseline(fd)
+        return (fd if b is None else fd - b) / fd.shape[0]
 
     def example_context(self, batch_shape=(), *, dtype=torch.float32, device=None, generator=None):
         """A standard normal context ``[*batch_shape, context_size]`` when the critic reads one

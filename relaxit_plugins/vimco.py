@@ -23,7 +23,8 @@ from relaxit_core import Capability as C
 from relaxit_core.surrogate import leave_one_out_baseline, score_function_surrogate
 from relaxit_plugins._multisample import (
     LAWS,
-    bernoulli_draw,
+    bernoulli_evaluate,
+    bernoulli_mean_estimate,
     bernoulli_score_gradient,
     call_objective,
     reduce_log_prob,
@@ -144,15 +145,10 @@ class VimcoEstimator(relaxit_core.EstimatorBase):
             # score z - σ(logits): finite at ±inf, no log_prob pass over [S, *batch].  The core's
             # guard has checked the logits (finite, or limits replaced by stand-ins): no law is
             # built, its batch_shape is logits.shape.
-            p = torch.sigmoid(logits.detach())
-            z = bernoulli_draw(p, (num_samples,))
-            f = call_objective(objective, z, logits.shape, self.name)
+            if reduce == "mean":  # RLOO
+                return bernoulli_mean_estimate(objective, logits, num_samples, self.name)
+            p, z, f = bernoulli_evaluate(objective, logits, num_samples, self.name)
             fd = f.detach()
-            if reduce == "mean":  # RLOO: (f_s - mean of the others) / S = (f_s - mean) / (S - 1)
-                value = f.mean(0)
-                mean = value.detach()
-                g = bernoulli_score_gradient((fd - mean) / (num_samples - 1), z, p)
-                return relaxit_core.Estimate(with_score(value, logits, g), mean, z)
             bound = f.logsumexp(0) - math.log(num_samples)
             g = bernoulli_score_gradient(vimco_signals(fd, bound=bound), z, p)
             return relaxit_core.Estimate(with_score(bound, logits, g), bound.detach(), z)
