@@ -19,8 +19,9 @@ layers built from such a block; :mod:`relaxit.pyro` (likewise) has
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from relaxit_core._lazy import lazy_exports
 
 if TYPE_CHECKING:  # imported on first use (see __getattr__): ``import relaxit`` imports no torch
     from relaxit_core import (
@@ -132,23 +133,10 @@ def _registry() -> Any:
     return registry
 
 
-def __getattr__(name: str) -> Any:
-    # Everything but the facade's functions is imported on first access, so that
-    # ``import relaxit`` (and the ``relaxit`` command's ``--help`` and ``list``) import
-    # neither torch nor pydantic; ``relaxit.nn`` (the stochastic layers) and
-    # ``relaxit.pyro`` likewise.
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"relaxit.{name}")
-    else:
-        raise AttributeError(f"module 'relaxit' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+# Everything but the facade's functions is imported on first access, so that ``import
+# relaxit`` (and the ``relaxit`` command's ``--help`` and ``list``) import neither torch nor
+# pydantic; ``relaxit.nn`` (the stochastic layers) and ``relaxit.pyro`` likewise.
+__getattr__, __dir__ = lazy_exports("relaxit", _LAZY, _SUBMODULES, globals())
 
 
 def schema() -> dict[str, Any]:

@@ -16,8 +16,9 @@ The conformance kit is :mod:`relaxit_core.testing`; gradient diagnostics are
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from relaxit_core._lazy import lazy_exports
 
 if TYPE_CHECKING:  # imported on first access (see __getattr__)
     from relaxit_core.capabilities import FAMILIES, Capability
@@ -84,19 +85,9 @@ _SUBMODULES = ("capabilities", "config", "diagnostics", "distributions", "errors
                "inference", "limits", "registry", "schedules", "surrogate", "testing", "text")
 
 
-def __getattr__(name: str) -> Any:
-    # Each name is imported from its module on first access: the modules that need neither
-    # torch nor pydantic (errors, capabilities, text) stay light, which the ``relaxit``
-    # command's ``--help`` and ``list`` rely on.
-    if name in _WHERE:
-        value = getattr(importlib.import_module(f"relaxit_core.{_WHERE[name]}"), name)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"relaxit_core.{name}")
-    else:
-        raise AttributeError(f"module 'relaxit_core' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))
+# Each name is imported from its module on first access: the modules that need neither torch
+# nor pydantic (errors, capabilities, text) stay light, which the ``relaxit`` command's
+# ``--help`` and ``list`` rely on.
+__getattr__, __dir__ = lazy_exports(
+    "relaxit_core", {name: f"relaxit_core.{module}" for name, module in _WHERE.items()}, _SUBMODULES, globals()
+)
